@@ -1,0 +1,133 @@
+"""The root structured config (registered once, in `register_configs`) and the config resolvers.
+
+The schema types every top-level key, so `t2s run seeed=1` or `run.bach_size=4` fails at composition
+with Hydra's "Key 'seeed' not in 'T2SConfig'". Stage, dataset, LLM and logger nodes are `Any`: their
+keys are checked against the plugin constructor's signature when the pipeline builds them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
+
+#: the project root: the folder holding `conf/` and `experiments/`
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = PROJECT_ROOT / "conf"
+
+
+@dataclass
+class RunConf:
+    """How the pipeline runs: questions per batch (what an LLM backend may batch), resume behaviour, progress bars."""
+
+    batch_size: int = 8
+    #: re-running in a directory that has results resumes from them; False starts over (moving old files aside)
+    resume: bool = True
+    progress: bool = True
+
+
+@dataclass
+class DBConf:
+    """Execution of model-written SQL by stages (fixers, probers, selectors): time limit (s), row cap, worker processes."""
+
+    timeout: float = 10.0
+    max_rows: int = 1000
+    workers: int = 1
+    sample_values: int = 3
+
+
+@dataclass
+class EvalConf:
+    """Scoring: semantics ("spider" test-suite or "bird" set comparison), per-query time limit (s), worker processes."""
+
+    semantics: str = "spider"
+    timeout: float = 30.0
+    workers: int = 2
+    keep_distinct: bool = False
+    exact_match: bool = True
+    ves: bool = False
+    ves_iterations: int = 10
+    soft_f1: bool = False
+    #: where Spider's tables.json lives for exact match (None: schemas introspected from the databases)
+    tables: str | None = None
+    #: examples of each error category kept in the report
+    error_examples: int = 3
+
+
+@dataclass
+class PathsConf:
+    data_root: str = "data"
+    cache_dir: str = ".cache"
+    output_root: str = "outputs"
+
+
+@dataclass
+class T2SConfig:
+    """Root of every t2s config (conf/config.yaml)."""
+
+    dataset: Any = None
+    schema_format: Any = None
+    llm: Any = None
+    llms: dict[str, Any] = field(default_factory=dict)
+    value_retriever: Any = None
+    example_retriever: Any = None
+    schema_linker: Any = None
+    prober: Any = None
+    generator: Any = None
+    fixer: Any = None
+    corrector: Any = None
+    verifier: Any = None
+    selector: Any = None
+    logger: Any = None
+    experiment: Any = None
+    seed: int = 0
+    run: RunConf = field(default_factory=RunConf)
+    db: DBConf = field(default_factory=DBConf)
+    eval: EvalConf = field(default_factory=EvalConf)
+    paths: PathsConf = field(default_factory=PathsConf)
+    #: USD per 1M tokens by model id: {model_id: {prompt: float, completion: float}}; turns tokens into money
+    prices: dict[str, Any] = field(default_factory=dict)
+    #: free-form notes recorded with the run (e.g. what an experiment reproduces)
+    notes: str = ""
+
+
+def run_name(overrides: Any) -> str:
+    """A directory name for a list of overrides (or Hydra's override_dirname string); "default" when empty.
+
+    Deterministic, so the same command line maps to the same run directory (and resumes). Long names are
+    cut and suffixed with a hash of the whole.
+    """
+    if isinstance(overrides, str):
+        text = overrides
+    else:
+        text = ",".join(sorted(str(o) for o in overrides))
+    if not text:
+        return "default"
+    safe = re.sub(r"[^A-Za-z0-9=,._+\-@]", "_", text)
+    if len(safe) > 120:
+        safe = safe[:100] + "-" + hashlib.sha256(text.encode()).hexdigest()[:12]
+    return safe
+
+
+def _project_path(p: str) -> str:
+    path = Path(str(p)).expanduser()
+    return str(path if path.is_absolute() else PROJECT_ROOT / path)
+
+
+_registered = False
+
+
+def register_configs() -> None:
+    """Register the root schema and the `t2s.*` resolvers. Idempotent; called by every entry point."""
+    global _registered
+    if _registered:
+        return
+    ConfigStore.instance().store(name="t2s_root_schema", node=T2SConfig)
+    OmegaConf.register_new_resolver("t2s.path", _project_path, replace=True)
+    OmegaConf.register_new_resolver("t2s.run_name", run_name, replace=True)
+    _registered = True

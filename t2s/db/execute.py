@@ -1,0 +1,542 @@
+"""Safe execution of model-written SQL against SQLite: read-only, row-capped, with a hard wall-clock limit.
+
+Every query runs in a worker process (a plain `python -c` child talking length-prefixed pickles over its
+stdin/stdout). A worker keeps one read-only connection per database file open and serves queries one at a
+time. Three layers keep a run safe:
+
+1. Nothing can write. Connections are opened with the URI `file:...?mode=ro` (SQLite itself refuses to
+   write and never creates a missing file), `PRAGMA query_only=ON`, and an authorizer that allows only
+   reads (SELECT, READ, functions, recursive CTEs, read-only PRAGMAs). Any other action (INSERT, UPDATE,
+   DELETE, CREATE/DROP/ALTER, ATTACH, transactions, PRAGMA writes, ...) fails at prepare time and the
+   result says which: `rejected: statement would modify the database (DROP TABLE singer)`.
+2. Cooperative deadline: an SQLite progress handler interrupts a query that runs past its timeout
+   (runaway recursive CTEs, huge cross joins stop within milliseconds of the limit).
+3. Hard deadline: the parent kills (SIGKILL) and respawns a worker that has not answered within
+   `timeout + kill_grace` seconds, or that died (a crash inside SQLite); the run goes on.
+
+Why not `multiprocessing`: with "spawn" or "forkserver" every worker re-imports the parent's `__main__`
+module; measured on this machine with a main script that imports torch, each worker start cost 1.2-1.3 s
+(and a torch copy in memory), against 0.03 s for this child, which imports only `t2s.db.execute`
+and the standard library. Workers also restart after a kill, so start cost matters. A child started
+with `subprocess` (fork + exec) is safe after torch has started threads.
+
+Only one statement runs per call: text with several statements returns an error saying so (SQLite's
+"You can only execute one statement at a time"); a trailing `;` or comment is fine.
+`workers=0` runs queries in the calling process (cooperative deadline only, no protection against a
+crash or a C-level hang); it exists for measurements and environments that cannot start processes.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import signal
+import sqlite3
+import struct
+import subprocess
+import sys
+import threading
+import time
+import weakref
+from collections import OrderedDict, deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait as _wait_fds
+from pathlib import Path
+from typing import Any
+
+from t2s.db.types import ExecResult
+
+_HEADER = struct.Struct("!Q")
+#: SQLite virtual-machine instructions between two deadline checks (~ a few microseconds of work each).
+_PROGRESS_STEPS = 4000
+#: SQL texts longer than this are only sent to an idle worker, so a write to its stdin can never block.
+_BIG_MESSAGE = 32_000
+_MAX_OPEN_DBS = 64
+_STATEMENT_HEAD = re.compile(r"[\w\"`\[\]]+")
+
+_SQLITE_READ_ONLY_ACTIONS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
+#: PRAGMAs that take an argument but only read (e.g. `PRAGMA table_info(singer)`).
+_READ_PRAGMAS_WITH_ARG = {
+    "table_info", "table_xinfo", "table_list", "index_list", "index_info", "index_xinfo",
+    "foreign_key_list", "foreign_key_check", "integrity_check", "quick_check",
+}
+_ACTION_NAMES: dict[int, str] = {
+    sqlite3.SQLITE_CREATE_INDEX: "CREATE INDEX", sqlite3.SQLITE_CREATE_TABLE: "CREATE TABLE",
+    sqlite3.SQLITE_CREATE_TEMP_INDEX: "CREATE TEMP INDEX", sqlite3.SQLITE_CREATE_TEMP_TABLE: "CREATE TEMP TABLE",
+    sqlite3.SQLITE_CREATE_TEMP_TRIGGER: "CREATE TEMP TRIGGER", sqlite3.SQLITE_CREATE_TEMP_VIEW: "CREATE TEMP VIEW",
+    sqlite3.SQLITE_CREATE_TRIGGER: "CREATE TRIGGER", sqlite3.SQLITE_CREATE_VIEW: "CREATE VIEW",
+    sqlite3.SQLITE_DELETE: "DELETE", sqlite3.SQLITE_DROP_INDEX: "DROP INDEX", sqlite3.SQLITE_DROP_TABLE: "DROP TABLE",
+    sqlite3.SQLITE_DROP_TEMP_INDEX: "DROP TEMP INDEX", sqlite3.SQLITE_DROP_TEMP_TABLE: "DROP TEMP TABLE",
+    sqlite3.SQLITE_DROP_TEMP_TRIGGER: "DROP TEMP TRIGGER", sqlite3.SQLITE_DROP_TEMP_VIEW: "DROP TEMP VIEW",
+    sqlite3.SQLITE_DROP_TRIGGER: "DROP TRIGGER", sqlite3.SQLITE_DROP_VIEW: "DROP VIEW",
+    sqlite3.SQLITE_INSERT: "INSERT", sqlite3.SQLITE_PRAGMA: "PRAGMA", sqlite3.SQLITE_TRANSACTION: "TRANSACTION",
+    sqlite3.SQLITE_UPDATE: "UPDATE", sqlite3.SQLITE_ATTACH: "ATTACH", sqlite3.SQLITE_DETACH: "DETACH",
+    sqlite3.SQLITE_ALTER_TABLE: "ALTER TABLE", sqlite3.SQLITE_REINDEX: "REINDEX", sqlite3.SQLITE_ANALYZE: "ANALYZE",
+    sqlite3.SQLITE_CREATE_VTABLE: "CREATE VIRTUAL TABLE", sqlite3.SQLITE_DROP_VTABLE: "DROP VIRTUAL TABLE",
+    sqlite3.SQLITE_SAVEPOINT: "SAVEPOINT",
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# The part that runs inside a worker (and in the caller's process when workers=0). Standard library only.
+# --------------------------------------------------------------------------------------------------
+
+
+class _Runner:
+    """Runs jobs against cached read-only connections; one instance per worker process."""
+
+    def __init__(self) -> None:
+        self._conns: OrderedDict[tuple[str, int, int], sqlite3.Connection] = OrderedDict()
+        self._decode: dict[int, str] = {}  # id(connection) -> decode error handler in force
+        self._deadline = float("inf")
+        self._expired = False
+        self._denied: str | None = None
+
+    # -- connection handling ------------------------------------------------------------------
+    def _progress(self) -> int:
+        if time.monotonic() > self._deadline:
+            self._expired = True
+            return 1
+        return 0
+
+    def _authorize(self, action: int, arg1: str | None, arg2: str | None, _db: str | None, _trigger: str | None) -> int:
+        if action in _SQLITE_READ_ONLY_ACTIONS:
+            return sqlite3.SQLITE_OK
+        if action == sqlite3.SQLITE_PRAGMA and (arg2 is None or (arg1 or "").lower() in _READ_PRAGMAS_WITH_ARG):
+            return sqlite3.SQLITE_OK
+        if self._denied is None:
+            name = _ACTION_NAMES.get(action, f"action {action}")
+            if action == sqlite3.SQLITE_PRAGMA:
+                target = f"{arg1} = {arg2}"
+            elif action == sqlite3.SQLITE_UPDATE:
+                target = f"{arg1}.{arg2}" if arg1 and arg2 else (arg1 or "")
+            elif action in (sqlite3.SQLITE_TRANSACTION, sqlite3.SQLITE_SAVEPOINT):
+                target = " ".join(a for a in (arg1, arg2) if a)
+            else:
+                target = arg1 or ""
+            self._denied = f"{name} {target}".strip()
+        return sqlite3.SQLITE_DENY
+
+    def _connect(self, db_path: str, decode_errors: str) -> sqlite3.Connection | str:
+        """A cached connection, or an error message when the file is missing or cannot be opened."""
+        try:
+            st = os.stat(db_path)
+        except OSError:
+            return f"database file not found: {db_path} (check the dataset's database directory / db_path)"
+        if not os.path.isfile(db_path):
+            return f"database path is not a file: {db_path}"
+        key = (db_path, st.st_dev, st.st_ino)
+        conn = self._conns.get(key)
+        if conn is None:
+            uri = Path(db_path).resolve().as_uri() + "?mode=ro"
+            try:
+                conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+                conn.execute("PRAGMA query_only=ON")
+            except sqlite3.Error as e:
+                return f"cannot open database {db_path}: {e}"
+            conn.set_authorizer(self._authorize)
+            conn.set_progress_handler(self._progress, _PROGRESS_STEPS)
+            self._conns[key] = conn
+            while len(self._conns) > _MAX_OPEN_DBS:
+                old = self._conns.popitem(last=False)[1]
+                self._decode.pop(id(old), None)
+                old.close()
+        else:
+            self._conns.move_to_end(key)
+        if self._decode.get(id(conn)) != decode_errors:
+            conn.text_factory = lambda b: b.decode(errors=decode_errors)
+            self._decode[id(conn)] = decode_errors
+        return conn
+
+    def _start(self, timeout: float) -> None:
+        self._deadline = time.monotonic() + timeout
+        self._expired = False
+        self._denied = None
+
+    def _failure(self, e: Exception, sql: str) -> tuple[str | None, bool]:
+        """(error message, timed_out) for an exception raised while running `sql`."""
+        if self._expired:
+            return None, True
+        if self._denied is not None:
+            what = self._denied
+            # DDL first shows up as a write to the schema table (CREATE/DROP TABLE, ANALYZE) and VACUUM as
+            # an ATTACH: the statement's own first words say more.
+            if "sqlite_master" in what or "sqlite_temp_master" in what or what == "ATTACH":
+                what = " ".join(_STATEMENT_HEAD.findall(sql)[:3])[:80] or what
+            return f"rejected: statement would modify the database ({what})", False
+        msg = str(e)
+        if isinstance(e, sqlite3.ProgrammingError) and "one statement at a time" in msg:
+            return ("several statements: only one SQL statement per query is run; "
+                    f"send them one by one (sqlite3: {msg})"), False
+        return msg or type(e).__name__, False
+
+    # -- jobs -----------------------------------------------------------------------------------
+    def execute(self, db_path: str, sql: str, timeout: float, max_rows: int, decode_errors: str) -> dict[str, Any]:
+        """Run one query; returns the fields of an `ExecResult` (seconds = time inside this process)."""
+        t0 = time.perf_counter()
+        out: dict[str, Any] = {"rows": [], "columns": [], "error": None, "timed_out": False, "truncated": False}
+        conn = self._connect(db_path, decode_errors)
+        if isinstance(conn, str):
+            out["error"] = conn
+        else:
+            self._start(timeout)
+            cur = None
+            try:
+                cur = conn.execute(sql)
+                rows = cur.fetchmany(max_rows + 1)
+                if len(rows) > max_rows:
+                    rows = rows[:max_rows]
+                    out["truncated"] = True
+                out["rows"] = rows
+                out["columns"] = [d[0] for d in cur.description or ()]
+            except Exception as e:  # noqa: BLE001 - every failure of model SQL becomes a result
+                out["error"], out["timed_out"] = self._failure(e, sql)
+            finally:
+                if cur is not None:
+                    cur.close()
+                self._deadline = float("inf")
+        out["seconds"] = time.perf_counter() - t0
+        return out
+
+    def time_queries(self, db_path: str, sqls: list[str], iterations: int, timeout: float,
+                     decode_errors: str) -> dict[str, Any]:
+        """Execute each of `sqls` (fetching all rows) `iterations` times, interleaved (iteration by
+        iteration, in list order, as BIRD's VES does); returns per-SQL lists of seconds."""
+        conn = self._connect(db_path, decode_errors)
+        if isinstance(conn, str):
+            return {"times": [], "error": conn, "timed_out": False, "index": None}
+        times: list[list[float]] = [[] for _ in sqls]
+        for _ in range(iterations):
+            for i, sql in enumerate(sqls):
+                self._start(timeout)
+                cur = None
+                t0 = time.perf_counter()
+                try:
+                    cur = conn.execute(sql)
+                    cur.fetchall()
+                except Exception as e:  # noqa: BLE001
+                    err, timed_out = self._failure(e, sql)
+                    return {"times": times, "error": err, "timed_out": timed_out, "index": i}
+                finally:
+                    if cur is not None:
+                        cur.close()
+                    self._deadline = float("inf")
+                times[i].append(time.perf_counter() - t0)
+        return {"times": times, "error": None, "timed_out": False, "index": None}
+
+    def run(self, job: tuple[Any, ...]) -> dict[str, Any]:
+        kind = job[0]
+        if kind == "exec":
+            return self.execute(*job[1:])
+        if kind == "time":
+            return self.time_queries(*job[1:])
+        raise ValueError(f"unknown job kind {kind!r}")
+
+
+def _read_exact(fd: int, n: int) -> bytes | None:
+    """Read exactly n bytes from a file descriptor; None on end of file."""
+    chunks: list[bytes] = []
+    while n:
+        b = os.read(fd, min(n, 1 << 20))
+        if not b:
+            return None
+        chunks.append(b)
+        n -= len(b)
+    return b"".join(chunks)
+
+
+def _write_msg(fd: int, obj: Any) -> None:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    view = memoryview(_HEADER.pack(len(data)) + data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _read_msg(fd: int) -> Any | None:
+    head = _read_exact(fd, _HEADER.size)
+    if head is None:
+        return None
+    body = _read_exact(fd, _HEADER.unpack(head)[0])
+    return None if body is None else pickle.loads(body)
+
+
+def _worker_main() -> None:
+    """Entry point of a worker process: read jobs from stdin, answer on (the original) stdout."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
+    out_fd = os.dup(1)
+    os.dup2(2, 1)  # stray prints must not corrupt the protocol
+    runner = _Runner()
+    while True:
+        msg = _read_msg(0)
+        if msg is None:
+            return
+        job_id, job = msg
+        try:
+            reply = runner.run(job)
+        except Exception as e:  # noqa: BLE001 - keep serving
+            reply = {"rows": [], "columns": [], "error": f"internal worker error: {e!r}", "timed_out": False,
+                     "truncated": False, "seconds": 0.0, "times": [], "index": None}
+        _write_msg(out_fd, (job_id, reply))
+
+
+# --------------------------------------------------------------------------------------------------
+# The parent side.
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TimingResult:
+    """Seconds per execution for each SQL of a timing job (`SQLExecutor.time_many`).
+
+    `times[i]` lists the wall seconds (inside the worker, execute + fetch all) of `sqls[i]` over the
+    iterations. On failure `error` (or `timed_out`) is set and `failed_index` says which SQL failed.
+    """
+
+    times: list[list[float]] = field(default_factory=list)
+    error: str | None = None
+    timed_out: bool = False
+    failed_index: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.timed_out
+
+
+@dataclass
+class _Job:
+    kind: str
+    payload: tuple[Any, ...]
+    budget: float  # seconds the worker may take before it is killed (without grace)
+    size: int
+
+
+class _Worker:
+    """One worker process and the jobs sent to it (a FIFO; the head is the one running)."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "from t2s.db.execute import _worker_main; _worker_main()"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True,
+        )
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.in_fd = self.proc.stdin.fileno()
+        self.out_fd = self.proc.stdout.fileno()
+        self.inflight: deque[tuple[int, float]] = deque()  # (job index, budget)
+        self.head_started = 0.0
+
+    def kill(self) -> None:
+        try:
+            self.proc.kill()
+        except OSError:
+            pass
+        self.proc.wait()
+        self._close_pipes()
+
+    def stop(self, wait: float = 2.0) -> None:
+        """Close stdin (the worker exits on end of file); kill it if it does not go in `wait` seconds."""
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        self._close_pipes()
+
+    def _close_pipes(self) -> None:
+        for f in (self.proc.stdin, self.proc.stdout):
+            try:
+                if f is not None:
+                    f.close()
+            except OSError:
+                pass
+
+
+def _stop_all(workers: list[_Worker]) -> None:
+    for w in workers:
+        w.stop(wait=1.0)
+    workers.clear()
+
+
+class SQLExecutor:
+    """Read-only SQLite execution with a hard time limit, over a persistent pool of worker processes.
+
+    `timeout` is wall seconds per query (a query is interrupted at the limit, and its worker is killed if
+    it has not answered `kill_grace` seconds later); `max_rows` caps the rows fetched (`truncated=True`
+    when more existed). `workers` processes start lazily on first use and live until `close()`; each
+    keeps its connections open per database file. `workers=0` executes in the calling process (no
+    protection against crashes or C-level hangs). `decode_errors` is the `bytes.decode` error handler for
+    TEXT values that are not valid UTF-8 ("replace" by default; the Spider test-suite evaluation uses
+    "ignore"). Not for concurrent use from several threads (calls are serialized by a lock).
+    """
+
+    def __init__(self, *, timeout: float = 30.0, max_rows: int = 10_000, workers: int = 1,
+                 decode_errors: str = "replace", kill_grace: float = 0.5) -> None:
+        if timeout <= 0:
+            raise ValueError(f"SQLExecutor: timeout must be > 0 seconds, got {timeout}")
+        if max_rows < 0:
+            raise ValueError(f"SQLExecutor: max_rows must be >= 0, got {max_rows}")
+        if workers < 0:
+            raise ValueError(f"SQLExecutor: workers must be >= 0 (0 = run in this process), got {workers}")
+        b"".decode(errors=decode_errors)  # fails early on an unknown handler name
+        self.timeout = float(timeout)
+        self.max_rows = int(max_rows)
+        self.workers = int(workers)
+        self.decode_errors = decode_errors
+        self.kill_grace = float(kill_grace)
+        self.restarts = 0  # workers killed or crashed and replaced, over the executor's life
+        self._pool: list[_Worker] = []
+        self._local: _Runner | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+        self._finalizer = weakref.finalize(self, _stop_all, self._pool)
+
+    # -- public API -------------------------------------------------------------------------------
+    def execute(self, db_path: str, sql: str, *, timeout: float | None = None,
+                max_rows: int | None = None) -> ExecResult:
+        """Run one query read-only against the SQLite file `db_path`."""
+        return self.execute_many([(db_path, sql)], timeout=timeout, max_rows=max_rows)[0]
+
+    def execute_many(self, jobs: Sequence[tuple[str, str]], *, timeout: float | None = None,
+                     max_rows: int | None = None) -> list[ExecResult]:
+        """Run `(db_path, sql)` jobs in parallel over the workers; results in input order."""
+        results: list[ExecResult | None] = [None] * len(jobs)
+        for i, r in self.execute_iter(jobs, timeout=timeout, max_rows=max_rows):
+            results[i] = r
+        return [r for r in results if r is not None]
+
+    def execute_iter(self, jobs: Sequence[tuple[str, str]], *, timeout: float | None = None,
+                     max_rows: int | None = None) -> Iterator[tuple[int, ExecResult]]:
+        """Like `execute_many`, but yields `(index, result)` as queries finish (completion order), so a
+        caller can show progress or compare results while the workers go on."""
+        t = self.timeout if timeout is None else float(timeout)
+        m = self.max_rows if max_rows is None else int(max_rows)
+        specs = [
+            _Job("exec", ("exec", os.fspath(db), sql, t, m, self.decode_errors), t, len(sql)) for db, sql in jobs
+        ]
+        for i, raw in self._run(specs):
+            yield i, _to_exec_result(raw)
+
+    def time_many(self, jobs: Sequence[tuple[str, Sequence[str]]], *, iterations: int,
+                  timeout: float | None = None) -> list[TimingResult]:
+        """For each `(db_path, sqls)`: execute the SQLs `iterations` times, interleaved, in one worker, and
+        return their execution seconds (BIRD VES timing). `timeout` bounds each single execution; the
+        job's hard limit is `timeout * iterations * len(sqls)`."""
+        t = self.timeout if timeout is None else float(timeout)
+        specs = [
+            _Job("time", ("time", os.fspath(db), list(sqls), iterations, t, self.decode_errors),
+                 t * iterations * max(1, len(sqls)), sum(len(s) for s in sqls))
+            for db, sqls in jobs
+        ]
+        out: list[TimingResult | None] = [None] * len(specs)
+        for i, raw in self._run(specs):
+            out[i] = TimingResult(times=raw.get("times", []), error=raw.get("error"),
+                                  timed_out=bool(raw.get("timed_out")), failed_index=raw.get("index"))
+        return [r for r in out if r is not None]
+
+    def close(self) -> None:
+        """Stop the worker processes. Safe to call twice; the executor restarts workers if used again."""
+        with self._lock:
+            _stop_all(self._pool)
+            self._local = None
+
+    def __enter__(self) -> "SQLExecutor":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- scheduling -------------------------------------------------------------------------------
+    def _run(self, specs: list[_Job]) -> Iterator[tuple[int, dict[str, Any]]]:
+        if not specs:
+            return
+        with self._lock:
+            if self.workers == 0:
+                if self._local is None:
+                    self._local = _Runner()
+                for i, job in enumerate(specs):
+                    t0 = time.perf_counter()
+                    raw = self._local.run(job.payload)
+                    raw["seconds"] = time.perf_counter() - t0
+                    yield i, raw
+                return
+            yield from self._run_pool(specs)
+
+    def _spawn(self) -> _Worker:
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        return _Worker(env)
+
+    def _run_pool(self, specs: list[_Job]) -> Iterator[tuple[int, dict[str, Any]]]:
+        while len(self._pool) < self.workers:
+            self._pool.append(self._spawn())
+        pending: deque[int] = deque(range(len(specs)))
+        remaining = len(specs)
+        depth = 2  # jobs queued per worker: the next one is ready when the current one finishes
+        try:
+            while remaining:
+                now = time.monotonic()
+                for w in self._pool:
+                    while pending and len(w.inflight) < depth:
+                        i = pending[0]
+                        if w.inflight and specs[i].size > _BIG_MESSAGE:
+                            break
+                        pending.popleft()
+                        if not w.inflight:
+                            w.head_started = now
+                        w.inflight.append((i, specs[i].budget))
+                        try:
+                            _write_msg(w.in_fd, (i, specs[i].payload))
+                        except OSError:
+                            break  # the worker died; its end of file is handled below
+                busy = [w for w in self._pool if w.inflight]
+                next_deadline = min(w.head_started + w.inflight[0][1] + self.kill_grace for w in busy)
+                ready = _wait_fds([w.out_fd for w in busy], timeout=max(0.0, next_deadline - time.monotonic()))
+                now = time.monotonic()
+                for idx, w in enumerate(list(self._pool)):
+                    if not w.inflight:
+                        continue
+                    if w.out_fd in ready:
+                        msg = _read_msg(w.out_fd)
+                        if msg is not None:
+                            job_id, raw = msg
+                            head, _ = w.inflight.popleft()
+                            assert head == job_id, "worker answered out of order"
+                            raw["seconds"] = now - w.head_started
+                            w.head_started = now
+                            remaining -= 1
+                            yield job_id, raw
+                            continue
+                        code = w.proc.wait()
+                        reason = f"the worker process died while running this query (exit code {code})"
+                        timed_out = False
+                    elif now > w.head_started + w.inflight[0][1] + self.kill_grace:
+                        reason, timed_out = None, True
+                    else:
+                        continue
+                    head, _ = w.inflight.popleft()
+                    for i, _b in reversed(w.inflight):
+                        pending.appendleft(i)
+                    w.inflight.clear()
+                    w.kill()
+                    self._pool[idx] = self._spawn()
+                    self.restarts += 1
+                    remaining -= 1
+                    yield head, {"rows": [], "columns": [], "error": reason, "timed_out": timed_out,
+                                 "truncated": False, "seconds": now - w.head_started, "times": [], "index": None}
+        except BaseException:
+            # Interrupted (KeyboardInterrupt, caller stopped iterating): answers still in flight would
+            # desynchronize the protocol, so drop these workers; the next call starts fresh ones.
+            if remaining:
+                _stop_all(self._pool)
+            raise
+
+
+def _to_exec_result(raw: dict[str, Any]) -> ExecResult:
+    return ExecResult(rows=raw["rows"], columns=raw["columns"], error=raw["error"], timed_out=raw["timed_out"],
+                      truncated=raw["truncated"], seconds=raw["seconds"])

@@ -1,0 +1,122 @@
+"""Plain types for databases: schemas introspected from SQLite, schema views, execution results."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Column:
+    """A column: its name, declared type, primary-key flag and up to a few distinct sample values."""
+
+    name: str
+    type: str
+    primary_key: bool = False
+    samples: list[Any] = field(default_factory=list)
+    description: str = ""
+
+
+@dataclass
+class ForeignKey:
+    """`table.column` references `ref_table.ref_column`."""
+
+    table: str
+    column: str
+    ref_table: str
+    ref_column: str
+
+
+@dataclass
+class Table:
+    name: str
+    columns: list[Column]
+    description: str = ""
+
+    def column(self, name: str) -> Column | None:
+        low = name.lower()
+        return next((c for c in self.columns if c.name.lower() == low), None)
+
+
+@dataclass
+class DatabaseSchema:
+    """The schema of one database: tables with columns, and foreign keys."""
+
+    db_id: str
+    tables: list[Table]
+    foreign_keys: list[ForeignKey] = field(default_factory=list)
+
+    def table(self, name: str) -> Table | None:
+        low = name.lower()
+        return next((t for t in self.tables if t.name.lower() == low), None)
+
+    def subset(self, keep: dict[str, list[str] | None]) -> "DatabaseSchema":
+        """A view keeping only the named tables (case-insensitive); for each, the listed columns, or all
+        columns when the list is None. Primary keys and foreign keys between kept columns are kept too."""
+        want = {t.lower(): (None if cols is None else {c.lower() for c in cols}) for t, cols in keep.items()}
+        tables: list[Table] = []
+        for t in self.tables:
+            if t.name.lower() not in want:
+                continue
+            cols = want[t.name.lower()]
+            kept = [c for c in t.columns if cols is None or c.name.lower() in cols or c.primary_key]
+            tables.append(dataclasses.replace(t, columns=kept))
+        names = {(t.name.lower(), c.name.lower()) for t in tables for c in t.columns}
+        fks = [
+            fk for fk in self.foreign_keys
+            if (fk.table.lower(), fk.column.lower()) in names and (fk.ref_table.lower(), fk.ref_column.lower()) in names
+        ]
+        return DatabaseSchema(db_id=self.db_id, tables=tables, foreign_keys=fks)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "DatabaseSchema":
+        return cls(
+            db_id=d["db_id"],
+            tables=[Table(name=t["name"], columns=[Column(**c) for c in t["columns"]], description=t.get("description", ""))
+                    for t in d["tables"]],
+            foreign_keys=[ForeignKey(**fk) for fk in d.get("foreign_keys", [])],
+        )
+
+
+@dataclass
+class SchemaView:
+    """A (possibly filtered) schema given to a generator: a name ("full", "S1", "S2"), the schema, and
+    its serialization in the run's `schema_format`."""
+
+    name: str
+    schema: DatabaseSchema
+    text: str
+
+
+@dataclass
+class ExecResult:
+    """Outcome of running one SQL query.
+
+    Exactly one of: `ok` (rows fetched; `truncated` if the row cap cut them), `error` (SQLite's message, or
+    "rejected: ..." for a statement that would modify the database), `timed_out`.
+    `seconds` is wall time including any process overhead.
+    """
+
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    columns: list[str] = field(default_factory=list)
+    error: str | None = None
+    timed_out: bool = False
+    truncated: bool = False
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.timed_out
+
+    @property
+    def status(self) -> str:
+        """"ok", "timeout", "rejected" or "error"."""
+        if self.timed_out:
+            return "timeout"
+        if self.error is not None:
+            return "rejected" if self.error.startswith("rejected:") else "error"
+        return "ok"

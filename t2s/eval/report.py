@@ -1,0 +1,119 @@
+"""`report.md` with tables and PNG plots, readable without opening any JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+HARDNESS_ORDER = ("easy", "medium", "hard", "extra", "simple", "moderate", "challenging")
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.1f}" if abs(v) >= 0.1 or v == 0 else f"{v:.3g}"
+    return str(v)
+
+
+def md_table(header: list[str], rows: list[list[Any]]) -> str:
+    """A markdown table; `|` and newlines in cells are escaped."""
+    def cell(v: Any) -> str:
+        return _fmt(v).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _ordered(groups: dict[str, Any]) -> list[str]:
+    return sorted(groups, key=lambda k: (HARDNESS_ORDER.index(k) if k in HARDNESS_ORDER else 99, k))
+
+
+def _bar(path: Path, labels: list[str], values: list[float], title: str, ylabel: str, color: str = "#4C72B0") -> Path:
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.7 * len(labels) + 2), 3.2))
+    bars = ax.bar(labels, values, color=color)
+    ax.bar_label(bars, labels=[f"{v:.1f}" if isinstance(v, float) else str(v) for v in values], fontsize=8)
+    ax.set_title(title)
+    ax.set_ylabel(ylabel)
+    ax.tick_params(axis="x", labelrotation=30 if len(labels) > 4 else 0)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(path: Path, metrics: dict[str, Any], records: list[dict[str, Any]], *,
+                 error_examples: int = 3) -> dict[str, Path]:
+    """Write `report.md` (and its PNG plots beside it); returns the plots by name."""
+    out_dir = path.parent
+    images: dict[str, Path] = {}
+    ev = metrics.get("eval", {})
+    parts = [f"# Run report: {metrics.get('dataset')}", ""]
+    parts.append(md_table(
+        ["questions", "scored", "EX %", "exact match %", "timeouts", "rejected", "pred errors", "gold errors", "skipped"],
+        [[metrics.get("n"), metrics.get("scored"), metrics.get("ex"), metrics.get("exact_match"),
+          metrics.get("timeouts"), metrics.get("rejected"), metrics.get("pred_errors"),
+          metrics.get("gold_errors", {}).get("count"), metrics.get("skipped", {}).get("count")]]))
+    parts += ["", f"Execution semantics: **{ev.get('semantics')}** (time limit {ev.get('timeout')} s per query, "
+                  f"DISTINCT {'kept' if ev.get('keep_distinct') else 'stripped'})."]
+    skipped = metrics.get("skipped", {})
+    if skipped.get("count"):
+        parts.append(f"Skipped {skipped['count']} question(s) whose database is missing: {', '.join(skipped['db_ids'])}.")
+    for key, title in (("by_hardness", "EX by Spider hardness"), ("by_difficulty", "EX by difficulty")):
+        groups = metrics.get(key) or {}
+        if groups:
+            order = _ordered(groups)
+            parts += ["", f"## {title}", "", md_table(["level", "n", "correct", "EX %"],
+                                                      [[k, groups[k]["n"], groups[k]["correct"], groups[k]["ex"]] for k in order])]
+            images[key] = _bar(out_dir / f"{key}.png", order, [groups[k]["ex"] or 0.0 for k in order], title, "EX %")
+            parts += ["", f"![{title}]({key}.png)"]
+    feats = metrics.get("by_feature") or {}
+    if feats:
+        parts += ["", "## EX by SQL feature of the gold query", "",
+                  md_table(["feature", "n", "correct", "EX %"], [[k, v["n"], v["correct"], v["ex"]] for k, v in feats.items()])]
+        images["by_feature"] = _bar(out_dir / "by_feature.png", list(feats), [v["ex"] or 0.0 for v in feats.values()],
+                                    "EX by SQL feature", "EX %", "#55A868")
+        parts += ["", "![EX by SQL feature](by_feature.png)"]
+    errors = metrics.get("error_categories") or {}
+    if errors:
+        parts += ["", "## Error categories (wrong predictions)", "",
+                  md_table(["category", "count"], [[k, v] for k, v in errors.items()])]
+        images["error_categories"] = _bar(out_dir / "error_categories.png", list(errors), list(errors.values()),
+                                          "Error categories", "questions", "#C44E52")
+        parts += ["", "![Error categories](error_categories.png)", ""]
+        for cat in errors:
+            ex = [r for r in records if r.get("error_category") == cat][:error_examples]
+            parts += [f"### {cat}", ""]
+            for r in ex:
+                parts += [f"- `{r['qid']}` ({r['db_id']}): {r['question']}",
+                          f"  - predicted: `{' '.join((r.get('final_sql') or '').split())}`",
+                          f"  - gold: `{' '.join((r.get('gold_sql') or '').split())}`"]
+                if r.get("pred_error"):
+                    parts.append(f"  - error: {r['pred_error']}")
+            parts.append("")
+    dbs = metrics.get("by_db") or {}
+    if len(dbs) > 1:
+        parts += ["## EX by database", "", md_table(["db_id", "n", "correct", "EX %"],
+                                                  [[k, v["n"], v["correct"], v["ex"]] for k, v in dbs.items()])]
+    cost = metrics.get("cost") or {}
+    if cost.get("per_stage"):
+        cols = ["llm_calls", "cached_calls", "prompt_tokens", "completion_tokens", "model_seconds", "db_seconds", "wall_seconds"]
+        parts += ["", "## Cost per stage (totals)", "",
+                  md_table(["stage"] + cols, [[s] + [v.get(c) for c in cols] for s, v in cost["per_stage"].items()])]
+        m = cost.get("means", {})
+        parts += ["", "Per question: " + ", ".join(f"{k.replace('_per_question', '')} {_fmt(v)}" for k, v in m.items())]
+    attr = metrics.get("attribution") or {}
+    if attr:
+        parts += ["", "## Per-stage attribution", "",
+                  "Representative SQL = first candidate (final SQL after the selector); fixed = input wrong, output correct.", "",
+                  md_table(["stage", "n", "fixed", "broken", "unchanged", "overcorrection rate"],
+                           [[k, a["n"], a["fixed"], a["broken"], a["unchanged"], a["overcorrection_rate"]]
+                            for k, a in attr.items()])]
+    path.write_text("\n".join(parts) + "\n")
+    return images

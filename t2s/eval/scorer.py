@@ -1,0 +1,269 @@
+"""Scoring a run's predictions: one record per question, and the metrics summary over a run.
+
+Used by `t2s run` (batch by batch, as questions finish) and by `t2s eval` (any system's predictions),
+so both produce the same `metrics.json` and report. Which semantics were used is recorded in every
+record (`eval_fingerprint`) and in the metrics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+from t2s.db.introspect import introspect
+from t2s.db.types import DatabaseSchema
+from t2s.eval.errors import categorize_error
+from t2s.eval.exact_match import aggregate_partial, exact_match
+from t2s.eval.execution import score_execution
+from t2s.eval.features import sql_features
+from t2s.eval.hardness import spider_hardness
+from t2s.types import Example
+
+log = logging.getLogger("t2s")
+
+#: the stages whose effect on the representative SQL (first candidate; final SQL after the selector) is attributed
+ATTRIBUTED = ("generator", "fixer", "corrector", "verifier", "selector")
+
+
+class Scorer:
+    """Scores predictions against gold SQL by execution (`semantics`: "spider" or "bird"), exact-set match,
+    Spider hardness, SQL features and error categories; optionally BIRD's VES and Soft-F1."""
+
+    def __init__(self, *, semantics: str = "spider", timeout: float = 30.0, workers: int = 2,
+                 keep_distinct: bool = False, exact_match: bool = True, ves: bool = False, ves_iterations: int = 10,
+                 soft_f1: bool = False, tables: str | None = None, error_examples: int = 3,
+                 cache_dir: Path | None = None) -> None:
+        if semantics not in ("spider", "bird"):
+            raise ValueError(f"eval.semantics={semantics!r}: use 'spider' (test-suite) or 'bird' (set comparison)")
+        self.semantics = semantics
+        self.timeout = timeout
+        self.workers = workers
+        self.keep_distinct = keep_distinct
+        self.use_exact = exact_match
+        self.ves = ves
+        self.ves_iterations = ves_iterations
+        self.soft_f1 = soft_f1
+        self.tables = tables
+        self.error_examples = error_examples
+        self.cache_dir = cache_dir
+        self._schemas: dict[str, DatabaseSchema] = {}
+
+    @classmethod
+    def from_config(cls, eval_cfg: Any, *, cache_dir: Path | None) -> "Scorer":
+        c = dict(eval_cfg)
+        return cls(**c, cache_dir=cache_dir)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return {"semantics": self.semantics, "timeout": self.timeout, "keep_distinct": self.keep_distinct,
+                "exact_match": self.use_exact, "ves": self.ves, "ves_iterations": self.ves_iterations,
+                "soft_f1": self.soft_f1}
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.settings, sort_keys=True).encode()).hexdigest()[:12]
+
+    def schema(self, ex: Example) -> DatabaseSchema | None:
+        if ex.db_path not in self._schemas:
+            try:
+                self._schemas[ex.db_path] = introspect(
+                    ex.db_path, ex.db_id, n_samples=0,
+                    cache_dir=self.cache_dir / "schemas" if self.cache_dir else None)
+            except Exception as e:  # noqa: BLE001 - a broken database must not stop scoring
+                log.warning("cannot read the schema of %s (%s): error categories fall back to execution errors", ex.db_path, e)
+                return None
+        return self._schemas[ex.db_path]
+
+    def _execute(self, items: list[tuple[str, str, list[str]]]) -> list[Any]:
+        return score_execution(items, semantics=self.semantics, timeout=self.timeout, workers=self.workers,
+                               keep_distinct=self.keep_distinct,
+                               cache_dir=self.cache_dir / "gold" if self.cache_dir else None)
+
+    def score(self, examples: list[Example], preds: dict[str, str],
+              traces: list[list[Any]] | None = None) -> list[dict[str, Any]]:
+        """One score record per example (same order). Examples without gold SQL get `correct: None`."""
+        gold = [(i, ex) for i, ex in enumerate(examples) if ex.gold_sql]
+        items = [(ex.gold_sql or "", preds.get(ex.qid, ""), list(ex.meta.get("db_paths") or [ex.db_path]))
+                 for _, ex in gold]
+        verdicts = dict(zip((i for i, _ in gold), self._execute(items))) if items else {}
+        out: list[dict[str, Any]] = []
+        for i, ex in enumerate(examples):
+            pred = preds.get(ex.qid, "")
+            rec: dict[str, Any] = {"eval_fingerprint": self.fingerprint, "difficulty": ex.difficulty}
+            if i not in verdicts:
+                rec.update(correct=None, status="no_gold")
+                out.append(rec)
+                continue
+            v = verdicts[i]
+            rec.update(correct=bool(v.correct), status=v.status, pred_error=v.pred_error, gold_error=v.gold_error,
+                       exec_seconds=v.seconds)
+            gold_sql = ex.gold_sql or ""
+            try:
+                rec["hardness"] = spider_hardness(gold_sql)
+            except Exception:  # noqa: BLE001 - unparsable gold has no hardness
+                rec["hardness"] = None
+            try:
+                rec["features"] = sorted(sql_features(gold_sql))
+            except Exception:  # noqa: BLE001
+                rec["features"] = []
+            schema = self.schema(ex)
+            if self.use_exact:
+                em = exact_match(pred, gold_sql, schema)
+                rec["exact"] = bool(em.exact)
+                rec["partial"] = em.partial
+            if not v.correct and v.status != "gold_error":
+                rec["error_category"] = categorize_error(pred, gold_sql, schema, v.status, v.pred_error)
+            out.append(rec)
+        if traces is not None:
+            self._attribute(examples, traces, out, preds)
+        return out
+
+    def _attribute(self, examples: list[Example], traces: list[list[Any]], out: list[dict[str, Any]],
+                   preds: dict[str, str]) -> None:
+        """Correctness of the representative SQL before and after each attributed stage (`stage_outcomes`)."""
+        wanted: dict[tuple[int, str], None] = {}
+        plan: list[tuple[int, str, str, str | None, str | None]] = []
+        for i, (ex, events) in enumerate(zip(examples, traces)):
+            if not ex.gold_sql:
+                continue
+            for ev in events:
+                e = ev if isinstance(ev, dict) else ev.to_dict()
+                if e["stage"] not in ATTRIBUTED:
+                    continue
+                before = e["sql_before"][0] if e["sql_before"] else None
+                after = e["sql_after"][0] if e["sql_after"] else None
+                plan.append((i, e["stage"], e["plugin"], before, after))
+                for s in (before, after):
+                    if s is not None:
+                        wanted[(i, s)] = None
+        known = {(i, preds.get(ex.qid, "")): out[i]["correct"] for i, ex in enumerate(examples) if out[i]["correct"] is not None}
+        todo = [k for k in wanted if k not in known]
+        if todo:
+            items = [(examples[i].gold_sql or "", s, list(examples[i].meta.get("db_paths") or [examples[i].db_path]))
+                     for i, s in todo]
+            for k, v in zip(todo, self._execute(items)):
+                known[k] = bool(v.correct)
+        for i, stage, plugin, before, after in plan:
+            out[i].setdefault("stage_outcomes", []).append({
+                "stage": stage, "plugin": plugin,
+                "before": None if before is None else known[(i, before)],
+                "after": None if after is None else known[(i, after)],
+            })
+
+    def rescore_stale(self, examples: list[Example], records: list[dict[str, Any]], store: Any) -> list[dict[str, Any]]:
+        """Re-score records scored with other eval settings (e.g. `eval.semantics` changed on a resumed run)."""
+        stale = [r for r in records if r.get("eval_fingerprint") != self.fingerprint]
+        if not stale:
+            return records
+        log.info("re-scoring %d prediction(s) with the current eval settings", len(stale))
+        by_qid = {ex.qid: ex for ex in examples}
+        exs = [by_qid[r["qid"]] for r in stale]
+        scores = self.score(exs, {r["qid"]: r.get("final_sql", "") for r in stale})
+        fresh = {r["qid"]: {**r, **s} for r, s in zip(stale, scores)}
+        records = [fresh.get(r["qid"], r) for r in records]
+        store.rewrite_predictions(records)
+        return records
+
+    def close(self) -> None:
+        """Nothing to release today (workers live inside `score_execution`); kept for symmetry with executors."""
+
+
+def _pct(num: int, den: int) -> float | None:
+    return None if den == 0 else 100.0 * num / den
+
+
+def _breakdown(records: list[dict[str, Any]], key: Any) -> dict[str, dict[str, Any]]:
+    groups: dict[str, list[bool]] = defaultdict(list)
+    for r in records:
+        for k in key(r):
+            groups[str(k)].append(bool(r["correct"]))
+    return {k: {"n": len(v), "correct": sum(v), "ex": _pct(sum(v), len(v))} for k, v in sorted(groups.items())}
+
+
+def cost_summary(traces: dict[str, dict[str, Any]], n: int, prices: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Totals, per-question means and per-stage totals of LLM calls, tokens and seconds from the traces."""
+    fields = ("llm_calls", "cached_calls", "prompt_tokens", "completion_tokens", "model_seconds", "db_seconds",
+              "db_queries", "seconds")
+    totals: dict[str, float] = dict.fromkeys(fields, 0)
+    per_stage: dict[str, dict[str, float]] = defaultdict(lambda: dict.fromkeys(fields, 0))
+    for t in traces.values():
+        for e in t["events"]:
+            for f in fields:
+                totals[f] += e.get(f, 0)
+                per_stage[e["stage"]][f] += e.get(f, 0)
+    totals["new_llm_calls"] = totals["llm_calls"] - totals["cached_calls"]
+    totals["wall_seconds"] = totals.pop("seconds")
+    for s in per_stage.values():
+        s["wall_seconds"] = s.pop("seconds")
+    means = {f"{k}_per_question": (v / n if n else 0.0) for k, v in totals.items()}
+    return {"totals": totals, "means": means, "per_stage": dict(per_stage)}
+
+
+def attribution(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per stage: fixed (output correct, input wrong), broken (the reverse), unchanged; overcorrection = broken / input correct."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in records:
+        for o in r.get("stage_outcomes", []):
+            key = f"{o['stage']}/{o['plugin']}"
+            a = out.setdefault(key, {"stage": o["stage"], "plugin": o["plugin"], "fixed": 0, "broken": 0,
+                                     "unchanged": 0, "input_correct": 0, "n": 0})
+            before, after = bool(o["before"]), bool(o["after"])
+            a["n"] += 1
+            a["input_correct"] += before
+            if after and not before:
+                a["fixed"] += 1
+            elif before and not after:
+                a["broken"] += 1
+            else:
+                a["unchanged"] += 1
+    for a in out.values():
+        a["overcorrection_rate"] = a["broken"] / a["input_correct"] if a["input_correct"] else None
+    return out
+
+
+def summarize(records: list[dict[str, Any]], traces: dict[str, dict[str, Any]], *, skipped: list[dict[str, Any]],
+              dataset: str, scorer: Scorer, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The metrics of a run: EX, exact match, breakdowns, error categories, timeouts, skipped, cost, attribution."""
+    scored = [r for r in records if r.get("correct") is not None and r.get("status") != "gold_error"]
+    gold_errors = [r["qid"] for r in records if r.get("status") == "gold_error"]
+    n_ok = sum(bool(r["correct"]) for r in scored)
+    exact = [r for r in scored if "exact" in r]
+    errors = Counter(r["error_category"] for r in scored if not r["correct"] and r.get("error_category"))
+    skip_reasons = Counter(s.get("reason", "?") for s in skipped)
+    metrics: dict[str, Any] = {
+        "dataset": dataset,
+        "eval": scorer.settings,
+        "n": len(records),
+        "scored": len(scored),
+        "correct": n_ok,
+        "ex": _pct(n_ok, len(scored)),
+        "exact_match": _pct(sum(bool(r["exact"]) for r in exact), len(exact)) if exact else None,
+        "timeouts": sum(r.get("status") == "timeout" for r in scored),
+        "rejected": sum(r.get("status") == "rejected" for r in scored),
+        "pred_errors": sum(r.get("status") == "error" for r in scored),
+        "gold_errors": {"count": len(gold_errors), "qids": gold_errors[:50]},
+        "skipped": {"count": len(skipped), "by_reason": dict(skip_reasons),
+                    "db_ids": sorted({s.get("db_id", "?") for s in skipped})},
+        "by_hardness": _breakdown(scored, lambda r: [r["hardness"]] if r.get("hardness") else []),
+        "by_difficulty": _breakdown(scored, lambda r: [r["difficulty"]] if r.get("difficulty") else []),
+        "by_db": _breakdown(scored, lambda r: [r["db_id"]]),
+        "by_feature": _breakdown(scored, lambda r: r.get("features") or ["simple"]),
+        "error_categories": dict(errors.most_common()),
+        "partial": aggregate_partial([_PartialView(r["partial"]) for r in exact if r.get("partial")]) if exact else {},
+        "cost": cost_summary(traces, len(records), (config or {}).get("prices")),
+        "attribution": attribution(scored),
+    }
+    return metrics
+
+
+class _PartialView:
+    """Adapts a stored `partial` dict to what `aggregate_partial` reads."""
+
+    def __init__(self, partial: dict[str, Any]) -> None:
+        self.partial = partial
+        self.exact = False
+        self.error = None

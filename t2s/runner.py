@@ -1,0 +1,221 @@
+"""`run(cfg) -> metrics`: one pipeline run over a dataset, resumable, scored, reported.
+
+The Hydra app (`t2s run`, `python -m t2s.run`) is a thin wrapper around this function, so tests and
+notebooks call it directly with a composed config and a run directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import random
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from t2s.config import PROJECT_ROOT, register_configs
+from t2s.data.base import Dataset, LoadedDataset
+from t2s.db.execute import SQLExecutor
+from t2s.env import Env
+from t2s.eval.scorer import Scorer, summarize
+from t2s.eval.report import write_report
+from t2s.llm.pool import LLMPool
+from t2s.loggers import RunLogger
+from t2s.pipeline import ConfigError, Pipeline, build_stages, check_arguments, resolved
+from t2s.schema_format import SchemaFormat
+from t2s.store import CONFIG, METRICS, REPORT, RunStore, write_json
+from t2s.types import Example, Task
+
+log = logging.getLogger("t2s")
+
+KEY_PACKAGES = ("torch", "transformers", "peft", "trl", "sqlglot", "hydra-core", "omegaconf", "faiss-cpu",
+                "datasketch", "sentence-transformers", "pytorch-lightning", "wandb", "numpy")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (if imported or importable) with one seed."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+
+
+def provenance() -> dict[str, Any]:
+    """Installed versions of key packages, the git commit (and whether the tree was dirty), Python, command line."""
+    versions = {}
+    for name in KEY_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    commit, dirty = None, None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                                timeout=5).stdout.strip() or None
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
+                                    capture_output=True, text=True, timeout=5).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"versions": versions, "git_commit": commit, "git_dirty": dirty, "python": platform.python_version(),
+            "argv": sys.argv}
+
+
+def load_dataset(cfg: DictConfig) -> LoadedDataset:
+    """Build the configured dataset and load it, logging what was skipped."""
+    check_arguments("dataset", cfg.dataset)
+    dataset = instantiate(cfg.dataset, _convert_="all")
+    if not isinstance(dataset, Dataset):
+        raise ConfigError(f"dataset: {cfg.dataset._target_} is not a t2s.data.base.Dataset")
+    data = dataset.load()
+    if data.skipped:
+        dbs = sorted({s["db_id"] for s in data.skipped})
+        log.warning("skipped %d question(s) of %s: database file missing for %s", len(data.skipped), data.name, dbs)
+    return data
+
+
+def _run_dir(run_dir: str | Path | None) -> Path:
+    if run_dir is not None:
+        return Path(run_dir)
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        raise ValueError("run(cfg) outside a Hydra app needs run_dir=")
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def _record(task: Task, score: dict[str, Any]) -> dict[str, Any]:
+    ex = task.example
+    return {
+        "qid": ex.qid, "db_id": ex.db_id, "question": ex.question, "evidence": ex.evidence,
+        "gold_sql": ex.gold_sql, "final_sql": task.final_sql or "",
+        "candidates": [c.to_dict() for c in task.candidates],
+        **score,
+    }
+
+
+def run(cfg: DictConfig, run_dir: str | Path | None = None, logger: RunLogger | None = None) -> dict[str, Any]:
+    """Run the configured pipeline over the dataset into `run_dir` (default: Hydra's output directory).
+
+    Finished questions are appended to `predictions.jsonl` batch by batch; calling `run` again on the same
+    directory with the same config resumes, and on a finished run only re-reports. Returns the metrics.
+    """
+    register_configs()
+    start = time.perf_counter()
+    directory = _run_dir(run_dir)
+    config = resolved(cfg)
+    seed_everything(int(cfg.seed))
+    store = RunStore(directory)
+    data = load_dataset(cfg)
+    finished = store.open(config, resume=bool(cfg.run.resume), meta=provenance())
+    (directory / CONFIG).write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
+    current = {ex.qid for ex in data.examples}
+    todo = [ex for ex in data.examples if ex.qid not in finished]
+    if logger is None:
+        check_arguments("logger", cfg.logger)
+        logger = instantiate(cfg.logger, _convert_="all")
+    assert logger is not None
+    logger.start(config=config, run_dir=directory, name=directory.name,
+                 group=directory.parent.name if directory.parent.name != "runs" else None)
+    ok = False
+    scorer = Scorer.from_config(cfg.eval, cache_dir=Path(cfg.paths.cache_dir))
+    try:
+        if not todo and (directory / METRICS).exists() and store.state().get("status") == "finished":
+            log.info("run already finished: results in %s", directory)
+            print(f"[t2s] already finished: {len(finished)} questions, results in {directory}")
+        if todo:
+            log.info("%d question(s) to run, %d already finished in %s", len(todo), len(finished) - len(
+                set(finished) - current), directory)
+            _generate(cfg, data.examples, todo, store, scorer, directory)
+        records = [r for r in store_records(store) if r["qid"] in current]
+        records = scorer.rescore_stale(data.examples, records, store)
+        traces = {q: t for q, t in store.traces().items() if q in current}
+        metrics = summarize(records, traces, skipped=data.skipped, dataset=data.name, scorer=scorer, config=config)
+        metrics["wall_seconds_this_call"] = time.perf_counter() - start
+        write_json(directory / METRICS, metrics)
+        images = write_report(directory / REPORT, metrics, records)
+        logger.log_metrics(metrics)
+        logger.log_images(images)
+        cols = ["qid", "db_id", "question", "final_sql", "gold_sql", "correct", "status", "error_category"]
+        logger.log_table("predictions", cols, [[r.get(c) for c in cols] for r in records])
+        store.finish("finished")
+        ok = True
+        _print_summary(metrics, directory)
+        return metrics
+    except BaseException as e:
+        store.finish("failed" if not isinstance(e, KeyboardInterrupt) else "interrupted", error=f"{type(e).__name__}: {e}")
+        raise
+    finally:
+        scorer.close()
+        logger.finish(ok)
+
+
+def store_records(store: RunStore) -> list[dict[str, Any]]:
+    from t2s.store import read_jsonl
+
+    latest: dict[str, dict[str, Any]] = {}
+    for r in read_jsonl(store.predictions_path):
+        latest[r["qid"]] = r
+    return list(latest.values())
+
+
+def _generate(cfg: DictConfig, examples: list[Example], todo: list[Example], store: RunStore, scorer: Scorer,
+              directory: Path) -> None:
+    """Build the stages and the environment, then run, score and append one batch at a time."""
+    stages = build_stages(cfg)
+    check_arguments("schema_format", cfg.schema_format)
+    fmt = instantiate(cfg.schema_format, _convert_="all")
+    if not isinstance(fmt, SchemaFormat):
+        raise ConfigError(f"schema_format: {cfg.schema_format._target_} is not a t2s.schema_format.SchemaFormat")
+    cache_dir = Path(cfg.paths.cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    pool = LLMPool(configs=cfg.llms, cache_path=cache_dir / "llm_cache.sqlite")
+    executor = SQLExecutor(timeout=float(cfg.db.timeout), max_rows=int(cfg.db.max_rows), workers=int(cfg.db.workers))
+    env = Env(llms=pool, executor=executor, schema_format=fmt, cache_dir=cache_dir, run_dir=directory,
+              seed=int(cfg.seed), examples=examples, sample_values=int(cfg.db.sample_values))
+    try:
+        pipeline = Pipeline(stages)
+        pipeline.setup(env)
+        size = max(1, int(cfg.run.batch_size))
+        with tqdm(total=len(todo), desc="questions", unit="q", disable=not cfg.run.progress) as bar:
+            for i in range(0, len(todo), size):
+                batch = todo[i: i + size]
+                tasks = [Task(example=ex) for ex in batch]
+                pipeline.run_batch(tasks)
+                scores = scorer.score(batch, {t.qid: t.final_sql or "" for t in tasks}, traces=[t.trace for t in tasks])
+                store.append(
+                    [_record(t, s) for t, s in zip(tasks, scores)],
+                    [{"qid": t.qid, "events": [e.to_dict() for e in t.trace]} for t in tasks],
+                )
+                bar.update(len(batch))
+    finally:
+        executor.close()
+        pool.close()
+
+
+def _print_summary(metrics: dict[str, Any], directory: Path) -> None:
+    ex = metrics.get("ex")
+    n = metrics.get("scored", 0)
+    cost = metrics.get("cost", {}).get("totals", {})
+    line = (f"[t2s] {metrics.get('dataset')}: EX {ex:.1f}% on {n} questions" if ex is not None
+            else f"[t2s] {metrics.get('dataset')}: {metrics.get('n', 0)} questions (no gold SQL: not scored)")
+    if metrics.get("exact_match") is not None:
+        line += f", exact match {metrics['exact_match']:.1f}%"
+    skipped = metrics.get("skipped", {}).get("count", 0)
+    if skipped:
+        line += f", {skipped} skipped"
+    line += (f"; LLM calls {cost.get('llm_calls', 0)} ({cost.get('new_llm_calls', 0)} new), "
+             f"tokens {cost.get('prompt_tokens', 0)}+{cost.get('completion_tokens', 0)}")
+    print(line)
+    print(f"[t2s] results: {directory}")

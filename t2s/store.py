@@ -1,0 +1,166 @@
+"""A run directory on disk: append-only results that survive `kill -9`, and the resume check."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+PREDICTIONS = "predictions.jsonl"
+TRACES = "traces.jsonl"
+METRICS = "metrics.json"
+STATE = "run.json"
+CONFIG = "config.yaml"
+REPORT = "report.md"
+
+#: config keys that do not change what a question's pipeline produces; a resumed run may differ in these
+NON_RESULT_KEYS = (
+    "run.progress", "run.resume", "run.batch_size", "db.workers", "eval", "logger", "paths.output_root",
+    "notes", "dataset.limit", "dataset.sample", "dataset.on_missing_db",
+)
+
+
+def _drop(d: dict[str, Any], dotted: str) -> None:
+    head, _, rest = dotted.partition(".")
+    if head not in d:
+        return
+    if rest and isinstance(d[head], dict):
+        _drop(d[head], rest)
+    elif not rest:
+        d.pop(head)
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def result_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The part of a resolved config that decides results (see NON_RESULT_KEYS)."""
+    c = json.loads(json.dumps(config, default=str))
+    for key in NON_RESULT_KEYS:
+        _drop(c, key)
+    return c
+
+
+def fingerprint(config: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def config_diff(old: dict[str, Any], new: dict[str, Any], limit: int = 8) -> list[str]:
+    """Human-readable differences between two configs: `key: old -> new`."""
+    a, b = _flatten(old), _flatten(new)
+    diffs = [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}"
+             for k in sorted(set(a) | set(b)) if a.get(k, "<absent>") != b.get(k, "<absent>")]
+    return diffs[:limit] + ([f"... and {len(diffs) - limit} more"] if len(diffs) > limit else [])
+
+
+class RunDirError(RuntimeError):
+    """The run directory cannot be resumed as asked."""
+
+
+def read_jsonl(path: Path, *, repair: bool = False) -> Iterator[dict[str, Any]]:
+    """Records of a JSONL file. A torn last line (from a killed process) is skipped, and cut off with `repair`."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    good = data.rfind(b"\n") + 1
+    if repair and good < len(data):
+        with open(path, "r+b") as f:
+            f.truncate(good)
+    for line in data[:good].splitlines():
+        if line.strip():
+            yield json.loads(line)
+
+
+def append_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
+    """Append records and fsync, so a finished batch is on disk before the next starts."""
+    if not records:
+        return
+    payload = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(payload)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write JSON atomically (temp file + rename)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
+    os.replace(tmp, path)
+
+
+class RunStore:
+    """The files of one run directory.
+
+    `predictions.jsonl` is the commit log: a question is finished once its record is there. Traces are written
+    before predictions, so a trace without a prediction (a kill in between) is dropped on resume.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.dir = Path(run_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.predictions_path = self.dir / PREDICTIONS
+        self.traces_path = self.dir / TRACES
+        self.state_path = self.dir / STATE
+
+    def state(self) -> dict[str, Any]:
+        return json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
+
+    def open(self, config: dict[str, Any], *, resume: bool, meta: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """Check the directory against `config` and return the finished prediction records by qid.
+
+        A directory holding results of a different result-relevant config is refused (with the differences),
+        unless `resume` is False, in which case its files are moved to `previous-<time>/` (nothing is deleted).
+        """
+        rc = result_config(config)
+        old = self.state()
+        has_results = self.predictions_path.exists() and self.predictions_path.stat().st_size > 0
+        if has_results and (not resume or old.get("fingerprint") != fingerprint(rc)):
+            if resume:
+                diff = config_diff(old.get("result_config", {}), rc)
+                raise RunDirError(
+                    f"run directory {self.dir} holds results of a different configuration ("
+                    + "; ".join(diff) + "). Use another directory (hydra.run.dir=...) or run.resume=false to move "
+                    "the old results aside and start over."
+                )
+            aside = self.dir / f"previous-{time.strftime('%Y%m%d-%H%M%S')}"
+            aside.mkdir()
+            for name in (PREDICTIONS, TRACES, METRICS, STATE, REPORT, CONFIG):
+                if (self.dir / name).exists():
+                    os.replace(self.dir / name, aside / name)
+        finished = {r["qid"]: r for r in read_jsonl(self.predictions_path, repair=True)}
+        traces = [t for t in read_jsonl(self.traces_path, repair=True) if t["qid"] in finished]
+        if self.traces_path.exists():
+            tmp = self.traces_path.with_suffix(".tmp")
+            tmp.write_text("".join(json.dumps(t, ensure_ascii=False) + "\n" for t in traces))
+            os.replace(tmp, self.traces_path)
+        state = {**old, **meta, "fingerprint": fingerprint(rc), "result_config": rc, "status": "running",
+                 "resumed_from": len(finished), "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        state.setdefault("started", state["updated"])
+        write_json(self.state_path, state)
+        return finished
+
+    def append(self, records: list[dict[str, Any]], traces: list[dict[str, Any]]) -> None:
+        append_jsonl(self.traces_path, traces)
+        append_jsonl(self.predictions_path, records)
+
+    def traces(self) -> dict[str, dict[str, Any]]:
+        return {t["qid"]: t for t in read_jsonl(self.traces_path)}
+
+    def rewrite_predictions(self, records: list[dict[str, Any]]) -> None:
+        tmp = self.predictions_path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records))
+        os.replace(tmp, self.predictions_path)
+
+    def finish(self, status: str, **extra: Any) -> None:
+        state = {**self.state(), "status": status, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
+        write_json(self.state_path, state)
