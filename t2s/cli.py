@@ -15,6 +15,10 @@ commands:
   eval predictions=FILE [overrides] [out=DIR]
                            score another system's predictions against a dataset config
   plugins                  list every config group, its options and each plugin's one-line description
+  compare DIR [DIR...] [--out DIR]
+                           one table (+ CSV, accuracy/cost and attribution plots) over run directories or a sweep
+  compare --wandb-project P [--wandb-group G] [--wandb-entity E]
+                           the same table from wandb runs (online)
 """
 
 
@@ -51,6 +55,45 @@ def cmd_plugins(args: list[str]) -> int:
     return 0
 
 
+def cmd_compare(args: list[str]) -> int:
+    """`t2s compare`: print the comparison table and write compare.md, compare.csv and the PNG plots."""
+    from t2s.compare import CompareError, build_comparison, compare_dirs, runs_from_wandb, write_comparison
+    from t2s.eval.report import md_table
+
+    parser = argparse.ArgumentParser(
+        prog="t2s compare",
+        description="Compare runs: rows = runs, columns = the overrides that differ, EX and other metrics, cost "
+                    "means per question. Give run directories, sweep directories (only that sweep's jobs) or "
+                    "folders of runs; or a wandb project (needs network).")
+    parser.add_argument("dirs", nargs="*", help="run directories, sweep directories or folders holding runs")
+    parser.add_argument("--out", "-o", help="where compare.md, compare.csv and the plots go (default: the directory "
+                                            "given, if one; else outputs/compare/<names>)")
+    parser.add_argument("--wandb-project", help="read the runs from this wandb project instead of directories")
+    parser.add_argument("--wandb-group", help="only this wandb group (a sweep directory's name)")
+    parser.add_argument("--wandb-entity", help="wandb entity (user or team) of the project")
+    ns = parser.parse_args(args)
+    if bool(ns.dirs) == bool(ns.wandb_project):
+        parser.error("give run/sweep directories or --wandb-project (one of the two)")
+    try:
+        if ns.wandb_project:
+            cmp = build_comparison(runs_from_wandb(ns.wandb_project, ns.wandb_group, ns.wandb_entity))
+            default = Path("outputs") / "compare" / run_name(["wandb", ns.wandb_project, ns.wandb_group or "all"])
+        else:
+            cmp = compare_dirs(ns.dirs)
+            default = (Path(ns.dirs[0]) if len(ns.dirs) == 1 else
+                       Path("outputs") / "compare" / run_name([Path(d).name for d in ns.dirs]))
+        files = write_comparison(cmp, Path(ns.out) if ns.out else default)
+    except CompareError as e:
+        print(f"t2s compare: {e}", file=sys.stderr)
+        return 1
+    if cmp.common:
+        print("common: " + " ".join(f"{k}={v}" for k, v in cmp.common.items()))
+    print(md_table(cmp.header, cmp.rows))
+    print(f"\n[t2s] wrote {files['markdown']}, {files['csv'].name} and "
+          f"{len(files) - 2} plot(s) in {files['markdown'].parent}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `t2s` console script."""
     register_configs()
@@ -59,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0 if argv else 2
     cmd, rest = argv[0], argv[1:]
-    commands = {"run": cmd_run, "eval": cmd_eval, "plugins": cmd_plugins}
+    commands = {"run": cmd_run, "eval": cmd_eval, "plugins": cmd_plugins, "compare": cmd_compare}
     if cmd not in commands:
         print(f"t2s: unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
         return 2

@@ -29,6 +29,8 @@ class RunConf:
     #: re-running in a directory that has results resumes from them; False starts over (moving old files aside)
     resume: bool = True
     progress: bool = True
+    #: answer repeated LLM requests from the persistent response cache (paths.cache_dir/llm_cache.sqlite)
+    llm_cache: bool = True
 
 
 @dataclass

@@ -77,3 +77,8 @@ class Env:
         for (t, _), r in zip(items, results):
             t.charge_db(r.seconds)
         return results
+
+    def close(self) -> None:
+        """Stop the executor's worker processes and release the LLMs."""
+        self.executor.close()
+        self.llms.close()

@@ -170,20 +170,25 @@ def store_records(store: RunStore) -> list[dict[str, Any]]:
     return list(latest.values())
 
 
-def _generate(cfg: DictConfig, examples: list[Example], todo: list[Example], store: RunStore, scorer: Scorer,
-              directory: Path) -> None:
-    """Build the stages and the environment, then run, score and append one batch at a time."""
-    stages = build_stages(cfg)
+def make_env(cfg: DictConfig, examples: list[Example], run_dir: Path) -> Env:
+    """The shared resources of a run: schema format, LLM pool (lazy), SQL executor. Close it with `env.close()`."""
     check_arguments("schema_format", cfg.schema_format)
     fmt = instantiate(cfg.schema_format, _convert_="all")
     if not isinstance(fmt, SchemaFormat):
         raise ConfigError(f"schema_format: {cfg.schema_format._target_} is not a t2s.schema_format.SchemaFormat")
     cache_dir = Path(cfg.paths.cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    pool = LLMPool(configs=cfg.llms, cache_path=cache_dir / "llm_cache.sqlite")
+    pool = LLMPool(configs=cfg.llms, cache_path=cache_dir / "llm_cache.sqlite", enabled_cache=bool(cfg.run.llm_cache))
     executor = SQLExecutor(timeout=float(cfg.db.timeout), max_rows=int(cfg.db.max_rows), workers=int(cfg.db.workers))
-    env = Env(llms=pool, executor=executor, schema_format=fmt, cache_dir=cache_dir, run_dir=directory,
-              seed=int(cfg.seed), examples=examples, sample_values=int(cfg.db.sample_values))
+    return Env(llms=pool, executor=executor, schema_format=fmt, cache_dir=cache_dir, run_dir=run_dir,
+               seed=int(cfg.seed), examples=examples, sample_values=int(cfg.db.sample_values))
+
+
+def _generate(cfg: DictConfig, examples: list[Example], todo: list[Example], store: RunStore, scorer: Scorer,
+              directory: Path) -> None:
+    """Build the stages and the environment, then run, score and append one batch at a time."""
+    stages = build_stages(cfg)
+    env = make_env(cfg, examples, directory)
     try:
         pipeline = Pipeline(stages)
         pipeline.setup(env)
@@ -200,8 +205,7 @@ def _generate(cfg: DictConfig, examples: list[Example], todo: list[Example], sto
                 )
                 bar.update(len(batch))
     finally:
-        executor.close()
-        pool.close()
+        env.close()
 
 
 def _print_summary(metrics: dict[str, Any], directory: Path) -> None:

@@ -18,7 +18,7 @@ REPORT = "report.md"
 
 #: config keys that do not change what a question's pipeline produces; a resumed run may differ in these
 NON_RESULT_KEYS = (
-    "run.progress", "run.resume", "run.batch_size", "db.workers", "eval", "logger", "paths.output_root",
+    "run.progress", "run.resume", "run.batch_size", "run.llm_cache", "db.workers", "eval", "logger", "paths.output_root",
     "notes", "dataset.limit", "dataset.sample", "dataset.on_missing_db",
 )
 

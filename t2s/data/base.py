@@ -21,9 +21,10 @@ import json
 import logging
 import os
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from t2s.types import Example
 
@@ -147,9 +148,11 @@ class Dataset(abc.ABC):
                 f"`dataset.on_missing_db=skip` to run without those questions."
             )
         names = _first(f"{exs[0].db_id} ({len(exs)})" for exs in missing.values())
+        where = next(iter(missing)) if len(missing) == 1 else f"files under {os.path.commonpath(list(missing))}"
+        hint = " No question is left: check the database folder, or get the databases." if n == len(examples) else ""
         log.warning(
-            "dataset %s: skipped %d of %d questions whose database file is missing: %s. Files looked for: %s",
-            self.name, n, len(examples), names, _first(missing),
+            "dataset %s: skipped %d of %d questions whose database file is missing: %s (looked for %s).%s",
+            self.name, n, len(examples), names, where, hint,
         )
         return kept, skipped
 

@@ -28,9 +28,11 @@ crash or a C-level hang); it exists for measurements and environments that canno
 
 from __future__ import annotations
 
+import codecs
 import os
 import pickle
 import re
+import selectors
 import signal
 import sqlite3
 import struct
@@ -38,12 +40,11 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import weakref
 from collections import OrderedDict, deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from multiprocessing.connection import wait as _wait_fds
-from pathlib import Path
 from typing import Any
 
 from t2s.db.types import ExecResult
@@ -51,9 +52,14 @@ from t2s.db.types import ExecResult
 _HEADER = struct.Struct("!Q")
 #: SQLite virtual-machine instructions between two deadline checks (~ a few microseconds of work each).
 _PROGRESS_STEPS = 4000
-#: SQL texts longer than this are only sent to an idle worker, so a write to its stdin can never block.
+#: Bytes of queued jobs per worker; a bigger job is only sent to an idle worker, so a write never blocks.
 _BIG_MESSAGE = 32_000
+#: Seconds of work (judged from recent job times) queued per worker, at most `_MAX_QUEUE` jobs.
+_QUEUE_SECONDS = 0.01
+_MAX_QUEUE = 64
 _MAX_OPEN_DBS = 64
+#: Largest string / blob a query may build (SQLite's default is 1 GB: `randomblob(1e9)` would exhaust memory).
+_MAX_VALUE_BYTES = 256 * 1024 * 1024
 _STATEMENT_HEAD = re.compile(r"[\w\"`\[\]]+")
 
 _SQLITE_READ_ONLY_ACTIONS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
@@ -130,12 +136,13 @@ class _Runner:
         key = (db_path, st.st_dev, st.st_ino)
         conn = self._conns.get(key)
         if conn is None:
-            uri = Path(db_path).resolve().as_uri() + "?mode=ro"
+            uri = "file:" + urllib.parse.quote(os.path.realpath(db_path)) + "?mode=ro"
             try:
                 conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
                 conn.execute("PRAGMA query_only=ON")
             except sqlite3.Error as e:
                 return f"cannot open database {db_path}: {e}"
+            conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, _MAX_VALUE_BYTES)
             conn.set_authorizer(self._authorize)
             conn.set_progress_handler(self._progress, _PROGRESS_STEPS)
             self._conns[key] = conn
@@ -248,8 +255,7 @@ def _read_exact(fd: int, n: int) -> bytes | None:
 
 
 def _write_msg(fd: int, obj: Any) -> None:
-    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    view = memoryview(_HEADER.pack(len(data)) + data)
+    view = memoryview(_frame(obj))
     while view:
         view = view[os.write(fd, view):]
 
@@ -313,18 +319,52 @@ class _Job:
 
 
 class _Worker:
-    """One worker process and the jobs sent to it (a FIFO; the head is the one running)."""
+    """One worker process, the jobs sent to it (a FIFO; the head is the one running) and unread output."""
 
     def __init__(self, env: dict[str, str]) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from t2s.db.execute import _worker_main; _worker_main()"],
+            # -S: no site-packages (the worker needs the standard library and t2s, found via PYTHONPATH)
+            [sys.executable, "-S", "-c", "from t2s.db.execute import _worker_main; _worker_main()"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True,
         )
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.in_fd = self.proc.stdin.fileno()
         self.out_fd = self.proc.stdout.fileno()
-        self.inflight: deque[tuple[int, float]] = deque()  # (job index, budget)
+        self.inflight: deque[tuple[int, float, int]] = deque()  # (job index, budget seconds, message bytes)
+        self.inflight_bytes = 0
         self.head_started = 0.0
+        self.buffer = bytearray()
+
+    def send(self, items: list[tuple[int, float, bytes]], now: float) -> None:
+        """Queue jobs (index, budget, pickled message) and write them in one system call."""
+        if not self.inflight:
+            self.head_started = now
+        for i, budget, msg in items:
+            self.inflight.append((i, budget, len(msg)))
+            self.inflight_bytes += len(msg)
+        data = memoryview(b"".join(m for _, _, m in items))
+        while data:
+            data = data[os.write(self.in_fd, data):]
+
+    def receive(self) -> list[tuple[int, dict[str, Any]]] | None:
+        """Read what the worker wrote; the complete answers in it, or None at end of file (it died)."""
+        chunk = os.read(self.out_fd, 1 << 20)
+        if not chunk:
+            return None
+        self.buffer += chunk
+        out = []
+        while len(self.buffer) >= _HEADER.size:
+            (n,) = _HEADER.unpack_from(self.buffer)
+            if len(self.buffer) < _HEADER.size + n:
+                break
+            out.append(pickle.loads(self.buffer[_HEADER.size:_HEADER.size + n]))
+            del self.buffer[:_HEADER.size + n]
+        return out
+
+    def pop_head(self) -> int:
+        i, _, size = self.inflight.popleft()
+        self.inflight_bytes -= size
+        return i
 
     def kill(self) -> None:
         try:
@@ -382,14 +422,16 @@ class SQLExecutor:
             raise ValueError(f"SQLExecutor: max_rows must be >= 0, got {max_rows}")
         if workers < 0:
             raise ValueError(f"SQLExecutor: workers must be >= 0 (0 = run in this process), got {workers}")
-        b"".decode(errors=decode_errors)  # fails early on an unknown handler name
+        codecs.lookup_error(decode_errors)  # LookupError for an unknown handler name
         self.timeout = float(timeout)
         self.max_rows = int(max_rows)
         self.workers = int(workers)
         self.decode_errors = decode_errors
         self.kill_grace = float(kill_grace)
         self.restarts = 0  # workers killed or crashed and replaced, over the executor's life
+        self._job_seconds = 0.01  # running mean of job wall time, sizes the per-worker queues
         self._pool: list[_Worker] = []
+        self._owner_pid = os.getpid()
         self._local: _Runner | None = None
         self._lock = threading.Lock()
         self._closed = False
@@ -438,13 +480,23 @@ class SQLExecutor:
                                   timed_out=bool(raw.get("timed_out")), failed_index=raw.get("index"))
         return [r for r in out if r is not None]
 
+    def start(self) -> None:
+        """Start the worker processes now rather than at the first query (their start-up, ~50 ms, then
+        overlaps with the caller's own preparation)."""
+        with self._lock:
+            self._fill_pool()
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the running workers (empty before the first use, after `close`, or with workers=0)."""
+        return [w.proc.pid for w in self._pool]
+
     def close(self) -> None:
         """Stop the worker processes. Safe to call twice; the executor restarts workers if used again."""
         with self._lock:
             _stop_all(self._pool)
             self._local = None
 
-    def __enter__(self) -> "SQLExecutor":
+    def __enter__(self) -> SQLExecutor:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -466,63 +518,82 @@ class SQLExecutor:
                 return
             yield from self._run_pool(specs)
 
+    def _fill_pool(self) -> None:
+        if self._owner_pid != os.getpid():
+            # a forked copy of this executor: the workers belong to the parent process, leave them alone
+            self._pool.clear()
+            self._owner_pid = os.getpid()
+        while len(self._pool) < self.workers:
+            self._pool.append(self._spawn())
+
     def _spawn(self) -> _Worker:
         env = dict(os.environ)
-        root = str(Path(__file__).resolve().parents[2])
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         return _Worker(env)
 
     def _run_pool(self, specs: list[_Job]) -> Iterator[tuple[int, dict[str, Any]]]:
-        while len(self._pool) < self.workers:
-            self._pool.append(self._spawn())
+        """Schedule jobs over the workers.
+
+        Each worker gets a short queue of jobs (about `_QUEUE_SECONDS` of work, judged from recent job
+        times, and under `_BIG_MESSAGE` bytes so a write never blocks), so it never waits for the parent.
+        The head job's clock starts when the previous answer arrives; a worker whose head job is late by
+        more than `kill_grace` is killed and replaced, and its other queued jobs go back to the front.
+        """
+        self._fill_pool()
         pending: deque[int] = deque(range(len(specs)))
+        messages: dict[int, bytes] = {}
         remaining = len(specs)
-        depth = 2  # jobs queued per worker: the next one is ready when the current one finishes
         try:
             while remaining:
                 now = time.monotonic()
+                depth = max(1, min(_MAX_QUEUE, int(_QUEUE_SECONDS / max(self._job_seconds, 1e-6))))
                 for w in self._pool:
-                    while pending and len(w.inflight) < depth:
+                    batch: list[tuple[int, float, bytes]] = []
+                    size = w.inflight_bytes
+                    while pending and len(w.inflight) + len(batch) < depth:
                         i = pending[0]
-                        if w.inflight and specs[i].size > _BIG_MESSAGE:
+                        msg = messages.pop(i, None) or _frame((i, specs[i].payload))
+                        if (w.inflight or batch) and size + len(msg) > _BIG_MESSAGE:
+                            messages[i] = msg
                             break
                         pending.popleft()
-                        if not w.inflight:
-                            w.head_started = now
-                        w.inflight.append((i, specs[i].budget))
+                        batch.append((i, specs[i].budget, msg))
+                        size += len(msg)
+                    if batch:
                         try:
-                            _write_msg(w.in_fd, (i, specs[i].payload))
+                            w.send(batch, now)
                         except OSError:
-                            break  # the worker died; its end of file is handled below
+                            pass  # the worker died; its end of file is handled below
                 busy = [w for w in self._pool if w.inflight]
                 next_deadline = min(w.head_started + w.inflight[0][1] + self.kill_grace for w in busy)
-                ready = _wait_fds([w.out_fd for w in busy], timeout=max(0.0, next_deadline - time.monotonic()))
+                ready = _ready_fds([w.out_fd for w in busy], max(0.0, next_deadline - time.monotonic()))
                 now = time.monotonic()
                 for idx, w in enumerate(list(self._pool)):
                     if not w.inflight:
                         continue
                     if w.out_fd in ready:
-                        msg = _read_msg(w.out_fd)
-                        if msg is not None:
-                            job_id, raw = msg
-                            head, _ = w.inflight.popleft()
-                            assert head == job_id, "worker answered out of order"
-                            raw["seconds"] = now - w.head_started
-                            w.head_started = now
-                            remaining -= 1
-                            yield job_id, raw
+                        answers = w.receive()
+                        if answers is not None:
+                            for job_id, raw in answers:
+                                head = w.pop_head()
+                                assert head == job_id, "worker answered out of order"
+                                raw["seconds"] = now - w.head_started
+                                self._job_seconds = 0.9 * self._job_seconds + 0.1 * raw["seconds"]
+                                w.head_started = now
+                                remaining -= 1
+                                yield job_id, raw
                             continue
                         code = w.proc.wait()
-                        reason = f"the worker process died while running this query (exit code {code})"
+                        reason: str | None = f"the worker process died while running this query (exit code {code})"
                         timed_out = False
                     elif now > w.head_started + w.inflight[0][1] + self.kill_grace:
                         reason, timed_out = None, True
                     else:
                         continue
-                    head, _ = w.inflight.popleft()
-                    for i, _b in reversed(w.inflight):
+                    head = w.pop_head()
+                    for i, _b, _s in reversed(w.inflight):
                         pending.appendleft(i)
-                    w.inflight.clear()
                     w.kill()
                     self._pool[idx] = self._spawn()
                     self.restarts += 1
@@ -535,6 +606,19 @@ class SQLExecutor:
             if remaining:
                 _stop_all(self._pool)
             raise
+
+
+def _ready_fds(fds: list[int], timeout: float) -> set[int]:
+    """The file descriptors among `fds` that can be read without blocking, waiting up to `timeout` s."""
+    with selectors.DefaultSelector() as sel:
+        for fd in fds:
+            sel.register(fd, selectors.EVENT_READ)
+        return {key.fd for key, _ in sel.select(timeout)}
+
+
+def _frame(obj: Any) -> bytes:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    return _HEADER.pack(len(data)) + data
 
 
 def _to_exec_result(raw: dict[str, Any]) -> ExecResult:

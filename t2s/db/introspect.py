@@ -20,7 +20,7 @@ from typing import Any
 
 from t2s.db.types import Column, DatabaseSchema, ForeignKey, Table
 
-__all__ = ["content_hash", "introspect", "connect_readonly", "quote_sqlite_identifier", "SAMPLE_MAX_CHARS"]
+__all__ = ["SAMPLE_MAX_CHARS", "connect_readonly", "content_hash", "introspect", "quote_sqlite_identifier"]
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,260 @@
+"""The persistent LLM response cache, and the `CachedLLM` wrapper the pool puts around every backend.
+
+Keys are sha256 of (backend, model_id, generation parameters, messages or prompt); see `request_key`.
+Sampled requests (`temperature > 0`) are cached too, keyed with `params.seed`: the same seed gives the same
+stored completions, so a re-run or a resumed sweep is deterministic and free, and asking for different
+samples means passing a different seed. For greedy requests the seed and `top_p` do not change the output
+and are left out of the key.
+
+The store is one SQLite file in WAL mode with a busy timeout, opened per process and per thread, so several
+processes (joblib sweep jobs) can read and write it at once. The first writer of a key wins
+(`INSERT OR IGNORE`): concurrent jobs that computed the same request keep one answer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from t2s.llm.base import LLM, LLMRequest, LLMResponse
+
+#: bump when the key layout changes (old entries are then simply never hit)
+KEY_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS responses (
+    key TEXT PRIMARY KEY,
+    backend TEXT NOT NULL,
+    model_id TEXT NOT NULL,
+    request TEXT NOT NULL,
+    texts TEXT NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    seconds REAL NOT NULL,
+    created REAL NOT NULL
+)
+"""
+
+
+def request_payload(backend: str, model_id: str, request: LLMRequest) -> dict[str, Any]:
+    """The canonical content a cache key hashes (also stored with the entry, for inspection).
+
+    Greedy requests (`temperature == 0`) drop `seed` and `top_p`, which cannot change their output.
+    """
+    params = request.params.to_dict()
+    params["stop"] = list(request.params.stop)
+    if request.params.temperature <= 0:
+        params["temperature"] = 0.0
+        params.pop("seed")
+        params.pop("top_p")
+    return {
+        "v": KEY_VERSION,
+        "backend": backend,
+        "model_id": model_id,
+        "params": params,
+        "messages": [list(m) for m in request.messages],
+        "prompt": request.prompt,
+    }
+
+
+def request_key(backend: str, model_id: str, request: LLMRequest) -> str:
+    """sha256 hex digest of `request_payload(...)` as canonical JSON."""
+    payload = json.dumps(request_payload(backend, model_id, request), sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+class ResponseCache:
+    """A persistent key -> `LLMResponse` store in one SQLite file (WAL mode, safe across processes).
+
+    Stores the texts, the token counts and the seconds the response took when it was computed; `get_many`
+    returns them with `cached=True`. Connections are opened lazily per (process, thread), so an instance
+    can be shared by threads and survives a fork.
+    """
+
+    def __init__(self, path: str | Path, *, timeout: float = 60.0) -> None:
+        self.path = Path(path)
+        self.timeout = timeout
+        self._local = threading.local()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._connect()
+
+    def __repr__(self) -> str:
+        return f"ResponseCache({str(self.path)!r})"
+
+    def _connect(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and getattr(self._local, "pid", None) == os.getpid():
+            return conn
+        conn = sqlite3.connect(str(self.path), timeout=self.timeout, isolation_level=None)
+        conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute(_SCHEMA)
+        self._local.conn = conn
+        self._local.pid = os.getpid()
+        return conn
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, LLMResponse]:
+        """The stored responses among `keys` (missing keys are absent from the result), `cached=True`."""
+        wanted = list(dict.fromkeys(keys))
+        found: dict[str, LLMResponse] = {}
+        conn = self._connect()
+        for start in range(0, len(wanted), 500):
+            part = wanted[start:start + 500]
+            rows = conn.execute(
+                "SELECT key, texts, prompt_tokens, completion_tokens, seconds FROM responses "
+                f"WHERE key IN ({','.join('?' * len(part))})",
+                part,
+            ).fetchall()
+            for key, texts, pt, ct, sec in rows:
+                found[key] = LLMResponse(texts=json.loads(texts), prompt_tokens=pt, completion_tokens=ct,
+                                         seconds=sec, cached=True)
+        return found
+
+    def get(self, key: str) -> LLMResponse | None:
+        """The stored response for `key`, or None."""
+        return self.get_many([key]).get(key)
+
+    def put_many(self, entries: Iterable[tuple[str, str, str, dict[str, Any], LLMResponse]]) -> None:
+        """Store (key, backend, model_id, request payload, response) entries in one transaction.
+
+        An existing key is kept as it is (first writer wins).
+        """
+        now = time.time()
+        rows = [
+            (key, backend, model_id, json.dumps(payload, ensure_ascii=False), json.dumps(resp.texts,
+             ensure_ascii=False), resp.prompt_tokens, resp.completion_tokens, resp.seconds, now)
+            for key, backend, model_id, payload, resp in entries
+        ]
+        if not rows:
+            return
+        conn = self._connect()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany("INSERT OR IGNORE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def __len__(self) -> int:
+        return int(self._connect().execute("SELECT count(*) FROM responses").fetchone()[0])
+
+    def clear(self, *, model_id: str | None = None) -> int:
+        """Delete every entry (or those of one `model_id`); returns how many were deleted."""
+        conn = self._connect()
+        if model_id is None:
+            cur = conn.execute("DELETE FROM responses")
+        else:
+            cur = conn.execute("DELETE FROM responses WHERE model_id = ?", (model_id,))
+        return int(cur.rowcount)
+
+    def close(self) -> None:
+        """Close this thread's connection (others close when their threads end)."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and getattr(self._local, "pid", None) == os.getpid():
+            conn.close()
+        self._local.conn = None
+
+
+@dataclasses.dataclass
+class LLMStats:
+    """Counters of one named LLM: requests, how many the cache answered, tokens and model seconds.
+
+    Tokens and seconds include cached responses (with their original figures), like `Task.charge_llm`;
+    `backend_calls` counts batches sent to the backend.
+    """
+
+    calls: int = 0
+    cached_calls: int = 0
+    backend_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    model_seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, float | int]:
+        return dataclasses.asdict(self)
+
+
+class CachedLLM(LLM):
+    """An LLM wrapper that answers requests from a `ResponseCache` and sends only misses to the backend.
+
+    One `generate` call looks up every request, sends the misses to the wrapped backend in one batch, and
+    stores their responses. Identical requests within one batch are computed once; the repeats come back
+    with `cached=True`. With `cache=None` it only counts (`stats`).
+    """
+
+    def __init__(self, inner: LLM, cache: ResponseCache | None) -> None:
+        self.inner = inner
+        self.cache = cache
+        self.backend = inner.backend
+        self.stats = LLMStats()
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"CachedLLM({self.inner!r}, cache={self.cache!r})"
+
+    @property
+    def model_id(self) -> str:
+        return self.inner.model_id
+
+    def generate(self, requests: list[LLMRequest]) -> list[LLMResponse]:
+        """Responses in order: cache hits (`cached=True`), then the backend's answers for the misses."""
+        if not requests:
+            return []
+        if self.cache is None:
+            responses = self.inner.generate(requests)
+            self._count(responses, backend_calls=1)
+            return responses
+        model_id = self.inner.model_id
+        keys = [request_key(self.backend, model_id, r) for r in requests]
+        hits = self.cache.get_many(keys)
+        misses: dict[str, LLMRequest] = {}
+        for k, r in zip(keys, requests):
+            if k not in hits and k not in misses:
+                misses[k] = r
+        computed: dict[str, LLMResponse] = {}
+        if misses:
+            answers = self.inner.generate(list(misses.values()))
+            if len(answers) != len(misses):
+                raise RuntimeError(
+                    f"{self.inner!r} returned {len(answers)} responses for {len(misses)} requests"
+                )
+            computed = dict(zip(misses, answers))
+            self.cache.put_many(
+                (k, self.backend, model_id, request_payload(self.backend, model_id, misses[k]), computed[k])
+                for k in misses
+            )
+        out: list[LLMResponse] = []
+        first_use: set[str] = set()
+        for k in keys:
+            if k in computed and k not in first_use:
+                first_use.add(k)
+                out.append(computed[k])
+            else:
+                src = hits.get(k) or computed[k]
+                out.append(dataclasses.replace(src, texts=list(src.texts), cached=True))
+        self._count(out, backend_calls=1 if misses else 0)
+        return out
+
+    def _count(self, responses: list[LLMResponse], *, backend_calls: int) -> None:
+        with self._lock:
+            s = self.stats
+            s.calls += len(responses)
+            s.cached_calls += sum(r.cached for r in responses)
+            s.backend_calls += backend_calls
+            s.prompt_tokens += sum(r.prompt_tokens for r in responses)
+            s.completion_tokens += sum(r.completion_tokens for r in responses)
+            s.model_seconds += sum(r.seconds for r in responses)
+
+    def close(self) -> None:
+        """Close the wrapped backend."""
+        self.inner.close()

@@ -1,0 +1,147 @@
+"""The vLLM backend: batched generation on GPUs through `vllm` (extra `gpu`), imported on first use.
+
+A whole `generate` batch goes to vLLM at once (its scheduler does continuous batching), each request with
+its own `SamplingParams` (sampled requests seeded with `params.seed`). Token counts are the prompt's and the
+completions' token ids. `seconds` is the batch's wall time divided evenly among its requests.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from t2s.llm.base import LLM, LLMRequest, LLMResponse
+from t2s.llm.models import fingerprint_path, import_optional, is_named_model, resolve_model, weights_id
+
+
+class VLLM(LLM):
+    """A model served in-process by vLLM on one or more GPUs; loads lazily on first `generate`.
+
+    `model`: a hub id, a local checkpoint, or a named model (`embedded`, `qwen2.5-coder-1.5b`: converted once
+    to a transformers checkpoint under `cache_dir`, as for the hf backend). `adapter`: a PEFT LoRA directory
+    served through vLLM's LoRA support. `dtype`: vLLM dtype (`auto`, `bfloat16`, `float16`).
+    `gpu_memory_utilization`: fraction of GPU memory vLLM may reserve. `max_model_len`: context length cap
+    (null: the model's).
+    """
+
+    backend = "vllm"
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        adapter: str | None = None,
+        dtype: str = "auto",
+        tensor_parallel_size: int = 1,
+        gpu_memory_utilization: float = 0.9,
+        max_model_len: int | None = None,
+        max_lora_rank: int = 64,
+        cache_dir: str,
+        trust_remote_code: bool = False,
+    ) -> None:
+        if adapter is not None and not Path(adapter).is_dir():
+            raise FileNotFoundError(f"VLLM adapter {adapter!r} is not a directory (key `adapter`)")
+        self.model = model
+        self.adapter = adapter
+        self.dtype = dtype
+        self.tensor_parallel_size = tensor_parallel_size
+        self.gpu_memory_utilization = gpu_memory_utilization
+        self.max_model_len = max_model_len
+        self.max_lora_rank = max_lora_rank
+        self.cache_dir = Path(cache_dir)
+        self.trust_remote_code = trust_remote_code
+        self._engine: Any = None
+        self._lora: Any = None
+        self._model_id: str | None = None
+        self._lock = threading.RLock()
+        #: seconds the last load took (0 until loaded)
+        self.load_seconds = 0.0
+
+    def __repr__(self) -> str:
+        return (f"VLLM(model={self.model!r}, adapter={self.adapter!r}, dtype={self.dtype!r}, "
+                f"tensor_parallel_size={self.tensor_parallel_size})")
+
+    @property
+    def model_id(self) -> str:
+        """`<weights id>:<dtype>[+adapter@<fingerprint>]`, as for the hf backend."""
+        if self._model_id is None:
+            ident = f"{weights_id(self.model, self.cache_dir)}:{self.dtype}"
+            if self.adapter is not None:
+                ident += f"+adapter@{fingerprint_path(self.adapter, self.cache_dir / 'fingerprints')}"
+            self._model_id = ident
+        return self._model_id
+
+    def load(self) -> None:
+        """Import vllm and start the engine (once)."""
+        with self._lock:
+            if self._engine is not None:
+                return
+            vllm = import_optional("vllm", extra="gpu", what="the vllm LLM backend")
+            start = time.perf_counter()
+            path = str(resolve_model(self.model, self.cache_dir)) if is_named_model(self.model) else self.model
+            kwargs: dict[str, Any] = {
+                "model": path,
+                "dtype": self.dtype,
+                "tensor_parallel_size": self.tensor_parallel_size,
+                "gpu_memory_utilization": self.gpu_memory_utilization,
+                "trust_remote_code": self.trust_remote_code,
+            }
+            if self.max_model_len is not None:
+                kwargs["max_model_len"] = self.max_model_len
+            if self.adapter is not None:
+                from vllm.lora.request import LoRARequest
+
+                kwargs.update(enable_lora=True, max_lora_rank=self.max_lora_rank)
+                self._lora = LoRARequest("adapter", 1, self.adapter)
+            self._engine = vllm.LLM(**kwargs)
+            self.load_seconds = time.perf_counter() - start
+
+    def _sampling(self, request: LLMRequest) -> Any:
+        from vllm import SamplingParams
+
+        p = request.params
+        return SamplingParams(
+            n=p.n,
+            temperature=p.temperature,
+            top_p=p.top_p if p.temperature > 0 else 1.0,
+            max_tokens=p.max_new_tokens,
+            stop=list(p.stop) or None,
+            seed=p.seed if p.temperature > 0 else None,
+        )
+
+    def generate(self, requests: list[LLMRequest]) -> list[LLMResponse]:
+        """Send chat requests through `LLM.chat` and raw prompts through `LLM.generate`, each as one batch."""
+        if not requests:
+            return []
+        with self._lock:
+            self.load()
+            out: list[LLMResponse | None] = [None] * len(requests)
+            chat = [i for i, r in enumerate(requests) if r.prompt is None]
+            raw = [i for i, r in enumerate(requests) if r.prompt is not None]
+            for idxs, is_chat in ((chat, True), (raw, False)):
+                if not idxs:
+                    continue
+                start = time.perf_counter()
+                sampling = [self._sampling(requests[i]) for i in idxs]
+                if is_chat:
+                    results = self._engine.chat([requests[i].message_dicts() for i in idxs], sampling_params=sampling,
+                                                lora_request=self._lora, use_tqdm=False)
+                else:
+                    results = self._engine.generate([requests[i].prompt for i in idxs], sampling_params=sampling,
+                                                    lora_request=self._lora, use_tqdm=False)
+                per_request = (time.perf_counter() - start) / len(idxs)
+                for i, res in zip(idxs, results):
+                    out[i] = LLMResponse(
+                        texts=[c.text for c in res.outputs],
+                        prompt_tokens=len(res.prompt_token_ids or []),
+                        completion_tokens=sum(len(c.token_ids) for c in res.outputs),
+                        seconds=per_request,
+                    )
+            return [r for r in out if r is not None]
+
+    def close(self) -> None:
+        """Drop the engine (GPU memory is released when vLLM's workers exit)."""
+        with self._lock:
+            self._engine = None

@@ -1,0 +1,192 @@
+"""`logger=wandb`: one Weights & Biases run per run directory (one Hydra job), offline unless told otherwise.
+
+The run is grouped by sweep (the sweep directory's name), named after its overrides (the run directory's name),
+and gets the composed config (secrets stripped), the flattened final metrics, cost and attribution tables, the
+per-question table and the report's PNG plots. Its files live in `<run dir>/wandb/` (`offline-run-*/run-*.wandb`
+in offline mode; `wandb sync <run dir>/wandb/offline-run-*` uploads them later).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from t2s.loggers import RunLogger
+
+log = logging.getLogger("t2s")
+
+#: a config key is a secret when one of its `_`/`-`/`.`-separated words is one of these (so `hf_token` and
+#: `openai_api_key` are secrets, `max_new_tokens` is not)
+SECRET_WORDS = frozenset({"token", "secret", "password", "passwd", "apikey", "api_key", "credentials", "auth"})
+REDACTED = "<redacted>"
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether a config key (plain or dotted, any case) names a secret: api_key, token, secret, password, ...
+
+    Keys ending in `_env` (`api_key_env: OPENAI_API_KEY`) name an environment variable, not a value: kept.
+    """
+    k = str(key).lower().rsplit(".", 1)[-1]
+    if k.endswith("_env"):
+        return False
+    if "api_key" in k or "apikey" in k or "api-key" in k:
+        return True
+    words = set(re.split(r"[_\-.\s/]+", k))
+    return bool(words & SECRET_WORDS)
+
+
+def strip_secrets(obj: Any) -> Any:
+    """A copy of a nested dict/list config with every secret key (see `is_secret_key`) removed."""
+    if isinstance(obj, dict):
+        return {k: strip_secrets(v) for k, v in obj.items() if not is_secret_key(str(k))}
+    if isinstance(obj, (list, tuple)):
+        return [strip_secrets(v) for v in obj]
+    return obj
+
+
+def scrub_overrides(overrides: list[str]) -> list[str]:
+    """Command-line overrides with the value of every secret key replaced by `<redacted>` (`a.api_key=x` -> `a.api_key=<redacted>`)."""
+    out = []
+    for o in overrides:
+        key, sep, _ = str(o).partition("=")
+        out.append(f"{key}{sep}{REDACTED}" if sep and is_secret_key(key.lstrip("+~")) else str(o))
+    return out
+
+
+def flatten(d: Any, prefix: str = "", sep: str = "/") -> dict[str, Any]:
+    """Scalar leaves (numbers, bools, strings) of a nested dict as `a/b/c` keys; lists and None are dropped."""
+    out: dict[str, Any] = {}
+    if isinstance(d, dict):
+        for k, v in d.items():
+            out.update(flatten(v, f"{prefix}{sep}{k}" if prefix else str(k), sep))
+    elif isinstance(d, (bool, int, float, str)):
+        out[prefix] = d
+    return out
+
+
+def hydra_overrides(run_dir: Path) -> tuple[list[str], dict[str, Any]]:
+    """The task overrides (`.hydra/overrides.yaml`) and config-group choices (`.hydra/hydra.yaml`) of a Hydra job dir.
+
+    Both are empty when the run did not come from a Hydra app (e.g. `run(cfg, run_dir=...)` in a notebook).
+    """
+    overrides: list[str] = []
+    choices: dict[str, Any] = {}
+    ov = run_dir / ".hydra" / "overrides.yaml"
+    hy = run_dir / ".hydra" / "hydra.yaml"
+    if ov.is_file():
+        overrides = [str(o) for o in (yaml.safe_load(ov.read_text()) or [])]
+    if hy.is_file():
+        data = yaml.safe_load(hy.read_text()) or {}
+        raw = ((data.get("hydra") or {}).get("runtime") or {}).get("choices") or {}
+        choices = {str(k): v for k, v in raw.items() if not str(k).startswith("hydra/")}
+    return overrides, choices
+
+
+class WandbLogger(RunLogger):
+    """Logs one run to Weights & Biases: config, flattened metrics, cost/attribution/per-question tables, plots.
+
+    `mode` is "offline" by default (the config sets `${oc.env:WANDB_MODE,offline}`), so nothing needs a network;
+    `dir` defaults to the run directory. The wandb run id is derived from the run directory's absolute path, so
+    re-running a job (a resumed sweep) writes to the same wandb run instead of adding a duplicate. Keys that
+    name secrets are stripped from the config, the overrides and the command line before anything is logged.
+    """
+
+    def __init__(self, *, project: str = "t2s", entity: str | None = None, mode: str = "offline",
+                 dir: str | None = None, tags: list[str] | None = None, job_type: str = "run",
+                 log_images: bool = True, log_predictions: bool = True, console: str = "auto") -> None:
+        if mode not in ("online", "offline", "disabled", "shared"):
+            raise ValueError(f"logger.mode={mode!r}: use offline (default), online or disabled "
+                             "(conf/logger/wandb.yaml, or the WANDB_MODE environment variable)")
+        self.project = project
+        self.entity = entity
+        self.mode = mode
+        self.dir = dir
+        self.tags = list(tags or [])
+        self.job_type = job_type
+        self.images = log_images
+        self.predictions = log_predictions
+        self.console = console
+        self.run: Any = None
+        self.run_dir: Path | None = None
+
+    @staticmethod
+    def run_id(run_dir: Path) -> str:
+        """The wandb run id of a run directory: 16 hex digits of its absolute path's sha256."""
+        return hashlib.sha256(str(Path(run_dir).resolve()).encode()).hexdigest()[:16]
+
+    def start(self, *, config: dict[str, Any], run_dir: Path, name: str, group: str | None) -> None:
+        """Initialize the wandb run (in the calling process: each joblib/SLURM job starts its own)."""
+        import wandb
+
+        self.run_dir = Path(run_dir)
+        target = Path(self.dir) if self.dir else self.run_dir
+        target.mkdir(parents=True, exist_ok=True)
+        overrides, choices = hydra_overrides(self.run_dir)
+        logged = strip_secrets(config)
+        logged["_t2s"] = {"run_dir": str(self.run_dir.resolve()), "overrides": scrub_overrides(overrides),
+                          "choices": strip_secrets(choices)}
+        settings = wandb.Settings(console=self.console, silent=True, disable_code=True, save_code=False,
+                                  x_save_requirements=False)
+        argv = sys.argv
+        sys.argv = [argv[0], *scrub_overrides(argv[1:])]  # wandb records sys.argv[1:] in the run's metadata
+        try:
+            self.run = wandb.init(project=self.project, entity=self.entity, mode=self.mode, dir=str(target),  # type: ignore[arg-type]
+                                  id=self.run_id(self.run_dir), resume="allow", name=name, group=group,
+                                  job_type=self.job_type, tags=self.tags or None, config=logged,
+                                  reinit="finish_previous", settings=settings)
+        finally:
+            sys.argv = argv
+        log.info("wandb run %s (%s mode) in %s", self.run.id, self.mode, target / "wandb")
+
+    def log_metrics(self, metrics: dict[str, Any]) -> None:
+        """Flattened metrics (`cost/means/llm_calls_per_question`, ...) into the run summary, plus cost and
+        attribution tables."""
+        if self.run is None:
+            return
+        import wandb
+
+        self.run.summary.update(flatten(metrics))
+        cost = metrics.get("cost") or {}
+        per_stage = cost.get("per_stage") or {}
+        if per_stage:
+            fields = sorted({f for v in per_stage.values() for f in v})
+            self.run.log({"tables/cost_per_stage": wandb.Table(
+                columns=["stage", *fields], data=[[s, *[v.get(f) for f in fields]] for s, v in per_stage.items()])})
+        attr = metrics.get("attribution") or {}
+        if attr:
+            cols = ["stage", "plugin", "n", "fixed", "broken", "unchanged", "input_correct", "overcorrection_rate"]
+            self.run.log({"tables/attribution": wandb.Table(columns=cols, data=[[a.get(c) for c in cols] for a in attr.values()],
+                                                     allow_mixed_types=True)})
+
+    def log_table(self, name: str, columns: list[str], rows: list[list[Any]]) -> None:
+        """A table as `tables/<name>` (the runner sends `predictions`: question, final SQL, correct, error category)."""
+        if self.run is None or (name == "predictions" and not self.predictions):
+            return
+        import wandb
+
+        data = [[v if v is None or isinstance(v, (bool, int, float, str)) else str(v) for v in row] for row in rows]
+        self.run.log({f"tables/{name}": wandb.Table(columns=list(columns), data=data, allow_mixed_types=True)})
+
+    def log_images(self, images: dict[str, Path]) -> None:
+        """The report's PNG plots, as `report/<name>`."""
+        if self.run is None or not self.images or not images:
+            return
+        import wandb
+
+        self.run.log({f"report/{k}": wandb.Image(str(p)) for k, p in images.items() if Path(p).is_file()})
+
+    def finish(self, ok: bool) -> None:
+        """Close the run (exit code 1 when the job failed); safe to call twice or without `start`."""
+        if self.run is None:
+            return
+        run, self.run = self.run, None
+        try:
+            run.summary["t2s_status"] = "finished" if ok else "failed"
+        finally:
+            run.finish(exit_code=0 if ok else 1)

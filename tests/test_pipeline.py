@@ -1,0 +1,168 @@
+"""End-to-end runs on the demo set: outputs, resume, kill -9, read-only safety, multirun."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import compose_config
+from t2s.runner import run
+from t2s.store import RunDirError, read_jsonl
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def _lines(path: Path) -> list[dict]:
+    return list(read_jsonl(path))
+
+
+def test_end_to_end_tiny_model_on_demo(session_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = compose_config(["dataset.limit=6", "run.batch_size=4"], cache_dir=session_cache)
+    metrics = run(cfg, run_dir=tmp_path / "run")
+    out = capsys.readouterr().out
+    assert "EX" in out and str(tmp_path / "run") in out
+    for name in ("config.yaml", "predictions.jsonl", "traces.jsonl", "metrics.json", "report.md", "run.json"):
+        assert (tmp_path / "run" / name).is_file(), name
+    preds = _lines(tmp_path / "run" / "predictions.jsonl")
+    assert len(preds) == 6 and metrics["n"] == 6 and metrics["scored"] == 6
+    assert all({"final_sql", "candidates", "correct", "gold_sql"} <= set(p) for p in preds)
+    traces = _lines(tmp_path / "run" / "traces.jsonl")
+    assert [t["qid"] for t in traces] == [p["qid"] for p in preds]
+    stages = [e["stage"] for e in traces[0]["events"]]
+    assert stages == ["value_retriever", "example_retriever", "schema_linker", "prober", "generator", "fixer",
+                      "corrector", "verifier", "selector"]
+    gen = traces[0]["events"][4]
+    assert gen["llm_calls"] == 1 and gen["prompt_tokens"] > 0 and gen["completion_tokens"] > 0
+    cost = metrics["cost"]["totals"]
+    assert cost["llm_calls"] == 6 == sum(e["llm_calls"] for t in traces for e in t["events"])
+    assert metrics["eval"]["semantics"] == "spider"
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["ex"] == metrics["ex"]
+
+    # a second call on the same directory makes no new model call and regenerates nothing
+    again = run(cfg, run_dir=tmp_path / "run")
+    assert "already finished" in capsys.readouterr().out
+    assert again["ex"] == metrics["ex"] and len(_lines(tmp_path / "run" / "predictions.jsonl")) == 6
+
+    # the same config in a new directory is answered from the LLM cache
+    third = run(cfg, run_dir=tmp_path / "run2")
+    assert third["cost"]["totals"]["new_llm_calls"] == 0 and third["cost"]["totals"]["llm_calls"] == 6
+    assert third["ex"] == metrics["ex"]
+
+
+def test_gold_predictions_score_100(session_cache: Path, tmp_path: Path) -> None:
+    cfg = compose_config(["dataset.limit=12"], cache_dir=session_cache)
+    from t2s.runner import load_dataset
+
+    examples = load_dataset(cfg).examples
+    preds = tmp_path / "gold.jsonl"
+    preds.write_text("".join(json.dumps({"qid": e.qid, "sql": e.gold_sql}) + "\n" for e in examples))
+    cfg = compose_config(["dataset.limit=12", "generator=from_file", f"generator.path={preds}"], cache_dir=session_cache)
+    metrics = run(cfg, run_dir=tmp_path / "run")
+    assert metrics["ex"] == 100.0 and metrics["scored"] == 12
+    assert metrics["cost"]["totals"]["llm_calls"] == 0
+
+
+def test_changed_config_in_same_dir_is_refused_then_moved_aside(session_cache: Path, tmp_path: Path) -> None:
+    cfg = compose_config(["dataset.limit=2"], cache_dir=session_cache)
+    run(cfg, run_dir=tmp_path / "run")
+    other = compose_config(["dataset.limit=2", "schema_format=ddl"], cache_dir=session_cache)
+    with pytest.raises(RunDirError, match=r"schema_format"):
+        run(other, run_dir=tmp_path / "run")
+    other = compose_config(["dataset.limit=2", "schema_format=ddl", "run.resume=false"], cache_dir=session_cache)
+    run(other, run_dir=tmp_path / "run")
+    aside = list((tmp_path / "run").glob("previous-*/predictions.jsonl"))
+    assert len(aside) == 1 and len(_lines(aside[0])) == 2
+
+
+def test_growing_the_limit_resumes(session_cache: Path, tmp_path: Path) -> None:
+    run(compose_config(["dataset.limit=3"], cache_dir=session_cache), run_dir=tmp_path / "run")
+    first = (tmp_path / "run" / "predictions.jsonl").read_bytes()
+    m = run(compose_config(["dataset.limit=5"], cache_dir=session_cache), run_dir=tmp_path / "run")
+    assert m["n"] == 5
+    assert (tmp_path / "run" / "predictions.jsonl").read_bytes().startswith(first)
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["resumed_from"] == 3
+
+
+def _sha(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def test_runaway_and_destructive_predictions_are_contained(session_cache: Path, tmp_path: Path) -> None:
+    cfg = compose_config(["dataset.limit=3", "eval.timeout=2"], cache_dir=session_cache)
+    from t2s.runner import load_dataset
+
+    examples = load_dataset(cfg).examples
+    dbs = {Path(e.db_path) for e in examples}
+    before = {p: _sha(p) for p in dbs}
+    table = examples[1].gold_sql.split("FROM")[1].split()[0] if examples[1].gold_sql else "x"
+    sqls = ["WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c",
+            f"DROP TABLE {table}", examples[2].gold_sql]
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text("".join(json.dumps({"qid": e.qid, "sql": s}) + "\n" for e, s in zip(examples, sqls)))
+    cfg = compose_config(["dataset.limit=3", "eval.timeout=2", "generator=from_file", f"generator.path={preds}"],
+                         cache_dir=session_cache)
+    start = time.monotonic()
+    metrics = run(cfg, run_dir=tmp_path / "run")
+    assert time.monotonic() - start < 60
+    recs = {r["qid"]: r for r in _lines(tmp_path / "run" / "predictions.jsonl")}
+    assert recs[examples[0].qid]["status"] == "timeout" and not recs[examples[0].qid]["correct"]
+    assert recs[examples[1].qid]["status"] == "rejected" and not recs[examples[1].qid]["correct"]
+    assert recs[examples[2].qid]["correct"]
+    assert metrics["timeouts"] == 1 and metrics["rejected"] == 1
+    assert {p: _sha(p) for p in dbs} == before
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(PROJECT)
+    return env
+
+
+def test_kill_minus_nine_then_resume(session_cache: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    args = [sys.executable, "-m", "t2s.run", f"paths.cache_dir={session_cache}", "llm=tiny", "run.progress=false",
+            "run.batch_size=1", "dataset.limit=24", "generator.max_new_tokens=96", f"hydra.run.dir={run_dir}"]
+    # warm the demo build and the tiny model so the kill lands during generation
+    compose_config([], cache_dir=session_cache)
+    proc = subprocess.Popen(args, cwd=PROJECT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    preds = run_dir / "predictions.jsonl"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        if preds.exists() and len(preds.read_bytes().splitlines()) >= 3:
+            break
+        if proc.poll() is not None:
+            pytest.fail(f"run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}")
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = _lines(preds)
+    assert 3 <= len(done_before) < 24, "the kill must land half-way"
+    kept = preds.read_bytes()[: preds.read_bytes().rfind(b"\n") + 1]
+    subprocess.run(args, cwd=PROJECT, env=_env(), check=True, stdout=subprocess.DEVNULL)
+    after = _lines(preds)
+    assert len(after) == 24 and len({r["qid"] for r in after}) == 24
+    assert preds.read_bytes().startswith(kept), "finished questions were rewritten"
+    state = json.loads((run_dir / "run.json").read_text())
+    assert state["resumed_from"] == len(done_before) and state["status"] == "finished"
+    traces = _lines(run_dir / "traces.jsonl")
+    assert [t["qid"] for t in traces] == [r["qid"] for r in after]
+
+
+def test_multirun_schema_formats_writes_two_jobs(session_cache: Path, tmp_path: Path) -> None:
+    out = tmp_path / "outputs"
+    res = subprocess.run(
+        [sys.executable, "-m", "t2s.cli", "run", "-m", "schema_format=ddl,markdown", "dataset.limit=2",
+         f"paths.cache_dir={session_cache}", f"paths.output_root={out}", "llm=tiny", "run.progress=false"],
+        cwd=PROJECT, env=_env(), capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    jobs = sorted(p.parent for p in (out / "multirun").glob("*/*/metrics.json"))
+    assert len(jobs) == 2
+    assert {j.name.split("schema_format=")[1].split(",")[0] for j in jobs} == {"ddl", "markdown"}

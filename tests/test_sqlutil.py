@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+import pytest
+
+from t2s.sqlutil import extract_sql
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("```sql\nSELECT a FROM t;\n```", "SELECT a FROM t"),
+    ("Here you go:\n```sql\nSELECT a\nFROM t\nWHERE b = 1\n```\nThis selects a.", "SELECT a\nFROM t\nWHERE b = 1"),
+    ("```\nSELECT 1\n```", "SELECT 1"),
+    ("SELECT name FROM singer WHERE x = ';'\n\nThis query returns names.", "SELECT name FROM singer WHERE x = ';'"),
+    ("select 1; select 2", "select 1"),
+    ("```sql\nSELECT a FROM t; DROP TABLE t;\n```", "SELECT a FROM t"),
+    ("The answer is: WITH c AS (SELECT 1) SELECT * FROM c", "WITH c AS (SELECT 1) SELECT * FROM c"),
+    ("SELECT 'New  York' AS city", "SELECT 'New  York' AS city"),
+    ("I cannot answer that.", ""),
+    ("```sql\nSELECT a FROM t", "SELECT a FROM t"),
+])
+def test_extract_sql(text: str, expected: str) -> None:
+    assert extract_sql(text) == expected
