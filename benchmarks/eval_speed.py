@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -60,19 +61,31 @@ def load_spider_dev(data: Path) -> Items:
     return items
 
 
-def timed(fn: Callable[[], object], repeat: int) -> tuple[float, float, object]:
-    """(best, median) wall seconds over `repeat` calls, and the last result."""
-    times, out = [], None
+def cpu_seconds() -> tuple[float, float]:
+    """CPU seconds (user + system) used so far by this process and by its finished, reaped children."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
+
+
+def timed(fn: Callable[[], object], repeat: int) -> tuple[float, float, float, float, object]:
+    """(best wall, median wall, parent CPU, workers' CPU) seconds over `repeat` calls (CPU per call, median),
+    and the last result."""
+    times, parent, workers, out = [], [], [], None
     for _ in range(repeat):
+        c0 = cpu_seconds()
         t0 = time.perf_counter()
         out = fn()
         times.append(time.perf_counter() - t0)
-    return min(times), statistics.median(times), out
+        c1 = cpu_seconds()
+        parent.append(c1[0] - c0[0])
+        workers.append(c1[1] - c0[1])
+    return min(times), statistics.median(times), statistics.median(parent), statistics.median(workers), out
 
 
 def scenario(name: str, items: Items, repeat: int, workdir: Path) -> None:
     print(f"\n## {name}: {len(items)} questions")
-    print(f"{'configuration':<14} {'best s':>8} {'median s':>9} {'speed-up':>9}  accuracy")
+    print(f"{'configuration':<14} {'best s':>8} {'median s':>9} {'speed-up':>9} {'CPU parent':>11} "
+          f"{'CPU workers':>12}  accuracy")
     counter = iter(range(10**6))
 
     def cold(workers: int, cache: bool) -> Callable[[], object]:
@@ -88,12 +101,12 @@ def scenario(name: str, items: Items, repeat: int, workdir: Path) -> None:
                ("pool warm", lambda: score_execution(items, workers=2, cache_dir=warm_dir))]
     base = None
     for label, fn in configs:
-        best, median, verdicts = timed(fn, repeat)
+        best, median, cpu_parent, cpu_workers, verdicts = timed(fn, repeat)
         if label == "one process":
             base = best
         speed = f"{base / best:8.2f}x" if base else f"{'':9}"
         acc = summarize(verdicts)["accuracy"]  # type: ignore[arg-type]
-        print(f"{label:<14} {best:8.3f} {median:9.3f} {speed}  {acc:.3f}")
+        print(f"{label:<14} {best:8.3f} {median:9.3f} {speed} {cpu_parent:11.3f} {cpu_workers:12.3f}  {acc:.3f}")
 
 
 def breakdown(items: Items, workers: int) -> None:
@@ -134,9 +147,34 @@ def synthetic(repeat: int, db: str) -> None:
     print(f"\n## synthetic CPU-bound load: {len(items)} questions, gold and prediction ~20 ms each")
     base = None
     for label, workers in (("one process", 1), ("pool", 2)):
-        best, median, _ = timed(lambda w=workers: score_execution(items, workers=w), repeat)  # type: ignore[misc]
+        best, median, cpu_parent, cpu_workers, _ = timed(
+            lambda w=workers: score_execution(items, workers=w), repeat)  # type: ignore[misc]
         base = base or best
-        print(f"{label:<14} {best:8.3f} {median:9.3f} {base / best:8.2f}x")
+        print(f"{label:<14} {best:8.3f} {median:9.3f} {base / best:8.2f}x {cpu_parent:11.3f} {cpu_workers:12.3f}")
+
+
+def free_cores() -> float:
+    """How many cores two busy processes get right now: 2.0 on an idle 2-core machine, ~1.0 when other
+    work holds one core (then no pool can be faster than one process)."""
+    import multiprocessing as mp
+
+    n = 3_000_000
+    t0 = time.perf_counter()
+    _burn(n)
+    one = time.perf_counter() - t0
+    with mp.get_context("spawn").Pool(2) as pool:
+        pool.map(_burn, [1, 1])
+        t0 = time.perf_counter()
+        pool.map(_burn, [n, n])
+        two = time.perf_counter() - t0
+    return 2 * one / two
+
+
+def _burn(n: int) -> int:
+    s = 0
+    for i in range(n):
+        s += i
+    return s
 
 
 def main() -> None:
@@ -147,7 +185,7 @@ def main() -> None:
     args = ap.parse_args()
     gold_items = load_spider_dev(args.data)
     print(f"Spider dev: {len(gold_items)} executable questions; {os.cpu_count()} CPUs; "
-          f"load average {os.getloadavg()[0]:.2f} at start")
+          f"load average {os.getloadavg()[0]:.2f}; cores available to two busy processes now: {free_cores():.2f}")
     with tempfile.TemporaryDirectory(prefix="t2s-eval-speed-") as tmp:
         work = Path(tmp)
         lines = [f"{g}\t{Path(dbs[0]).stem}" for g, _, dbs in gold_items]
@@ -159,7 +197,8 @@ def main() -> None:
         for workers in (1, 2):
             breakdown(gold_items, workers)
         synthetic(max(1, args.repeat // 2), gold_items[0][2][0])
-    print(f"\nload average {os.getloadavg()[0]:.2f} at the end (other processes on the machine skew timings)")
+    print(f"\nload average {os.getloadavg()[0]:.2f}; cores available to two busy processes: {free_cores():.2f} "
+          "(other processes on the machine skew timings)")
 
 
 if __name__ == "__main__":

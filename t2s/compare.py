@@ -14,7 +14,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import yaml
 
@@ -35,12 +35,12 @@ def _tokens(m: dict[str, Any]) -> float | None:
     return float(means.get("prompt_tokens_per_question", 0) or 0) + float(means.get("completion_tokens_per_question", 0) or 0)
 
 
-def _mean(name: str) -> Any:
+def _mean(name: str) -> Callable[[dict[str, Any]], Any]:
     return lambda m: ((m.get("cost") or {}).get("means") or {}).get(f"{name}_per_question")
 
 
 #: the metric columns: (header, getter over metrics.json); cost means are per question
-METRIC_COLUMNS: list[tuple[str, Any]] = [
+METRIC_COLUMNS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
     ("questions", lambda m: m.get("scored", m.get("n"))),
     ("EX %", lambda m: m.get("ex")),
     ("exact %", lambda m: m.get("exact_match")),
@@ -84,6 +84,7 @@ class RunRecord:
 
     @property
     def has_hydra(self) -> bool:
+        """Whether the run came from a Hydra app (it has overrides or group choices to compare by)."""
         return bool(self.overrides or self.choices)
 
 
@@ -269,7 +270,8 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 
 @dataclass
 class Comparison:
-    """The comparison table: one row per run; `header` = run, differing keys, status, metric columns, frontier."""
+    """The comparison table: one row per run; `header` = `#` (1-based run number; plus `run`, the directory name,
+    when no key differs), the differing keys, status, metric columns, frontier."""
 
     runs: list[RunRecord]
     keys: list[str]
@@ -279,6 +281,7 @@ class Comparison:
     common: dict[str, str]
 
     def column(self, name: str) -> list[Any]:
+        """The values of one column, in row order."""
         i = self.header.index(name)
         return [row[i] for row in self.rows]
 
@@ -293,9 +296,10 @@ def build_comparison(runs: list[RunRecord]) -> Comparison:
     if not runs:
         raise CompareError("no runs to compare")
     keys = differing_keys(runs)
-    header = ["run", *keys, "status", *(name for name, _ in METRIC_COLUMNS), "frontier"]
-    rows = [[r.name, *(_value(r, k) for k in keys), r.status, *(get(r.metrics) for _, get in METRIC_COLUMNS), ""]
-            for r in runs]
+    ident = ["#"] if keys else ["#", "run"]
+    header = [*ident, *keys, "status", *(name for name, _ in METRIC_COLUMNS), "frontier"]
+    rows = [[i + 1, *([] if keys else [r.name]), *(_value(r, k) for k in keys), r.status,
+             *(get(r.metrics) for _, get in METRIC_COLUMNS), ""] for i, r in enumerate(runs)]
     for stem, _, col in COST_AXES:
         ci, ei = header.index(col), header.index("EX %")
         idx = [i for i, row in enumerate(rows) if row[ci] is not None and row[ei] is not None]
@@ -347,10 +351,13 @@ def plot_cost_accuracy(cmp: Comparison, out_dir: Path) -> dict[str, Path]:
 
 
 def attribution_rows(cmp: Comparison) -> list[list[Any]]:
-    """Long table of per-stage attribution: run label, stage/plugin, n, fixed, broken, unchanged, overcorrection."""
+    """Long table of per-stage attribution: run label, stage/plugin, n, fixed, broken, unchanged, overcorrection
+    (`none` stages left out)."""
     out = []
     for label, r in zip(cmp.labels(), cmp.runs):
         for key, a in (r.metrics.get("attribution") or {}).items():
+            if a.get("plugin") == "none":  # identity stages never change a candidate
+                continue
             out.append([label, key, a.get("n"), a.get("fixed"), a.get("broken"), a.get("unchanged"),
                         a.get("overcorrection_rate")])
     return out
@@ -408,7 +415,7 @@ def to_markdown(cmp: Comparison, images: dict[str, Path] | None = None, title: s
                   md_table(["run", "stage", "n", "fixed", "broken", "unchanged", "overcorrection rate"], attr), ""]
     for name, path in (images or {}).items():
         parts += [f"![{name}]({Path(path).name})", ""]
-    parts += ["Runs: " + ", ".join(f"`{r.path}`" for r in cmp.runs), ""]
+    parts += ["Runs:", "", *(f"{i}. `{r.path}`" for i, r in enumerate(cmp.runs, 1)), ""]
     return "\n".join(parts)
 
 
@@ -416,9 +423,9 @@ def write_csv(cmp: Comparison, path: Path) -> None:
     """The table as CSV (full precision, empty cells for missing values)."""
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow([*cmp.header, "path"])
+        w.writerow([*cmp.header, "name", "path"])
         for row, r in zip(cmp.rows, cmp.runs):
-            w.writerow([("" if v is None else v) for v in row] + [r.path])
+            w.writerow([("" if v is None else v) for v in row] + [r.name, r.path])
 
 
 def write_comparison(cmp: Comparison, out_dir: Path, *, stem: str = "compare", title: str = "Run comparison") -> dict[str, Path]:

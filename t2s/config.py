@@ -53,10 +53,8 @@ class EvalConf:
     keep_distinct: bool = False
     exact_match: bool = True
     ves: bool = False
-    ves_iterations: int = 10
+    ves_iterations: int = 100
     soft_f1: bool = False
-    #: where Spider's tables.json lives for exact match (None: schemas introspected from the databases)
-    tables: str | None = None
     #: examples of each error category kept in the report
     error_examples: int = 3
 

@@ -80,6 +80,8 @@ def evaluate_cli(args: list[str]) -> int:
         line += f", {m['timeouts']} timeouts"
     print(line)
     if hard:
-        print("[t2s] hardness: " + ", ".join(f"{k} {v['n']} (EX {v['ex']:.1f})" for k, v in hard.items()))
+        order = [k for k in ("easy", "medium", "hard", "extra") if k in hard] + [k for k in hard if k not in
+                                                                                  ("easy", "medium", "hard", "extra")]
+        print("[t2s] hardness: " + ", ".join(f"{k} {hard[k]['n']} (EX {hard[k]['ex']:.1f})" for k in order))
     print(f"[t2s] semantics {m['eval']['semantics']}; results: {out}")
     return 0

@@ -73,16 +73,12 @@ def provenance() -> dict[str, Any]:
 
 
 def load_dataset(cfg: DictConfig) -> LoadedDataset:
-    """Build the configured dataset and load it, logging what was skipped."""
+    """Build the configured dataset and load it (the loader logs what it skipped)."""
     check_arguments("dataset", cfg.dataset)
     dataset = instantiate(cfg.dataset, _convert_="all")
     if not isinstance(dataset, Dataset):
         raise ConfigError(f"dataset: {cfg.dataset._target_} is not a t2s.data.base.Dataset")
-    data = dataset.load()
-    if data.skipped:
-        dbs = sorted({s["db_id"] for s in data.skipped})
-        log.warning("skipped %d question(s) of %s: database file missing for %s", len(data.skipped), data.name, dbs)
-    return data
+    return dataset.load()
 
 
 def _run_dir(run_dir: str | Path | None) -> Path:
@@ -118,6 +114,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None, logger: RunLogger | 
     seed_everything(int(cfg.seed))
     store = RunStore(directory)
     data = load_dataset(cfg)
+    previous_status = store.state().get("status")
     finished = store.open(config, resume=bool(cfg.run.resume), meta=provenance())
     (directory / CONFIG).write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
     current = {ex.qid for ex in data.examples}
@@ -131,7 +128,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None, logger: RunLogger | 
     ok = False
     scorer = Scorer.from_config(cfg.eval, cache_dir=Path(cfg.paths.cache_dir))
     try:
-        if not todo and (directory / METRICS).exists() and store.state().get("status") == "finished":
+        if not todo and (directory / METRICS).exists() and previous_status == "finished":
             log.info("run already finished: results in %s", directory)
             print(f"[t2s] already finished: {len(finished)} questions, results in {directory}")
         if todo:

@@ -17,8 +17,6 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from t2s.compare import CompareError, build_comparison, load_run, sweep_job_dirs, write_comparison
-
 log = logging.getLogger("t2s")
 
 
@@ -43,6 +41,8 @@ def sweep_command(sweep_dir: Path) -> str:
 
 def summarize_sweep(sweep_dir: Path, *, stem: str = "summary") -> dict[str, Path]:
     """Write `<stem>.md`, `<stem>.csv` and plots for the jobs of the sweep in `sweep_dir`; returns the files."""
+    from t2s.compare import CompareError, build_comparison, load_run, sweep_job_dirs, write_comparison
+
     sweep_dir = Path(sweep_dir)
     jobs = sweep_job_dirs(sweep_dir)
     if not jobs:

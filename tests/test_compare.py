@@ -135,10 +135,11 @@ def test_writes_markdown_csv_and_plots(sweep: Path, tmp_path: Path) -> None:
     for name in ("ex_vs_llm_calls", "ex_vs_tokens", "ex_vs_seconds", "attribution"):
         assert files[name].is_file() and files[name].read_bytes()[:4] == b"\x89PNG", name
     md = files["markdown"].read_text()
-    assert md.count("\n| generator.n=") == 4 and "![ex_vs_tokens](ex_vs_tokens.png)" in md
+    assert md.count("| finished |") == 4 and "![ex_vs_tokens](ex_vs_tokens.png)" in md
+    assert "4. `" + str(sweep / "generator.n=2,llm=tiny,schema_format=markdown") + "`" in md
     rows = list(csv.DictReader(files["csv"].open()))
     assert len(rows) == 4 and float(rows[0]["EX %"]) == pytest.approx(50.0)
-    assert rows[0]["path"].endswith("schema_format=ddl")
+    assert rows[0]["path"].endswith("schema_format=ddl") and rows[0]["name"] == "generator.n=1,llm=tiny,schema_format=ddl"
 
 
 def test_attribution_columns_per_stage(tmp_path: Path) -> None:
@@ -187,8 +188,8 @@ def test_metrics_survive_the_wandb_summary_round_trip(sweep: Path) -> None:
     back = unflatten_summary(flatten(run.metrics))
     assert back["cost"]["means"] == run.metrics["cost"]["means"]
     assert back["attribution"]["generator/zero_shot"]["fixed"] == run.metrics["attribution"]["generator/zero_shot"]["fixed"]
-    assert build_comparison([run]).rows[0][3:] == build_comparison(
-        [type(run)(name=run.name, path=run.path, metrics=back, status=run.status)]).rows[0][3:]
+    assert build_comparison([run]).rows[0][2:] == build_comparison(
+        [type(run)(name=run.name, path=run.path, metrics=back, status=run.status)]).rows[0][2:]
 
 
 def test_wandb_source_without_login_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -206,7 +207,7 @@ def test_cli_prints_one_table_and_writes_files(sweep: Path, tmp_path: Path) -> N
                           capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120)
     assert proc.returncode == 0, proc.stderr
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("| ")]
-    assert len(lines) == 1 + 4 and lines[0].startswith("| run | schema_format | generator.n | status |")
+    assert len(lines) == 1 + 4 and lines[0].startswith("| # | schema_format | generator.n | status |")
     assert (out / "compare.md").is_file() and (out / "compare.csv").is_file() and (out / "ex_vs_seconds.png").is_file()
     bad = subprocess.run([sys.executable, "-m", "t2s.cli", "compare", str(tmp_path / "nope")],
                          capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120)

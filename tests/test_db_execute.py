@@ -137,6 +137,16 @@ def test_a_worker_crash_is_an_error_result_and_the_run_goes_on(db: Path) -> None
         assert ex.restarts == 1
 
 
+def test_a_worker_that_died_while_idle_is_replaced_before_use(db: Path) -> None:
+    with SQLExecutor(workers=1) as ex:
+        ex.start()
+        (pid,) = ex.worker_pids()
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)
+        assert ex.execute(str(db), "SELECT 4").rows == [(4,)]
+        assert ex.restarts == 1 and ex.worker_pids() != [pid]
+
+
 def test_row_cap(executor: SQLExecutor, db: Path) -> None:
     res = executor.execute(str(db), "SELECT id FROM singer ORDER BY id", max_rows=10)
     assert res.truncated and res.rows == [(i,) for i in range(10)]

@@ -16,9 +16,13 @@ time. Three layers keep a run safe:
 
 Why not `multiprocessing`: with "spawn" or "forkserver" every worker re-imports the parent's `__main__`
 module; measured on this machine with a main script that imports torch, each worker start cost 1.2-1.3 s
-(and a torch copy in memory), against 0.03 s for this child, which imports only `t2s.db.execute`
-and the standard library. Workers also restart after a kill, so start cost matters. A child started
-with `subprocess` (fork + exec) is safe after torch has started threads.
+(and a torch copy in memory), against about 0.05 s for this child, which runs `python -S` and imports only
+`t2s.db.execute` and the standard library. Workers also restart after a kill, so start cost matters. A
+child started with `subprocess` (fork + exec) is safe after torch has started threads, and user scripts
+need no `if __name__ == "__main__"` guard. An executor copied into a forked process starts its own
+workers there and leaves the parent's alone. POSIX only (pipes are polled with `selectors`).
+
+Strings and blobs a query builds are capped at 256 MB (`randomblob(1e9)` fails instead of eating memory).
 
 Only one statement runs per call: text with several statements returns an error saying so (SQLite's
 "You can only execute one statement at a time"); a trailing `;` or comment is fine.
@@ -334,6 +338,7 @@ class _Worker:
         self.inflight_bytes = 0
         self.head_started = 0.0
         self.buffer = bytearray()
+        self.owner = os.getpid()
 
     def send(self, items: list[tuple[int, float, bytes]], now: float) -> None:
         """Queue jobs (index, budget, pickled message) and write them in one system call."""
@@ -397,8 +402,10 @@ class _Worker:
 
 
 def _stop_all(workers: list[_Worker]) -> None:
+    """Stop the workers this process started (a forked child leaves its parent's workers alone)."""
     for w in workers:
-        w.stop(wait=1.0)
+        if w.owner == os.getpid():
+            w.stop(wait=1.0)
     workers.clear()
 
 
@@ -523,6 +530,11 @@ class SQLExecutor:
             # a forked copy of this executor: the workers belong to the parent process, leave them alone
             self._pool.clear()
             self._owner_pid = os.getpid()
+        for idx, w in enumerate(self._pool):
+            if w.proc.poll() is not None:  # died while idle (killed from outside, out of memory, ...)
+                w.kill()
+                self._pool[idx] = self._spawn()
+                self.restarts += 1
         while len(self._pool) < self.workers:
             self._pool.append(self._spawn())
 
@@ -544,6 +556,8 @@ class SQLExecutor:
         pending: deque[int] = deque(range(len(specs)))
         messages: dict[int, bytes] = {}
         remaining = len(specs)
+        sel = selectors.DefaultSelector()
+        watched: set[int] = set()  # an idle worker writes nothing, so watching it costs nothing
         try:
             while remaining:
                 now = time.monotonic()
@@ -567,10 +581,20 @@ class SQLExecutor:
                             pass  # the worker died; its end of file is handled below
                 busy = [w for w in self._pool if w.inflight]
                 next_deadline = min(w.head_started + w.inflight[0][1] + self.kill_grace for w in busy)
-                ready = _ready_fds([w.out_fd for w in busy], max(0.0, next_deadline - time.monotonic()))
+                for w in busy:
+                    if w.out_fd not in watched:
+                        sel.register(w.out_fd, selectors.EVENT_READ)
+                        watched.add(w.out_fd)
+                ready = {key.fd for key, _ in sel.select(max(0.0, next_deadline - time.monotonic()))}
                 now = time.monotonic()
                 for idx, w in enumerate(list(self._pool)):
                     if not w.inflight:
+                        if w.out_fd in ready:  # an idle worker only becomes readable when it died
+                            sel.unregister(w.out_fd)
+                            watched.discard(w.out_fd)
+                            w.kill()
+                            self._pool[idx] = self._spawn()
+                            self.restarts += 1
                         continue
                     if w.out_fd in ready:
                         answers = w.receive()
@@ -594,6 +618,8 @@ class SQLExecutor:
                     head = w.pop_head()
                     for i, _b, _s in reversed(w.inflight):
                         pending.appendleft(i)
+                    sel.unregister(w.out_fd)
+                    watched.discard(w.out_fd)
                     w.kill()
                     self._pool[idx] = self._spawn()
                     self.restarts += 1
@@ -606,14 +632,8 @@ class SQLExecutor:
             if remaining:
                 _stop_all(self._pool)
             raise
-
-
-def _ready_fds(fds: list[int], timeout: float) -> set[int]:
-    """The file descriptors among `fds` that can be read without blocking, waiting up to `timeout` s."""
-    with selectors.DefaultSelector() as sel:
-        for fd in fds:
-            sel.register(fd, selectors.EVENT_READ)
-        return {key.fd for key, _ in sel.select(timeout)}
+        finally:
+            sel.close()
 
 
 def _frame(obj: Any) -> bytes:

@@ -177,12 +177,12 @@ def categorize_error(pred_sql: str, gold_sql: str, schema: DatabaseSchema | None
     pt, gt = _all_tables(pred_raw), _all_tables(gold_raw)
     if pt != gt:
         return "missing_or_extra_join" if (pt < gt or pt > gt) else "wrong_table_set"
-    for (_, p), (_, g) in zip(pred_raw.branches(), gold_raw.branches()):
+    for (_, p), (_, g) in zip(pred_raw.branches(), gold_raw.branches(), strict=False):
         if _join_signature(p) != _join_signature(g):  # raw: the FK map would merge both sides of a join key
             return "missing_or_extra_join"
     pred = normalize(pred_raw, schema, strip_values=False, drop_distinct=False)
     gold = normalize(gold_raw, schema, strip_values=False, drop_distinct=False)
-    for (_, p), (_, g) in zip(pred.branches(), gold.branches()):
+    for (_, p), (_, g) in zip(pred.branches(), gold.branches(), strict=False):
         found = _clause_checks(p, g)
         if found is not None:
             return found

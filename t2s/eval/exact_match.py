@@ -50,7 +50,7 @@ from typing import Any, cast
 
 import sqlglot
 from sqlglot import exp
-from sqlglot.errors import SqlglotError
+from sqlglot.errors import ErrorLevel, SqlglotError
 
 from t2s.db.types import DatabaseSchema
 
@@ -302,7 +302,7 @@ class _Scope:
     derived: bool = False
     select_aliases: dict[str, exp.Expression] = field(default_factory=dict)
     select_items: list[exp.Expression] = field(default_factory=list)
-    ctes: dict[str, "SpiderSQL"] = field(default_factory=dict)  # WITH name -> converted query
+    ctes: dict[str, SpiderSQL] = field(default_factory=dict)  # WITH name -> converted query
 
 
 def _unparen(e: exp.Expression) -> exp.Expression:
@@ -316,6 +316,11 @@ def _number(text: str) -> float | str:
         return float(text)
     except ValueError:
         return text
+
+
+def _sql_text(e: exp.Expression) -> str:
+    """SQLite text of `e`, without sqlglot's warnings about constructs SQLite lacks."""
+    return e.sql(dialect="sqlite", unsupported_level=ErrorLevel.IGNORE)
 
 
 def _is_quoted_bare(col: exp.Column) -> bool:
@@ -442,7 +447,7 @@ class _Converter:
                 if src.alias:
                     scope.aliases[src.alias.lower()] = None
             else:
-                raise UnsupportedSqlError(f"FROM item {src.sql(dialect='sqlite')!r} is neither a table nor a subquery")
+                raise UnsupportedSqlError(f"FROM item {_sql_text(src)!r} is neither a table nor a subquery")
         conds: list[Any] = []
         for j in joins:
             on = j.args.get("on")
@@ -551,14 +556,14 @@ class _Converter:
     def _key(self, e: exp.Expression, scope: _Scope) -> str:
         """A pseudo column id for an expression the official grammar lacks: its SQL with columns resolved."""
         if not any(True for _ in e.find_all(exp.Column)):
-            return e.sql(dialect="sqlite")
+            return _sql_text(e)
         copy = e.copy()
         for col in list(copy.find_all(exp.Column)):
             if col.find_ancestor(exp.Select) is not None:
                 continue
             rid = self._resolve(col, scope)
             col.replace(exp.Literal.string(col.name) if rid is None else exp.var(rid))
-        return copy.sql(dialect="sqlite")
+        return _sql_text(copy)
 
     # -- units
     def _col_unit(self, e: exp.Expression, scope: _Scope) -> ColUnit:

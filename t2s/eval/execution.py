@@ -147,6 +147,10 @@ def _spider_equal(r1: Sequence[Row], r2: Sequence[Row], order_matters: bool) -> 
     ncol = len(r1[0])
     if len(r2[0]) != ncol:
         return False
+    # identical rows, value and type for value (the common case of a correct prediction): every check
+    # below passes
+    if r1 == r2 and all(type(a) is type(b) for x, y in zip(r1, r2) for a, b in zip(x, y)):
+        return True
     # upstream's quick check comes first: with mixed int/float values it can reject results that are
     # otherwise equal (its sort key is str(value) + str(type)), and the verdict must be upstream's
     if not _quick_accept(r1, r2, order_matters):
@@ -386,9 +390,11 @@ def score_execution(
     All gold (cache misses) and predicted queries run together through one `SQLExecutor` with `workers`
     processes (`workers=1`: one process, queries one after another; `0`: inside this process). `timeout`
     is seconds per query, `max_rows` the row cap of both sides. With `cache_dir`, gold results are read
-    from and written to `cache_dir/gold` (see `GoldCache`). Pass `executor` to reuse a running pool (its
-    own timeout / row cap / decoding then apply unless given here; `workers` is ignored).
-    `keep_distinct` only matters for "spider" (BIRD never strips DISTINCT).
+    from and written to `cache_dir/gold` (see `GoldCache`). Pass `executor` to reuse a running pool across
+    calls (saves starting workers each time): `timeout` and `max_rows` given here still apply, its
+    `decode_errors` replaces the semantics' default ("ignore" for spider, as upstream; "replace" for
+    bird), and `workers` is ignored. `keep_distinct` only matters for "spider" (BIRD never strips
+    DISTINCT). `progress` shows a tqdm bar over the queries.
     """
     _check_semantics(semantics)
     own = executor is None
@@ -437,8 +443,19 @@ def _score(items: Sequence[tuple[str, str, Sequence[str]]], *, semantics: str, t
                 from_cache.add(pair)
     gold_jobs = [pair for pair in gold_needed if pair not in gold_results]
     pred_jobs = [(db, p) for _, p, dbs, _ in prepared for db in dbs]
+    pred_of = [((db, g), om) for g, _, dbs, om in prepared for db in dbs]  # gold pair and rule of each pred job
     jobs = gold_jobs + pred_jobs
+    n_gold = len(gold_jobs)
     results: list[ExecResult | None] = [None] * len(jobs)
+    equal: dict[int, bool] = {}  # pred job index -> results equal (compared as soon as both are in)
+    waiting: dict[tuple[str, str], list[int]] = {}
+
+    def compare(j: int) -> None:
+        pred, (pair, om) = results[j], pred_of[j - n_gold]
+        gold = gold_results[pair]
+        if pred is not None and pred.ok and not pred.truncated and gold.ok and not gold.truncated:
+            equal[j] = results_equal(gold.rows, pred.rows, semantics=semantics, order_matters=om)
+
     it = executor.execute_iter(jobs, timeout=timeout, max_rows=max_rows)
     if progress:
         from tqdm import tqdm
@@ -446,42 +463,42 @@ def _score(items: Sequence[tuple[str, str, Sequence[str]]], *, semantics: str, t
         it = tqdm(it, total=len(jobs), desc=f"execution ({semantics})", unit="query")
     for i, res in it:
         results[i] = res
-    fresh: dict[str, ExecResult] = {}
-    for pair, gold_res in zip(gold_jobs, results[: len(gold_jobs)]):
-        assert gold_res is not None
-        gold_results[pair] = gold_res
-        if store is not None and pair in keys:
-            fresh[keys[pair]] = gold_res
+        if i < n_gold:
+            gold_results[gold_jobs[i]] = res
+            for j in waiting.pop(gold_jobs[i], []):
+                compare(j)
+        elif pred_of[i - n_gold][0] in gold_results:
+            compare(i)
+        else:
+            waiting.setdefault(pred_of[i - n_gold][0], []).append(i)
     if store is not None:
-        store.put_many(fresh)
+        store.put_many({keys[pair]: gold_results[pair] for pair in gold_jobs if pair in keys})
 
     verdicts: list[ExecVerdict] = []
-    pos = len(gold_jobs)
+    pos = n_gold
     for g, p, dbs, om in prepared:
-        preds = results[pos: pos + len(dbs)]
+        preds = [(results[j], equal.get(j)) for j in range(pos, pos + len(dbs))]
         pos += len(dbs)
-        verdicts.append(_verdict(g, dbs, om, preds, gold_results, from_cache, semantics=semantics,
-                                 max_rows=max_rows, timeout=timeout))
+        verdicts.append(_verdict(g, dbs, om, preds, gold_results, from_cache, max_rows=max_rows, timeout=timeout))
     return verdicts
 
 
-def _verdict(g: str, dbs: list[str], om: bool, preds: Sequence[ExecResult | None],
+def _verdict(g: str, dbs: list[str], om: bool, preds: Sequence[tuple[ExecResult | None, bool | None]],
              gold_results: dict[tuple[str, str], ExecResult], from_cache: set[tuple[str, str]], *,
-             semantics: str, max_rows: int, timeout: float) -> ExecVerdict:
+             max_rows: int, timeout: float) -> ExecVerdict:
+    """One question's verdict from its gold results and its (prediction result, results equal) per database."""
     v = ExecVerdict(correct=False, status="ok", order_matters=om,
                     gold_cached=all((db, g) in from_cache for db in dbs))
-    v.seconds = sum(r.seconds for r in preds if r is not None)
-    for n, db in enumerate(dbs):
-        gold = gold_results[(db, g)]
-        problem = _gold_problem(gold, max_rows, timeout)
+    v.seconds = sum(r.seconds for r, _ in preds if r is not None)
+    for db in dbs:
+        problem = _gold_problem(gold_results[(db, g)], max_rows, timeout)
         if problem is not None:
             v.status, v.gold_error, v.failed_db = "gold_error", problem, db
             return v
-    for n, (db, pred) in enumerate(zip(dbs, preds)):
+    for n, (db, (pred, same)) in enumerate(zip(dbs, preds)):
         assert pred is not None
-        gold = gold_results[(db, g)]
         if n == 0:
-            v.gold_rows = len(gold.rows)
+            v.gold_rows = len(gold_results[(db, g)].rows)
             v.pred_rows = len(pred.rows) if pred.ok else None
         if not pred.ok:
             v.status = pred.status
@@ -492,9 +509,8 @@ def _verdict(g: str, dbs: list[str], om: bool, preds: Sequence[ExecResult | None
             v.pred_truncated = True
             v.failed_db = db
             return v
-        if not results_equal(gold.rows, pred.rows, semantics=semantics, order_matters=om):
+        if not same:
             v.failed_db = db
             return v
     v.correct = True
     return v
-

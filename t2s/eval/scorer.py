@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,9 @@ from t2s.db.introspect import introspect
 from t2s.db.types import DatabaseSchema
 from t2s.eval.errors import categorize_error
 from t2s.eval.exact_match import aggregate_partial, exact_match
+from t2s.db.execute import SQLExecutor
 from t2s.eval.execution import score_execution
+from t2s.eval.ves import score_soft_f1, score_ves
 from t2s.eval.features import sql_features
 from t2s.eval.hardness import spider_hardness
 from t2s.types import Example
@@ -34,8 +37,8 @@ class Scorer:
     Spider hardness, SQL features and error categories; optionally BIRD's VES and Soft-F1."""
 
     def __init__(self, *, semantics: str = "spider", timeout: float = 30.0, workers: int = 2,
-                 keep_distinct: bool = False, exact_match: bool = True, ves: bool = False, ves_iterations: int = 10,
-                 soft_f1: bool = False, tables: str | None = None, error_examples: int = 3,
+                 keep_distinct: bool = False, exact_match: bool = True, ves: bool = False, ves_iterations: int = 100,
+                 soft_f1: bool = False, error_examples: int = 3,
                  cache_dir: Path | None = None) -> None:
         if semantics not in ("spider", "bird"):
             raise ValueError(f"eval.semantics={semantics!r}: use 'spider' (test-suite) or 'bird' (set comparison)")
@@ -47,10 +50,18 @@ class Scorer:
         self.ves = ves
         self.ves_iterations = ves_iterations
         self.soft_f1 = soft_f1
-        self.tables = tables
         self.error_examples = error_examples
         self.cache_dir = cache_dir
         self._schemas: dict[str, DatabaseSchema] = {}
+        self._executor: SQLExecutor | None = None
+
+    @property
+    def executor(self) -> SQLExecutor:
+        """One worker pool for the scorer's lifetime (started on first use, stopped by `close`)."""
+        if self._executor is None:
+            self._executor = SQLExecutor(timeout=self.timeout, max_rows=100_000, workers=self.workers,
+                                         decode_errors="ignore" if self.semantics == "spider" else "replace")
+        return self._executor
 
     @classmethod
     def from_config(cls, eval_cfg: Any, *, cache_dir: Path | None) -> "Scorer":
@@ -80,8 +91,7 @@ class Scorer:
 
     def _execute(self, items: list[tuple[str, str, list[str]]]) -> list[Any]:
         return score_execution(items, semantics=self.semantics, timeout=self.timeout, workers=self.workers,
-                               keep_distinct=self.keep_distinct,
-                               cache_dir=self.cache_dir / "gold" if self.cache_dir else None)
+                               keep_distinct=self.keep_distinct, cache_dir=self.cache_dir, executor=self.executor)
 
     def score(self, examples: list[Example], preds: dict[str, str],
               traces: list[list[Any]] | None = None) -> list[dict[str, Any]]:
@@ -118,6 +128,16 @@ class Scorer:
             if not v.correct and v.status != "gold_error":
                 rec["error_category"] = categorize_error(pred, gold_sql, schema, v.status, v.pred_error)
             out.append(rec)
+        bird_items = [(ex.gold_sql or "", preds.get(ex.qid, ""), ex.db_path) for _, ex in gold]
+        if self.ves and bird_items:
+            # timed runs go one question at a time (upstream's num_cpus=1) so time ratios stay comparable
+            with SQLExecutor(timeout=self.timeout, max_rows=1_000_000, workers=1) as timer:
+                for (i, _), r in zip(gold, score_ves(bird_items, iterations=self.ves_iterations, timeout=self.timeout,
+                                                     executor=timer)):
+                    out[i]["ves_reward"] = r.reward if r.status != "gold_error" else None
+        if self.soft_f1 and bird_items:
+            for (i, _), f1 in zip(gold, score_soft_f1(bird_items, timeout=self.timeout, executor=self.executor)):
+                out[i]["soft_f1"] = f1
         if traces is not None:
             self._attribute(examples, traces, out, preds)
         return out
@@ -169,7 +189,10 @@ class Scorer:
         return records
 
     def close(self) -> None:
-        """Nothing to release today (workers live inside `score_execution`); kept for symmetry with executors."""
+        """Stop the worker pool."""
+        if self._executor is not None:
+            self._executor.close()
+            self._executor = None
 
 
 def _pct(num: int, den: int) -> float | None:
@@ -257,6 +280,12 @@ def summarize(records: list[dict[str, Any]], traces: dict[str, dict[str, Any]], 
         "cost": cost_summary(traces, len(records), (config or {}).get("prices")),
         "attribution": attribution(scored),
     }
+    ves_rewards = [r["ves_reward"] for r in scored if r.get("ves_reward") is not None]
+    if ves_rewards:
+        metrics["ves"] = 100.0 * sum(math.sqrt(x) for x in ves_rewards) / len(ves_rewards)
+    f1s = [r["soft_f1"] for r in scored if r.get("soft_f1") is not None]
+    if f1s:
+        metrics["soft_f1"] = 100.0 * sum(f1s) / len(f1s)
     return metrics
 
 

@@ -25,13 +25,15 @@ def schema_from_spider_entry(entry: dict[str, Any]) -> DatabaseSchema:
     """
     for key in ("db_id", "table_names_original", "column_names_original", "column_types"):
         if key not in entry:
-            raise KeyError(f"tables.json entry {entry.get('db_id', '?')!r} has no {key!r}: is this Spider's tables.json?")
+            raise KeyError(f"tables.json entry {entry.get('db_id', '?')!r} has no {key!r}: "
+                           "is this a Spider-format tables.json?")
     primary: set[int] = set()
     for pk in entry.get("primary_keys", []):
         primary.update(pk if isinstance(pk, list) else [pk])  # composite keys are lists in BIRD's files
     tables = [Table(name=name, columns=[]) for name in entry["table_names_original"]]
     where: dict[int, tuple[str, str]] = {}
-    for idx, ((t_idx, col_name), col_type) in enumerate(zip(entry["column_names_original"], entry["column_types"])):
+    pairs = zip(entry["column_names_original"], entry["column_types"], strict=True)
+    for idx, ((t_idx, col_name), col_type) in enumerate(pairs):
         if t_idx < 0:
             continue
         tables[t_idx].columns.append(Column(name=col_name, type=col_type, primary_key=idx in primary))
