@@ -20,11 +20,12 @@ import yaml
 
 from t2s.eval.report import md_table
 from t2s.store import CONFIG, METRICS, STATE
-from t2s.wandb_logger import hydra_overrides
+from t2s.wandb_logger import hydra_overrides, is_secret_key, redact
 
 log = logging.getLogger("t2s")
 
-#: override keys that never explain a difference in results (progress bars, workers, where files go, the logger)
+#: override keys that never explain a difference in results (progress bars, workers, where files go, the logger);
+#: keys naming secrets (`is_secret_key`) are never shown either
 IGNORED_KEYS = ("run.resume", "run.progress", "run.batch_size", "eval.workers", "db.workers", "logger", "paths",
                 "hydra", "notes")
 
@@ -54,7 +55,10 @@ METRIC_COLUMNS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
     ("model s/q", _mean("model_seconds")),
     ("db s/q", _mean("db_seconds")),
     ("wall s/q", _mean("wall_seconds")),
+    ("USD/q", _mean("usd")),
 ]
+#: metric columns shown even when no run has a value for them
+ALWAYS_SHOWN = ("questions", "EX %", "LLM calls/q", "tokens/q", "wall s/q")
 
 #: the cost axes of the accuracy/cost plots: (file stem, axis label, metric column)
 COST_AXES = (("llm_calls", "LLM calls per question", "LLM calls/q"),
@@ -211,7 +215,7 @@ def _option_of(target: Any) -> str:
 
 
 def _ignored(key: str) -> bool:
-    return any(key == k or key.startswith(k + ".") for k in IGNORED_KEYS)
+    return any(key == k or key.startswith(k + ".") for k in IGNORED_KEYS) or is_secret_key(key)
 
 
 def _value(run: RunRecord, key: str) -> str:
@@ -287,19 +291,22 @@ class Comparison:
 
     def labels(self) -> list[str]:
         """Short row labels for plots: the differing values (`ddl,2`), else the run name."""
-        return [",".join(_value(r, k) for k in self.keys) or r.name for r in self.runs]
+        return [",".join(_value(r, k) for k in self.keys) or redact(r.name) for r in self.runs]
 
 
 def build_comparison(runs: list[RunRecord]) -> Comparison:
     """The table over `runs`: differing keys, status, EX and other metrics, cost means per question, and which
-    cost axes (`calls`, `tokens`, `seconds`) the run is on the accuracy/cost Pareto frontier of."""
+    cost axes (`llm_calls`, `tokens`, `seconds`) the run is on the accuracy/cost Pareto frontier of. Optional
+    columns no run has a value for (exact match when disabled, USD without a price table) are left out."""
     if not runs:
         raise CompareError("no runs to compare")
     keys = differing_keys(runs)
+    columns = [(name, get) for name, get in METRIC_COLUMNS
+               if name in ALWAYS_SHOWN or any(get(r.metrics) is not None for r in runs)]
     ident = ["#"] if keys else ["#", "run"]
-    header = [*ident, *keys, "status", *(name for name, _ in METRIC_COLUMNS), "frontier"]
-    rows = [[i + 1, *([] if keys else [r.name]), *(_value(r, k) for k in keys), r.status,
-             *(get(r.metrics) for _, get in METRIC_COLUMNS), ""] for i, r in enumerate(runs)]
+    header = [*ident, *keys, "status", *(name for name, _ in columns), "frontier"]
+    rows = [[i + 1, *([] if keys else [redact(r.name)]), *(_value(r, k) for k in keys), r.status,
+             *(get(r.metrics) for _, get in columns), ""] for i, r in enumerate(runs)]
     for stem, _, col in COST_AXES:
         ci, ei = header.index(col), header.index("EX %")
         idx = [i for i, row in enumerate(rows) if row[ci] is not None and row[ei] is not None]
@@ -415,7 +422,7 @@ def to_markdown(cmp: Comparison, images: dict[str, Path] | None = None, title: s
                   md_table(["run", "stage", "n", "fixed", "broken", "unchanged", "overcorrection rate"], attr), ""]
     for name, path in (images or {}).items():
         parts += [f"![{name}]({Path(path).name})", ""]
-    parts += ["Runs:", "", *(f"{i}. `{r.path}`" for i, r in enumerate(cmp.runs, 1)), ""]
+    parts += ["Runs:", "", *(f"{i}. `{redact(r.path)}`" for i, r in enumerate(cmp.runs, 1)), ""]
     return "\n".join(parts)
 
 
@@ -425,7 +432,7 @@ def write_csv(cmp: Comparison, path: Path) -> None:
         w = csv.writer(f)
         w.writerow([*cmp.header, "name", "path"])
         for row, r in zip(cmp.rows, cmp.runs):
-            w.writerow([("" if v is None else v) for v in row] + [r.name, r.path])
+            w.writerow([("" if v is None else v) for v in row] + [redact(r.name), redact(r.path)])
 
 
 def write_comparison(cmp: Comparison, out_dir: Path, *, stem: str = "compare", title: str = "Run comparison") -> dict[str, Path]:

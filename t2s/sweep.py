@@ -17,6 +17,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from t2s.wandb_logger import scrub_overrides
+
 log = logging.getLogger("t2s")
 
 
@@ -29,14 +31,15 @@ def _sweep_dir(config: DictConfig) -> Path:
 
 
 def sweep_command(sweep_dir: Path) -> str:
-    """The sweep's overrides as one command line (`t2s run -m a=1,2 b=x`), from its `multirun.yaml`."""
+    """The sweep's overrides as one command line (`t2s run -m a=1,2 b=x`), from its `multirun.yaml`; secret values
+    (`llm.api_key=...`) redacted."""
     f = Path(sweep_dir) / "multirun.yaml"
     if not f.is_file():
         return ""
     hydra = (yaml.safe_load(f.read_text()) or {}).get("hydra") or {}
     ov = hydra.get("overrides") or {}
     launcher = [o for o in ov.get("hydra") or [] if str(o).startswith("hydra/launcher")]
-    return " ".join(["t2s run -m", *map(str, ov.get("task") or []), *map(str, launcher)])
+    return " ".join(["t2s run -m", *scrub_overrides([str(o) for o in ov.get("task") or []]), *map(str, launcher)])
 
 
 def summarize_sweep(sweep_dir: Path, *, stem: str = "summary") -> dict[str, Path]:

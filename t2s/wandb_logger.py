@@ -59,6 +59,12 @@ def scrub_overrides(overrides: list[str]) -> list[str]:
     return out
 
 
+def redact(text: str) -> str:
+    """A run name or path with the values of secret `key=value` parts (split at `,` and `/`) replaced by
+    `<redacted>`: Hydra names job directories after their overrides, secrets included."""
+    return "/".join(",".join(scrub_overrides(part.split(","))) for part in str(text).split("/"))
+
+
 def flatten(d: Any, prefix: str = "", sep: str = "/") -> dict[str, Any]:
     """Scalar leaves (numbers, bools, strings) of a nested dict as `a/b/c` keys; lists and None are dropped."""
     out: dict[str, Any] = {}
@@ -129,7 +135,7 @@ class WandbLogger(RunLogger):
         target.mkdir(parents=True, exist_ok=True)
         overrides, choices = hydra_overrides(self.run_dir)
         logged = strip_secrets(config)
-        logged["_t2s"] = {"run_dir": str(self.run_dir.resolve()), "overrides": scrub_overrides(overrides),
+        logged["_t2s"] = {"run_dir": redact(str(self.run_dir.resolve())), "overrides": scrub_overrides(overrides),
                           "choices": strip_secrets(choices)}
         settings = wandb.Settings(console=self.console, silent=True, disable_code=True, save_code=False,
                                   x_save_requirements=False)
@@ -137,7 +143,8 @@ class WandbLogger(RunLogger):
         sys.argv = [argv[0], *scrub_overrides(argv[1:])]  # wandb records sys.argv[1:] in the run's metadata
         try:
             self.run = wandb.init(project=self.project, entity=self.entity, mode=self.mode, dir=str(target),  # type: ignore[arg-type]
-                                  id=self.run_id(self.run_dir), resume="allow", name=name, group=group,
+                                  id=self.run_id(self.run_dir), resume="allow", name=redact(name),
+                                  group=redact(group) if group else None,
                                   job_type=self.job_type, tags=self.tags or None, config=logged,
                                   reinit="finish_previous", settings=settings)
         finally:

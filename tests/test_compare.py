@@ -118,6 +118,8 @@ def test_table_has_differing_overrides_metrics_and_cost_means(sweep: Path) -> No
     assert row["wall s/q"] == pytest.approx(1.0)
     assert row["model s/q"] == pytest.approx(0.8)
     assert row["status"] == "finished"
+    assert "exact %" not in cmp.header and "USD/q" not in cmp.header  # no run has them
+    assert cmp.header[-1] == "frontier" and "pred errors" in cmp.header
 
 
 def test_frontier_marks_runs_no_other_run_beats(sweep: Path) -> None:
@@ -165,6 +167,15 @@ def test_runs_without_hydra_metadata_differ_by_config(tmp_path: Path) -> None:
     assert set(cmp.keys) == {"schema_format", "generator.temperature"}
     assert cmp.column("schema_format") == ["mschema", "ddl"] and cmp.column("generator.temperature") == ["0.0", "0.7"]
     assert load_run(a).status == "finished"
+
+
+def test_secret_overrides_never_reach_the_table(tmp_path: Path) -> None:
+    a = write_run(tmp_path / "a", overrides=["x=1", "llm.api_key=sk-AAA"], correct=[True])
+    b = write_run(tmp_path / "b", overrides=["x=2", "llm.api_key=sk-BBB"], correct=[False])
+    cmp = compare_dirs([a, b])
+    assert cmp.keys == ["x"] and not cmp.common
+    files = write_comparison(cmp, tmp_path / "out")
+    assert "sk-" not in files["markdown"].read_text() + files["csv"].read_text()
 
 
 def test_unfinished_runs_are_rows_with_their_status(tmp_path: Path) -> None:

@@ -545,3 +545,16 @@ def test_embedded_model_converts_and_answers_sql() -> None:
     assert "count(" in out[0].text.lower() and "singer" in out[0].text.lower()
     assert "select" in out[1].text.lower() and "30" in out[1].text
     assert all(0 < r.completion_tokens <= 48 and r.prompt_tokens > 40 for r in out)
+
+
+def test_num_threads_is_applied_when_the_model_loads(tiny_model_path: Path, tmp_path: Path) -> None:
+    before = torch.get_num_threads()
+    try:
+        llm = HFLLM(model=str(tiny_model_path), dtype="float32", cache_dir=str(tmp_path), num_threads=1)
+        torch.set_num_threads(2)
+        llm.model_id  # noqa: B018 - identity does not load
+        assert torch.get_num_threads() == 2
+        llm.load()
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

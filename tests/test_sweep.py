@@ -1,5 +1,6 @@
-"""Sweeps: launcher presets compose, the sweep summary covers exactly the sweep's jobs, and (slow, end to end)
-a 2x2 joblib sweep with wandb + `t2s compare`, and a sweep killed in its third job that resumes.
+"""Sweeps: launcher presets compose, the sweep summary covers exactly the sweep's jobs; end to end with the tiny
+model, a 2x2 joblib sweep with wandb + `t2s compare` (~30 s on 2 cores) and (slow) a sweep killed in its third job
+that resumes.
 """
 
 from __future__ import annotations
@@ -124,9 +125,10 @@ def test_summary_holds_exactly_the_jobs_of_its_sweep(tmp_path: Path) -> None:
     assert "`t2s run -m a=1,2 b=x,y` (4 job(s))" in md and (sweep / "ex_vs_llm_calls.png").is_file()
 
     # a second, different sweep into the same directory: its summary lists its own job only
-    proc = run_toy(tmp_path, sweep, "a=3")
+    proc = run_toy(tmp_path, sweep, "a=3", "+api_key=sk-TOY")
     assert proc.returncode == 0, proc.stderr
-    assert [(r["name"], r["EX %"]) for r in summary_rows(sweep)] == [("a=3", "30.0")]
+    assert [(r["name"], r["EX %"]) for r in summary_rows(sweep)] == [("+api_key=<redacted>,a=3", "30.0")]
+    assert "sk-TOY" not in (sweep / "summary.md").read_text() and "+api_key=<redacted>" in (sweep / "summary.md").read_text()
 
     # a sweep whose second job fails still gets a summary, with the failure in it
     proc = run_toy(tmp_path, sweep, "a=6,7")
@@ -134,7 +136,7 @@ def test_summary_holds_exactly_the_jobs_of_its_sweep(tmp_path: Path) -> None:
     assert [(r["a"], r["status"]) for r in summary_rows(sweep)] == [("6", "finished"), ("7", "failed")]
 
 
-# ---------------------------------------------------------------- end to end with the real pipeline (slow)
+# ---------------------------------------------------------------- end to end with the real pipeline
 
 def t2s_env(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "T2S_CACHE": str(tmp_path / "cache"), "WANDB_MODE": "offline", "T2S_JOBS": "2",
@@ -147,7 +149,6 @@ def only_sweep_dir(out: Path) -> Path:
     return dirs[0]
 
 
-@pytest.mark.slow
 def test_joblib_2x2_sweep_with_wandb_and_compare(tmp_path: Path) -> None:
     """The issue's check: 2x2 sweep, joblib launcher, four job dirs, four offline wandb runs, one 4-row table."""
     from test_wandb import closed_records

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import struct
 import sys
 import time
@@ -127,6 +128,23 @@ def test_offline_run_in_the_run_dir_with_everything_and_no_secret(job_dir: Path,
     names = {p.name.split("_")[0] for p in media if p.is_file()}
     assert {"predictions", "cost", "attribution", "by"} <= names, names  # tables and the image
     assert [r.exit.exit_code for r in records if r.WhichOneof("record_type") == "exit"] == [0]
+
+
+def test_run_name_and_group_are_redacted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hydra names job dirs after their overrides, so a secret passed on the command line is in the dir name
+    (and so in every path wandb records: keep secrets in environment variables); name and group are redacted."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run_dir = tmp_path / f"sweep,hf_token={SECRET}" / f"a=1,llm.api_key={SECRET}"
+    logger = WandbLogger(mode="offline")
+    logger.start(config={"seed": 0}, run_dir=run_dir, name=run_dir.name, group=run_dir.parent.name)
+    logger.finish(True)
+    run = next(r.run for r in closed_records(offline_run_files(run_dir)[0]) if r.WhichOneof("record_type") == "run")
+    assert run.display_name == "a=1,llm.api_key=<redacted>" and run.run_group == "sweep,hf_token=<redacted>"
+    assert SECRET not in json.dumps(dict(run_config(run)))
+
+
+def run_config(run: Any) -> dict[str, Any]:
+    return {u.key: json.loads(u.value_json) for u in run.config.update}
 
 
 def test_finish_after_failure_records_exit_code_1(job_dir: Path) -> None:

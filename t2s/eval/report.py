@@ -80,6 +80,11 @@ def write_report(path: Path, metrics: dict[str, Any], records: list[dict[str, An
         images["by_feature"] = _bar(out_dir / "by_feature.png", list(feats), [v["ex"] or 0.0 for v in feats.values()],
                                     "EX by SQL feature", "EX %", "#55A868")
         parts += ["", "![EX by SQL feature](by_feature.png)"]
+    partial = metrics.get("partial") or {}
+    if partial:
+        parts += ["", "## Exact-set match by clause (Spider partial scores)", "",
+                  md_table(["clause", "accuracy", "recall", "F1"],
+                           [[k, v.get("acc"), v.get("rec"), v.get("f1")] for k, v in partial.items()])]
     errors = metrics.get("error_categories") or {}
     if errors:
         parts += ["", "## Error categories (wrong predictions)", "",
@@ -99,7 +104,7 @@ def write_report(path: Path, metrics: dict[str, Any], records: list[dict[str, An
             parts.append("")
     dbs = metrics.get("by_db") or {}
     if len(dbs) > 1:
-        parts += ["## EX by database", "", md_table(["db_id", "n", "correct", "EX %"],
+        parts += ["", "## EX by database", "", md_table(["db_id", "n", "correct", "EX %"],
                                                   [[k, v["n"], v["correct"], v["ex"]] for k, v in dbs.items()])]
     cost = metrics.get("cost") or {}
     if cost.get("per_stage"):
