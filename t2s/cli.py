@@ -22,11 +22,23 @@ commands:
 """
 
 
+def _name_exclude_keys() -> list[str]:
+    """Keys that do not name a run (conf/config.yaml: hydra.job.config.override_dirname.exclude_keys)."""
+    import yaml
+
+    from t2s.config import CONF_DIR
+
+    data = yaml.safe_load((CONF_DIR / "config.yaml").read_text())
+    return list(data["hydra"]["job"]["config"]["override_dirname"]["exclude_keys"])
+
+
 def _sweep_args(args: list[str]) -> list[str]:
     """With -m and no explicit sweep dir, name the sweep directory after the command's overrides (resumable)."""
     if not any(a in ("-m", "--multirun") for a in args) or any(a.startswith("hydra.sweep.dir=") for a in args):
         return args
-    overrides = [a for a in args if not a.startswith("-") and "=" in a and not a.startswith("hydra.")]
+    exclude = set(_name_exclude_keys())
+    overrides = [a for a in args if not a.startswith("-") and "=" in a and not a.startswith(("hydra.", "hydra/"))
+                 and a.split("=", 1)[0].lstrip("+~") not in exclude]
     name = run_name(overrides).replace("'", "_")
     return [*args, f"hydra.sweep.dir='${{paths.output_root}}/multirun/{name}'"]
 

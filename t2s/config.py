@@ -99,13 +99,16 @@ class T2SConfig:
 def run_name(overrides: Any) -> str:
     """A directory name for a list of overrides (or Hydra's override_dirname string); "default" when empty.
 
-    Deterministic, so the same command line maps to the same run directory (and resumes). Long names are
-    cut and suffixed with a hash of the whole.
+    Deterministic, so the same command line maps to the same run directory (and resumes). Values of secret
+    keys (`t2s.secrets.is_secret_key`) are replaced by `<redacted>`. Long names are cut and suffixed with a
+    hash of the whole.
     """
+    from t2s.secrets import redact, scrub_overrides
+
     if isinstance(overrides, str):
-        text = overrides
+        text = redact(overrides)
     else:
-        text = ",".join(sorted(str(o) for o in overrides))
+        text = ",".join(sorted(scrub_overrides([str(o) for o in overrides])))
     if not text:
         return "default"
     safe = re.sub(r"[^A-Za-z0-9=,._+\-@]", "_", text)

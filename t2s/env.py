@@ -28,9 +28,9 @@ class Env:
     - `examples`: every question of the run (for stages that build indexes over the run's databases).
     """
 
-    llms: "LLMPool"
+    llms: LLMPool
     executor: SQLExecutor
-    schema_format: "SchemaFormat"
+    schema_format: SchemaFormat
     cache_dir: Path
     run_dir: Path
     seed: int = 0
@@ -39,7 +39,7 @@ class Env:
     _schemas: dict[str, DatabaseSchema] = field(default_factory=dict, repr=False)
     extras: dict[str, Any] = field(default_factory=dict, repr=False)
 
-    def llm(self, name: str) -> "LLM":
+    def llm(self, name: str) -> LLM:
         return self.llms.get(name)
 
     def schema(self, example: Example) -> DatabaseSchema:

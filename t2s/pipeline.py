@@ -134,7 +134,7 @@ class Pipeline:
                     seconds=per_task, llm_calls=u.llm_calls, cached_calls=u.cached_calls,
                     prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens,
                     model_seconds=u.model_seconds, db_seconds=u.db_seconds, db_queries=u.db_queries,
-                    sql_before=sql_before, sql_after=_sqls(task, stage),
+                    models=u.models, sql_before=sql_before, sql_after=_sqls(task, stage),
                 ))
                 task.usage = Usage()
 

@@ -25,8 +25,8 @@ from t2s.config import PROJECT_ROOT, register_configs
 from t2s.data.base import Dataset, LoadedDataset
 from t2s.db.execute import SQLExecutor
 from t2s.env import Env
-from t2s.eval.scorer import Scorer, summarize
 from t2s.eval.report import write_report
+from t2s.eval.scorer import Scorer, summarize
 from t2s.llm.pool import LLMPool
 from t2s.loggers import RunLogger
 from t2s.pipeline import ConfigError, Pipeline, build_stages, check_arguments, resolved

@@ -27,7 +27,7 @@ class Stage(abc.ABC):
     #: set by the pipeline from the option name (e.g. "zero_shot"); used in traces and candidate origins
     name: str = ""
 
-    def setup(self, env: "Env") -> None:
+    def setup(self, env: Env) -> None:
         """Load models, build or load indexes for the run's databases. Called once before any `run`."""
         self.env = env
 

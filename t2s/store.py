@@ -6,8 +6,9 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 PREDICTIONS = "predictions.jsonl"
 TRACES = "traces.jsonl"

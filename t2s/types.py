@@ -35,7 +35,7 @@ class Example:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Example":
+    def from_dict(cls, d: dict[str, Any]) -> Example:
         return cls(**d)
 
 
@@ -54,7 +54,7 @@ class Candidate:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Candidate":
+    def from_dict(cls, d: dict[str, Any]) -> Candidate:
         return cls(**d)
 
 
@@ -73,10 +73,18 @@ class Usage:
     model_seconds: float = 0.0
     db_seconds: float = 0.0
     db_queries: int = 0
+    #: tokens by model id: {model_id: {"calls": n, "prompt_tokens": n, "completion_tokens": n}} (for prices)
+    models: dict[str, dict[str, int]] = field(default_factory=dict)
 
-    def add(self, other: "Usage") -> None:
+    def add(self, other: Usage) -> None:
         for f in dataclasses.fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+            if f.name == "models":
+                for m, counts in other.models.items():
+                    mine = self.models.setdefault(m, {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0})
+                    for k, v in counts.items():
+                        mine[k] = mine.get(k, 0) + v
+            else:
+                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
 
 @dataclass
@@ -101,6 +109,7 @@ class TraceEvent:
     model_seconds: float = 0.0
     db_seconds: float = 0.0
     db_queries: int = 0
+    models: dict[str, dict[str, int]] = field(default_factory=dict)
     sql_before: list[str] = field(default_factory=list)
     sql_after: list[str] = field(default_factory=list)
     error: str | None = None
@@ -109,7 +118,7 @@ class TraceEvent:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TraceEvent":
+    def from_dict(cls, d: dict[str, Any]) -> TraceEvent:
         return cls(**d)
 
 
@@ -152,6 +161,11 @@ class Task:
         self.usage.prompt_tokens += response.prompt_tokens
         self.usage.completion_tokens += response.completion_tokens
         self.usage.model_seconds += response.seconds
+        m = self.usage.models.setdefault(getattr(response, "model", "") or "unknown",
+                                         {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0})
+        m["calls"] += 1
+        m["prompt_tokens"] += response.prompt_tokens
+        m["completion_tokens"] += response.completion_tokens
 
     def charge_db(self, seconds: float, queries: int = 1) -> None:
         """Add database time (seconds) spent on behalf of this question."""

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
+from conftest_llm import *  # noqa: F401,F403  (tiny model fixtures)
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from t2s.config import CONF_DIR, register_configs
-
-from conftest_llm import *  # noqa: F401,F403  (tiny model fixtures)
 
 SHARED_DATA = Path(os.environ.get("T2S_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 os.environ.setdefault("T2S_DATA", str(SHARED_DATA))

@@ -17,8 +17,18 @@ from typing import Any
 import pytest
 import yaml
 
-from t2s.compare import (CompareError, build_comparison, compare_dirs, find_runs, load_run, pareto_front,
-                         runs_from_wandb, sweep_job_dirs, unflatten_summary, write_comparison)
+from t2s.compare import (
+    CompareError,
+    build_comparison,
+    compare_dirs,
+    find_runs,
+    load_run,
+    pareto_front,
+    runs_from_wandb,
+    sweep_job_dirs,
+    unflatten_summary,
+    write_comparison,
+)
 from t2s.config import PROJECT_ROOT
 from t2s.eval.scorer import attribution, cost_summary
 from t2s.types import TraceEvent
@@ -161,7 +171,7 @@ def test_runs_without_hydra_metadata_differ_by_config(tmp_path: Path) -> None:
     cfg_b["generator"]["temperature"] = 0.7
     cfg_b["run"]["progress"] = True  # not a result key: no column
     a = write_run(tmp_path / "a", overrides=None, correct=[True, False])
-    b = write_run(tmp_path / "b", overrides=None, config=cfg_b, correct=[True, True])
+    write_run(tmp_path / "b", overrides=None, config=cfg_b, correct=[True, True])
     cmp = compare_dirs([tmp_path])  # a folder of runs
     assert [r.name for r in cmp.runs] == ["a", "b"]
     assert set(cmp.keys) == {"schema_format", "generator.temperature"}

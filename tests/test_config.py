@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import compose_config
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from conftest import compose_config
 from t2s.config import CONF_DIR
 from t2s.pipeline import ConfigError, build_stage, check_arguments
 from t2s.registry import format_registry, groups, options

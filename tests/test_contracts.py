@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
-
 from conftest import compose_config
+
 from t2s.db.types import SchemaView
 from t2s.pipeline import Pipeline, build_stage
 from t2s.registry import options

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import compose_config
+
 from t2s.runner import run
 from t2s.store import RunDirError, read_jsonl
 
@@ -41,6 +41,8 @@ def test_end_to_end_tiny_model_on_demo(session_cache: Path, tmp_path: Path, caps
                       "corrector", "verifier", "selector"]
     gen = traces[0]["events"][4]
     assert gen["llm_calls"] == 1 and gen["prompt_tokens"] > 0 and gen["completion_tokens"] > 0
+    (model_id, counts), = gen["models"].items()
+    assert counts == {"calls": 1, "prompt_tokens": gen["prompt_tokens"], "completion_tokens": gen["completion_tokens"]}
     cost = metrics["cost"]["totals"]
     assert cost["llm_calls"] == 6 == sum(e["llm_calls"] for t in traces for e in t["events"])
     assert metrics["eval"]["semantics"] == "spider"
@@ -166,3 +168,18 @@ def test_multirun_schema_formats_writes_two_jobs(session_cache: Path, tmp_path: 
     jobs = sorted(p.parent for p in (out / "multirun").glob("*/*/metrics.json"))
     assert len(jobs) == 2
     assert {j.name.split("schema_format=")[1].split(",")[0] for j in jobs} == {"ddl", "markdown"}
+
+
+def test_price_table_turns_tokens_into_money() -> None:
+    from t2s.eval.scorer import cost_summary
+
+    ev = {"stage": "generator", "llm_calls": 2, "prompt_tokens": 3000, "completion_tokens": 1000, "seconds": 1.0,
+          "models": {"gpt-x@v1": {"calls": 1, "prompt_tokens": 2000, "completion_tokens": 500},
+                     "other": {"calls": 1, "prompt_tokens": 1000, "completion_tokens": 500}}}
+    traces = {"q1": {"events": [ev]}, "q2": {"events": [dict(ev, models={})]}}
+    cost = cost_summary(traces, 2, {"gpt-x": {"prompt": 1.0, "completion": 4.0}})
+    assert cost["totals"]["usd"] == pytest.approx((2000 * 1.0 + 500 * 4.0) / 1e6)
+    assert cost["means"]["usd_per_question"] == pytest.approx(cost["totals"]["usd"] / 2)
+    assert cost["per_stage"]["generator"]["usd"] == pytest.approx(cost["totals"]["usd"])
+    assert cost["unpriced_models"] == ["other"]
+    assert "usd" not in cost_summary(traces, 2, {})["totals"]

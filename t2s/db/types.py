@@ -51,7 +51,7 @@ class DatabaseSchema:
         low = name.lower()
         return next((t for t in self.tables if t.name.lower() == low), None)
 
-    def subset(self, keep: dict[str, list[str] | None]) -> "DatabaseSchema":
+    def subset(self, keep: dict[str, list[str] | None]) -> DatabaseSchema:
         """A view keeping only the named tables (case-insensitive); for each, the listed columns, or all
         columns when the list is None. Primary keys and foreign keys between kept columns are kept too."""
         want = {t.lower(): (None if cols is None else {c.lower() for c in cols}) for t, cols in keep.items()}
@@ -73,7 +73,7 @@ class DatabaseSchema:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "DatabaseSchema":
+    def from_dict(cls, d: dict[str, Any]) -> DatabaseSchema:
         return cls(
             db_id=d["db_id"],
             tables=[Table(name=t["name"], columns=[Column(**c) for c in t["columns"]], description=t.get("description", ""))

@@ -476,7 +476,7 @@ def _score(items: Sequence[tuple[str, str, Sequence[str]]], *, semantics: str, t
 
     verdicts: list[ExecVerdict] = []
     pos = n_gold
-    for g, p, dbs, om in prepared:
+    for g, _p, dbs, om in prepared:
         preds = [(results[j], equal.get(j)) for j in range(pos, pos + len(dbs))]
         pos += len(dbs)
         verdicts.append(_verdict(g, dbs, om, preds, gold_results, from_cache, max_rows=max_rows, timeout=timeout))

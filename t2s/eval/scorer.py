@@ -15,15 +15,15 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+from t2s.db.execute import SQLExecutor
 from t2s.db.introspect import introspect
 from t2s.db.types import DatabaseSchema
 from t2s.eval.errors import categorize_error
 from t2s.eval.exact_match import aggregate_partial, exact_match
-from t2s.db.execute import SQLExecutor
 from t2s.eval.execution import score_execution
-from t2s.eval.ves import score_soft_f1, score_ves
 from t2s.eval.features import sql_features
 from t2s.eval.hardness import spider_hardness
+from t2s.eval.ves import score_soft_f1, score_ves
 from t2s.types import Example
 
 log = logging.getLogger("t2s")
@@ -64,7 +64,7 @@ class Scorer:
         return self._executor
 
     @classmethod
-    def from_config(cls, eval_cfg: Any, *, cache_dir: Path | None) -> "Scorer":
+    def from_config(cls, eval_cfg: Any, *, cache_dir: Path | None) -> Scorer:
         c = dict(eval_cfg)
         return cls(**c, cache_dir=cache_dir)
 
@@ -207,23 +207,52 @@ def _breakdown(records: list[dict[str, Any]], key: Any) -> dict[str, dict[str, A
     return {k: {"n": len(v), "correct": sum(v), "ex": _pct(sum(v), len(v))} for k, v in sorted(groups.items())}
 
 
+def price_of(model: str, prices: dict[str, Any]) -> dict[str, float] | None:
+    """The price entry for a model id: exact key first, then the id before '@' or ':' (e.g. "qwen2.5-coder-0.5b")."""
+    for key in (model, model.split("@")[0], model.split(":")[0]):
+        if key in prices:
+            return prices[key]
+    return None
+
+
 def cost_summary(traces: dict[str, dict[str, Any]], n: int, prices: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Totals, per-question means and per-stage totals of LLM calls, tokens and seconds from the traces."""
+    """Totals, per-question means and per-stage totals of LLM calls, tokens and seconds from the traces.
+
+    With a price table (`prices: {model_id: {prompt: USD per 1M tokens, completion: USD per 1M tokens}}`),
+    also `usd` totals per stage and overall and `usd_per_question`; models missing from the table are listed
+    in `unpriced_models` rather than counted as free.
+    """
     fields = ("llm_calls", "cached_calls", "prompt_tokens", "completion_tokens", "model_seconds", "db_seconds",
               "db_queries", "seconds")
     totals: dict[str, float] = dict.fromkeys(fields, 0)
     per_stage: dict[str, dict[str, float]] = defaultdict(lambda: dict.fromkeys(fields, 0))
+    unpriced: set[str] = set()
     for t in traces.values():
         for e in t["events"]:
             for f in fields:
                 totals[f] += e.get(f, 0)
                 per_stage[e["stage"]][f] += e.get(f, 0)
+            if prices:
+                for model, c in (e.get("models") or {}).items():
+                    p = price_of(model, prices)
+                    if p is None:
+                        unpriced.add(model)
+                        continue
+                    usd = (c.get("prompt_tokens", 0) * float(p.get("prompt", 0.0))
+                           + c.get("completion_tokens", 0) * float(p.get("completion", 0.0))) / 1e6
+                    totals["usd"] = totals.get("usd", 0.0) + usd
+                    per_stage[e["stage"]]["usd"] = per_stage[e["stage"]].get("usd", 0.0) + usd
+    if prices:
+        totals.setdefault("usd", 0.0)
     totals["new_llm_calls"] = totals["llm_calls"] - totals["cached_calls"]
     totals["wall_seconds"] = totals.pop("seconds")
     for s in per_stage.values():
         s["wall_seconds"] = s.pop("seconds")
     means = {f"{k}_per_question": (v / n if n else 0.0) for k, v in totals.items()}
-    return {"totals": totals, "means": means, "per_stage": dict(per_stage)}
+    out: dict[str, Any] = {"totals": totals, "means": means, "per_stage": dict(per_stage)}
+    if unpriced:
+        out["unpriced_models"] = sorted(unpriced)
+    return out
 
 
 def attribution(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -40,7 +40,7 @@ class LLMRequest:
     params: GenParams = field(default_factory=GenParams)
 
     @staticmethod
-    def chat(messages: list[dict[str, str]], params: GenParams | None = None) -> "LLMRequest":
+    def chat(messages: list[dict[str, str]], params: GenParams | None = None) -> LLMRequest:
         return LLMRequest(
             messages=tuple((m["role"], m["content"]) for m in messages),
             params=params or GenParams(),
@@ -64,6 +64,8 @@ class LLMResponse:
     completion_tokens: int
     seconds: float
     cached: bool = False
+    #: the `model_id` of the LLM that answered (set by the pool's caching wrapper); keys the price table
+    model: str = ""
 
     @property
     def text(self) -> str:

@@ -212,6 +212,8 @@ class CachedLLM(LLM):
             return []
         if self.cache is None:
             responses = self.inner.generate(requests)
+            for r in responses:
+                r.model = self.inner.model_id
             self._count(responses, backend_calls=1)
             return responses
         model_id = self.inner.model_id
@@ -242,6 +244,8 @@ class CachedLLM(LLM):
             else:
                 src = hits.get(k) or computed[k]
                 out.append(dataclasses.replace(src, texts=list(src.texts), cached=True))
+        for r in out:
+            r.model = model_id
         self._count(out, backend_calls=1 if misses else 0)
         return out
 

@@ -320,7 +320,7 @@ class _RowSampler:
                 g.manual_seed(s)
                 self.generators.append(g)
 
-    def __call__(self, input_ids: "torch.Tensor", scores: "torch.Tensor") -> "torch.Tensor":
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         import torch
 
         for r, g in enumerate(self.generators):
@@ -354,7 +354,7 @@ class _RowStop:
         self.finished_at = [0] * n_rows
         self.by_eos = [False] * n_rows
 
-    def __call__(self, input_ids: "torch.Tensor", scores: Any, **kwargs: Any) -> "torch.Tensor":
+    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
         import torch
 
         done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)

@@ -148,7 +148,7 @@ class LLMPool:
                 self._cache.close()
                 self._cache = None
 
-    def __enter__(self) -> "LLMPool":
+    def __enter__(self) -> LLMPool:
         return self
 
     def __exit__(self, *exc: object) -> None:
