@@ -112,6 +112,9 @@ def run_name(overrides: Any) -> str:
     if not text:
         return "default"
     safe = re.sub(r"[^A-Za-z0-9=,._+\-@]", "_", text)
+    if safe != text and len(safe) <= 120:
+        # replaced characters could make two command lines share a name: keep them apart
+        safe = safe + "-" + hashlib.sha256(text.encode()).hexdigest()[:8]
     if len(safe) > 120:
         safe = safe[:100] + "-" + hashlib.sha256(text.encode()).hexdigest()[:12]
     return safe

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 import time
@@ -48,7 +49,7 @@ def evaluate(cfg: DictConfig, predictions: str | Path, out_dir: str | Path, *, f
         for r in records:
             f.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")
     write_json(out / METRICS, metrics)
-    write_report(out / REPORT, metrics, records)
+    write_report(out / REPORT, metrics, records, error_examples=int(cfg.eval.error_examples))
     return metrics
 
 
@@ -69,8 +70,14 @@ def evaluate_cli(args: list[str]) -> int:
         return 2
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
+    pred_path = Path(str(own["predictions"])).resolve()
+    tag = hashlib.sha256(str(pred_path).encode()).hexdigest()[:8]
     out = own["out"] or str(Path(cfg.paths.output_root) / "eval" / run_name(
-        [*overrides, f"predictions={Path(str(own['predictions'])).name}"]))
+        [*overrides, f"predictions={pred_path.name}-{tag}"]))
+    if (Path(out) / "run.json").exists():
+        print(f"t2s eval: {out} is a run directory; give another out=DIR so its predictions are not overwritten",
+              file=sys.stderr)
+        return 2
     m = evaluate(cfg, str(own["predictions"]), out, fmt=str(own["format"]), strict=str(own["strict"]).lower() == "true")
     hard = m.get("by_hardness") or {}
     line = f"[t2s] EX {m['ex']:.1f}% on {m['scored']} questions" if m.get("ex") is not None else "[t2s] nothing scored"

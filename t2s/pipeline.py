@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
+import logging
 import time
 from typing import Any
 
@@ -12,6 +14,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from t2s.stages import STAGE_GROUPS, STAGE_KINDS, Stage
 from t2s.types import Task, TraceEvent, Usage
+
+log = logging.getLogger("t2s")
+
+#: the task fields stages write; restored when a stage raises
+_OWNED_FIELDS = ("values", "examples", "schemas", "findings", "candidates", "final_sql")
 
 
 class ConfigError(ValueError):
@@ -25,7 +32,7 @@ def option_name(node: Any) -> str:
     return parts[-2] if len(parts) >= 2 else target
 
 
-def check_arguments(group: str, node: DictConfig | dict[str, Any]) -> None:
+def check_arguments(group: str, node: DictConfig | dict[str, Any], *, where: str | None = None) -> None:
     """Bind a node's keys against its `_target_`'s constructor so a misspelled key fails before anything loads."""
     target = node.get("_target_")
     if not target:
@@ -43,7 +50,7 @@ def check_arguments(group: str, node: DictConfig | dict[str, Any]) -> None:
     if unknown:
         raise ConfigError(
             f"{group} ({target}): unknown key(s) {unknown}; accepted keys are {sorted(accepted)} "
-            f"(check conf/{group}/{option_name(node)}.yaml and your overrides)"
+            f"(check {where or f'conf/{group}/{option_name(node)}.yaml'} and your overrides)"
         )
 
 
@@ -112,31 +119,58 @@ class Pipeline:
             stage.setup(env)
 
     def run_batch(self, tasks: list[Task]) -> None:
+        """Run every stage over the batch. A question on which a stage raises gets `task.error`, an event with the
+        error, and no later stage; the other questions go on. If every question of a batch of several fails
+        alone too, the failure is systematic (a bug, a broken model) and the run stops with the error."""
+        active = [t for t in tasks if t.error is None]
         for stage in self.stages:
-            befores = []
-            for task in tasks:
+            if not active:
+                break
+            self._run_stage(stage, active)
+            active = [t for t in active if t.error is None]
+
+    def _run_stage(self, stage: Stage, tasks: list[Task]) -> None:
+        saved = [copy.deepcopy({f: getattr(t, f) for f in _OWNED_FIELDS}) for t in tasks]
+        befores = []
+        for task in tasks:
+            task.usage = Usage()
+            befores.append((_state(task), [c.sql for c in task.candidates]))
+        start = time.perf_counter()
+        try:
+            stage.run(tasks)
+        except Exception as e:  # noqa: BLE001 - isolate the question, see run_batch
+            for task, fields in zip(tasks, saved):
+                for f, v in fields.items():
+                    setattr(task, f, v)
                 task.usage = Usage()
-                befores.append((_state(task), [c.sql for c in task.candidates]))
-            start = time.perf_counter()
-            try:
-                stage.run(tasks)
-            except Exception as e:
-                qids = [t.qid for t in tasks]
-                raise RuntimeError(
-                    f"stage {stage.origin} ({type(stage).__name__}) failed on questions {qids[:8]}"
-                    f"{'...' if len(qids) > 8 else ''}: {type(e).__name__}: {e}"
-                ) from e
-            per_task = (time.perf_counter() - start) / max(1, len(tasks))
-            for task, (state, sql_before) in zip(tasks, befores):
-                u = task.usage
-                task.trace.append(TraceEvent(
-                    stage=stage.kind, plugin=stage.name, change=_describe(task, state, _state(task)),
-                    seconds=per_task, llm_calls=u.llm_calls, cached_calls=u.cached_calls,
-                    prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens,
-                    model_seconds=u.model_seconds, db_seconds=u.db_seconds, db_queries=u.db_queries,
-                    models=u.models, sql_before=sql_before, sql_after=_sqls(task, stage),
-                ))
-                task.usage = Usage()
+            if len(tasks) > 1:
+                log.warning("stage %s failed on a batch of %d (%s: %s); retrying one question at a time",
+                            stage.origin, len(tasks), type(e).__name__, e)
+                for task in tasks:
+                    self._run_stage(stage, [task])
+                if all(t.error is not None for t in tasks):
+                    raise RuntimeError(
+                        f"stage {stage.origin} ({type(stage).__name__}) failed on every question of the batch "
+                        f"{[t.qid for t in tasks][:8]}: {type(e).__name__}: {e}") from e
+                return
+            task = tasks[0]
+            task.error = f"{stage.origin}: {type(e).__name__}: {e}"
+            log.warning("question %s: %s (the question is scored as failed; the run goes on)", task.qid, task.error)
+            task.trace.append(TraceEvent(stage=stage.kind, plugin=stage.name, change="failed",
+                                         seconds=time.perf_counter() - start, sql_before=befores[0][1],
+                                         sql_after=befores[0][1], error=task.error))
+            return
+        per_task = (time.perf_counter() - start) / max(1, len(tasks))
+        for task, (state, sql_before) in zip(tasks, befores):
+            u = task.usage
+            task.trace.append(TraceEvent(
+                stage=stage.kind, plugin=stage.name, change=_describe(task, state, _state(task)),
+                seconds=per_task, llm_calls=u.llm_calls, cached_calls=u.cached_calls,
+                prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens,
+                model_seconds=u.model_seconds, db_seconds=u.db_seconds, db_queries=u.db_queries,
+                models=u.models, sql_before=sql_before, sql_after=_sqls(task, stage),
+            ))
+            task.usage = Usage()
 
 
 def resolved(cfg: DictConfig) -> dict[str, Any]:

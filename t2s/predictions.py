@@ -5,7 +5,8 @@ Formats (chosen by `fmt`, or by the file's content with "auto"):
   the file, also those a run skips); an optional `<TAB>db_id` suffix is dropped.
 - `jsonl`: one object per line with an id key (`qid`, `id` or `question_id`) and a SQL key (`sql`, `prediction`,
   `predicted_sql` or `final_sql`) — this is also what t2s writes in `predictions.jsonl`.
-- `bird_json`: BIRD's `predict_dev.json`, a JSON object {"<question_id>": "SQL\\t----- bird -----\\t<db_id>"}.
+- `bird_json`: BIRD's `predict_dev.json`, a JSON object {"<i>": "SQL\\t----- bird -----\\t<db_id>"} whose key i is
+  the question's position in the dataset file (BIRD's own script reads the values in that order).
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ _SQL_KEYS = ("final_sql", "sql", "prediction", "predicted_sql")
 
 def _detect(path: Path, head: str) -> str:
     s = head.lstrip()
+    if s.startswith("[") and path.suffix == ".json":
+        raise ValueError(f"{path}: a JSON array is not a predictions format; use one SQL per line, JSONL keyed by "
+                         f"question id, or BIRD's {{question_id: SQL}} object")
     if s.startswith("{") and path.suffix == ".json":
         return "bird_json"
     if s.startswith("{"):
@@ -29,13 +33,11 @@ def _detect(path: Path, head: str) -> str:
 
 
 def source_index(example: Example) -> int:
-    """Position of the example in its dataset file (`meta["index"]`, else the number at the end of its qid)."""
-    if "index" in example.meta:
-        return int(example.meta["index"])
-    tail = example.qid.rsplit("_", 1)[-1]
-    if not tail.isdigit():
-        raise ValueError(f"question {example.qid!r} has no position in its dataset file; use a JSONL predictions file keyed by qid")
-    return int(tail)
+    """Position of the example in its dataset file (`meta["index"]`, set by every `Dataset.load`)."""
+    if "index" not in example.meta:
+        raise ValueError(f"question {example.qid!r} has no position in its dataset file; "
+                         f"use a JSONL predictions file keyed by qid")
+    return int(example.meta["index"])
 
 
 def load_predictions(path: str | Path, examples: list[Example], *, fmt: str = "auto", strict: bool = True) -> dict[str, str]:
@@ -51,7 +53,10 @@ def load_predictions(path: str | Path, examples: list[Example], *, fmt: str = "a
     fmt = _detect(path, text[:200]) if fmt == "auto" else fmt
     by_key: dict[str, str] = {}
     if fmt == "lines":
-        lines = text.splitlines()
+        # split on newlines only: str.splitlines() also splits on \x0b, \x1c, \u2028 ... inside SQL
+        lines = [ln[:-1] if ln.endswith("\r") else ln for ln in text.split("\n")]
+        if lines and lines[-1] == "":
+            lines.pop()
         for ex in examples:
             i = source_index(ex)
             if i < len(lines):
@@ -67,7 +72,13 @@ def load_predictions(path: str | Path, examples: list[Example], *, fmt: str = "a
                              f"(one SQL per line in the dataset file's order)")
         return by_key
     if fmt == "bird_json":
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not a BIRD predictions JSON object ({e.msg} at line {e.lineno}); "
+                             f"for one JSON object per line pass format=jsonl") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a JSON object {{question_id: SQL}}, got a {type(data).__name__}")
         for k, v in data.items():
             by_key[str(k)] = str(v).split("\t----- bird -----\t")[0].strip()
     elif fmt == "jsonl":
@@ -88,7 +99,8 @@ def load_predictions(path: str | Path, examples: list[Example], *, fmt: str = "a
     out: dict[str, str] = {}
     missing: list[str] = []
     for ex in examples:
-        keys = [ex.qid, str(ex.meta.get("question_id", "")), ex.qid.rsplit("_", 1)[-1]]
+        # BIRD's evaluation reads predict JSON values in order: key i is the i-th question of the file
+        keys = [str(source_index(ex))] if fmt == "bird_json" else [ex.qid]
         sql = next((by_key[k] for k in keys if k in by_key), None)
         if sql is None:
             missing.append(ex.qid)

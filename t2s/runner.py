@@ -31,6 +31,7 @@ from t2s.llm.pool import LLMPool
 from t2s.loggers import RunLogger
 from t2s.pipeline import ConfigError, Pipeline, build_stages, check_arguments, resolved
 from t2s.schema_format import SchemaFormat
+from t2s.secrets import scrub_overrides, strip_secrets
 from t2s.store import CONFIG, METRICS, REPORT, RunStore, write_json
 from t2s.types import Example, Task
 
@@ -69,7 +70,7 @@ def provenance() -> dict[str, Any]:
     except (OSError, subprocess.SubprocessError):
         pass
     return {"versions": versions, "git_commit": commit, "git_dirty": dirty, "python": platform.python_version(),
-            "argv": sys.argv}
+            "argv": scrub_overrides(sys.argv)}
 
 
 def load_dataset(cfg: DictConfig) -> LoadedDataset:
@@ -95,7 +96,7 @@ def _record(task: Task, score: dict[str, Any]) -> dict[str, Any]:
     ex = task.example
     return {
         "qid": ex.qid, "db_id": ex.db_id, "question": ex.question, "evidence": ex.evidence,
-        "gold_sql": ex.gold_sql, "final_sql": task.final_sql or "",
+        "gold_sql": ex.gold_sql, "final_sql": task.final_sql or "", "pipeline_error": task.error,
         "candidates": [c.to_dict() for c in task.candidates],
         **score,
     }
@@ -110,15 +111,17 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None, logger: RunLogger | 
     register_configs()
     start = time.perf_counter()
     directory = _run_dir(run_dir)
-    config = resolved(cfg)
+    # secrets (api keys, tokens) never reach the run directory, its fingerprint or a logger
+    config = strip_secrets(resolved(cfg))
     seed_everything(int(cfg.seed))
     store = RunStore(directory)
     data = load_dataset(cfg)
     previous_status = store.state().get("status")
-    finished = store.open(config, resume=bool(cfg.run.resume), meta=provenance())
+    finished = store.open(config, resume=bool(cfg.run.resume), provenance=provenance())
     (directory / CONFIG).write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
     current = {ex.qid for ex in data.examples}
     todo = [ex for ex in data.examples if ex.qid not in finished]
+    n_done = len(current & set(finished))
     if logger is None:
         check_arguments("logger", cfg.logger)
         logger = instantiate(cfg.logger, _convert_="all")
@@ -130,19 +133,18 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None, logger: RunLogger | 
     try:
         if not todo and (directory / METRICS).exists() and previous_status == "finished":
             log.info("run already finished: results in %s", directory)
-            print(f"[t2s] already finished: {len(finished)} questions, results in {directory}")
+            print(f"[t2s] already finished: {n_done} questions, results in {directory}")
         this_call = {"questions_run": 0, "llm_calls": 0, "new_llm_calls": 0}
         if todo:
-            log.info("%d question(s) to run, %d already finished in %s", len(todo), len(finished) - len(
-                set(finished) - current), directory)
+            log.info("%d question(s) to run, %d already finished in %s", len(todo), n_done, directory)
             this_call = _generate(cfg, data.examples, todo, store, scorer, directory)
-        records = [r for r in store_records(store) if r["qid"] in current]
+        records = [r for r in store.records() if r["qid"] in current]
         records = scorer.rescore_stale(data.examples, records, store)
         traces = {q: t for q, t in store.traces().items() if q in current}
         metrics = summarize(records, traces, skipped=data.skipped, dataset=data.name, scorer=scorer, config=config)
         metrics["this_call"] = {**this_call, "wall_seconds": time.perf_counter() - start}
         write_json(directory / METRICS, metrics)
-        images = write_report(directory / REPORT, metrics, records)
+        images = write_report(directory / REPORT, metrics, records, error_examples=int(cfg.eval.error_examples))
         logger.log_metrics(metrics)
         logger.log_images(images)
         cols = ["qid", "db_id", "question", "final_sql", "gold_sql", "correct", "status", "error_category"]
@@ -159,21 +161,15 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None, logger: RunLogger | 
         logger.finish(ok)
 
 
-def store_records(store: RunStore) -> list[dict[str, Any]]:
-    from t2s.store import read_jsonl
-
-    latest: dict[str, dict[str, Any]] = {}
-    for r in read_jsonl(store.predictions_path):
-        latest[r["qid"]] = r
-    return list(latest.values())
-
-
 def make_env(cfg: DictConfig, examples: list[Example], run_dir: Path) -> Env:
     """The shared resources of a run: schema format, LLM pool (lazy), SQL executor. Close it with `env.close()`."""
     check_arguments("schema_format", cfg.schema_format)
     fmt = instantiate(cfg.schema_format, _convert_="all")
     if not isinstance(fmt, SchemaFormat):
         raise ConfigError(f"schema_format: {cfg.schema_format._target_} is not a t2s.schema_format.SchemaFormat")
+    for name, node in cfg.llms.items():
+        # a typo in an LLM's config fails here, before any question runs, not inside the first batch
+        check_arguments(f"llms.{name}", node, where="the `llm` option (conf/llm/) and your llm.* / llms.* overrides")
     cache_dir = Path(cfg.paths.cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     pool = LLMPool(configs=cfg.llms, cache_path=cache_dir / "llm_cache.sqlite", enabled_cache=bool(cfg.run.llm_cache))

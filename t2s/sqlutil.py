@@ -8,7 +8,9 @@ from sqlglot.errors import TokenError
 from sqlglot.tokens import Tokenizer, TokenType
 
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n?(.*?)(?:```|\Z)", re.S)
-_START = re.compile(r"\b(SELECT|WITH)\b", re.I)
+#: where a statement starts: SELECT, or WITH introducing a common table expression (`WITH [RECURSIVE] name
+#: [(cols)] AS (`), so that the English word "with" in prose is not taken for SQL
+_START = re.compile(r"\bSELECT\b|\bWITH\s+(?:RECURSIVE\s+)?[\w\"`\[\]]+\s*(?:\([^()]*\)\s*)?AS\s*\(", re.I)
 
 
 def _first_statement(sql: str) -> str:
@@ -48,4 +50,4 @@ def extract_sql(text: str) -> str:
         m = _START.search(body)
         if m:
             body = body[m.start():]
-    return _first_statement(body).strip()
+    return _first_statement(body).strip().rstrip("`").strip()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -17,10 +19,12 @@ STATE = "run.json"
 CONFIG = "config.yaml"
 REPORT = "report.md"
 
+log = logging.getLogger("t2s")
+
 #: config keys that do not change what a question's pipeline produces; a resumed run may differ in these
 NON_RESULT_KEYS = (
     "run.progress", "run.resume", "run.batch_size", "run.llm_cache", "db.workers", "eval", "logger", "paths.output_root",
-    "notes", "dataset.limit", "dataset.sample", "dataset.on_missing_db",
+    "notes", "prices", "dataset.limit", "dataset.sample", "dataset.on_missing_db",
 )
 
 
@@ -116,12 +120,38 @@ class RunStore:
     def state(self) -> dict[str, Any]:
         return json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
 
-    def open(self, config: dict[str, Any], *, resume: bool, meta: dict[str, Any]) -> dict[str, dict[str, Any]]:
-        """Check the directory against `config` and return the finished prediction records by qid.
+    def _lock(self) -> None:
+        """Hold an exclusive lock on the directory while this process uses it (released at exit, also on kill -9)."""
+        self._lock_file = open(self.dir / ".lock", "w")  # noqa: SIM115 - held for the store's lifetime
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            raise RunDirError(f"run directory {self.dir} is in use by another t2s process; wait for it to finish "
+                              f"or use another directory (hydra.run.dir=...)") from None
+
+    def open(self, config: dict[str, Any], *, resume: bool, provenance: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """Lock the directory, check it against `config` and return the finished prediction records by qid.
 
         A directory holding results of a different result-relevant config is refused (with the differences),
         unless `resume` is False, in which case its files are moved to `previous-<time>/` (nothing is deleted).
+        Each call is recorded as a segment in `run.json` with its provenance (package versions, git commit); a
+        resume under another commit or with a dirty tree is logged as a warning.
         """
+        self._lock()
+        try:
+            return self._open(config, resume=resume, provenance=provenance)
+        except BaseException:
+            self._unlock()
+            raise
+
+    def _unlock(self) -> None:
+        lock = getattr(self, "_lock_file", None)
+        if lock is not None:
+            lock.close()
+            self._lock_file = None
+
+    def _open(self, config: dict[str, Any], *, resume: bool, provenance: dict[str, Any]) -> dict[str, dict[str, Any]]:
         rc = result_config(config)
         old = self.state()
         has_results = self.predictions_path.exists() and self.predictions_path.stat().st_size > 0
@@ -138,21 +168,39 @@ class RunStore:
             for name in (PREDICTIONS, TRACES, METRICS, STATE, REPORT, CONFIG):
                 if (self.dir / name).exists():
                     os.replace(self.dir / name, aside / name)
+            old = {}
         finished = {r["qid"]: r for r in read_jsonl(self.predictions_path, repair=True)}
         traces = [t for t in read_jsonl(self.traces_path, repair=True) if t["qid"] in finished]
         if self.traces_path.exists():
             tmp = self.traces_path.with_suffix(".tmp")
             tmp.write_text("".join(json.dumps(t, ensure_ascii=False) + "\n" for t in traces))
             os.replace(tmp, self.traces_path)
-        state = {**old, **meta, "fingerprint": fingerprint(rc), "result_config": rc, "status": "running",
-                 "resumed_from": len(finished), "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        state.setdefault("started", state["updated"])
+        now = time.strftime("%Y-%m-%dT%H:%M:%S")
+        segments = list(old.get("segments", []))
+        if segments and finished:
+            prev = segments[-1]
+            if (prev.get("git_commit"), prev.get("git_dirty")) != (provenance.get("git_commit"), provenance.get("git_dirty")):
+                log.warning("resuming %s under code at commit %s (dirty: %s); its first %d question(s) ran at %s "
+                            "(dirty: %s): results may mix code versions", self.dir, provenance.get("git_commit"),
+                            provenance.get("git_dirty"), len(finished), prev.get("git_commit"), prev.get("git_dirty"))
+        segments.append({**provenance, "started": now, "resumed_from": len(finished)})
+        state = {k: v for k, v in old.items() if k != "error"}
+        state.update({**provenance, "segments": segments, "fingerprint": fingerprint(rc), "result_config": rc,
+                      "status": "running", "resumed_from": len(finished), "updated": now})
+        state.setdefault("started", now)
         write_json(self.state_path, state)
         return finished
 
     def append(self, records: list[dict[str, Any]], traces: list[dict[str, Any]]) -> None:
         append_jsonl(self.traces_path, traces)
         append_jsonl(self.predictions_path, records)
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every stored prediction record (the latest per question), in file order."""
+        latest: dict[str, dict[str, Any]] = {}
+        for r in read_jsonl(self.predictions_path):
+            latest[r["qid"]] = r
+        return list(latest.values())
 
     def traces(self) -> dict[str, dict[str, Any]]:
         return {t["qid"]: t for t in read_jsonl(self.traces_path)}
@@ -163,5 +211,7 @@ class RunStore:
         os.replace(tmp, self.predictions_path)
 
     def finish(self, status: str, **extra: Any) -> None:
+        """Record the run's status (and e.g. the error) and release the directory lock."""
         state = {**self.state(), "status": status, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
         write_json(self.state_path, state)
+        self._unlock()

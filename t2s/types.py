@@ -142,6 +142,8 @@ class Task:
     findings: list[dict[str, Any]] = field(default_factory=list)
     candidates: list[Candidate] = field(default_factory=list)
     final_sql: str | None = None
+    #: set when a stage raised on this question: "<stage>/<plugin>: <error>"; later stages skip the question
+    error: str | None = None
     trace: list[TraceEvent] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
 

@@ -61,7 +61,7 @@ def test_spider_dev_examples_are_file_order_with_stable_qids(spider_dev: LoadedD
     assert first.qid == "dev_0"
     assert (first.question, first.db_id, first.gold_sql) == (raw[0]["question"], raw[0]["db_id"], raw[0]["query"])
     assert Path(first.db_path).is_file() and Path(first.db_path).is_absolute()
-    assert first.meta == {} and first.evidence == "" and first.difficulty is None
+    assert first.meta == {"index": 0} and first.evidence == "" and first.difficulty is None
     all_ids = [e.qid for e in spider_dev.examples] + [s["qid"] for s in spider_dev.skipped]
     assert sorted(all_ids, key=lambda q: int(q.split("_")[1])) == [f"dev_{i}" for i in range(1034)]
     for e in spider_dev.examples:  # every qid points at the same question in the file
@@ -128,7 +128,7 @@ def test_spider_test_suite_layout_and_missing_questions(tmp_path: Path) -> None:
     main = str(tmp_path / "database" / "a" / "a.sqlite")
     assert a.db_path == main
     assert a.meta["db_paths"][0] == main and len(a.meta["db_paths"]) == 3
-    assert b.meta == {} and b.db_path.endswith("b/b.sqlite")
+    assert b.meta == {"index": 1} and b.db_path.endswith("b/b.sqlite")
     assert ds.skipped == [{"qid": "dev_2", "db_id": "c", "reason": "missing database",
                            "path": str(tmp_path / "database" / "c" / "c.sqlite")}]
     assert ds.tables_path is None
@@ -256,7 +256,7 @@ def test_jsonl_happy_path(tmp_path: Path) -> None:
     assert (a.qid, a.db_path, a.gold_sql) == ("a1", str(dbs / "nested" / "nested.sqlite"), "SELECT count(*) FROM t")
     assert (b.qid, b.db_path, b.evidence, b.difficulty, b.gold_sql) == ("2", str(dbs / "flat.sqlite"), "x means y",
                                                                         "simple", None)
-    assert b.meta == {"source": "me"}
+    assert b.meta == {"source": "me", "index": 1}
     assert c.db_path == str(tmp_path / "elsewhere" / "mine.db") and c.gold_sql is None
     assert ds.name == "mine" and ds.skipped[0]["qid"] == "d" and ds.tables_path is None
     with pytest.raises(MissingDatabaseError, match="ghost"):

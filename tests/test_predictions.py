@@ -47,6 +47,19 @@ def test_jsonl_bad_line_names_line(tmp_path: Path) -> None:
 def test_bird_predict_json(tmp_path: Path) -> None:
     p = tmp_path / "predict_dev.json"
     p.write_text(json.dumps({"0": "SELECT 1\t----- bird -----\tdb", "1": "SELECT 2\t----- bird -----\tdb"}))
-    exs = [Example(qid="0", question="", db_id="db", db_path="", meta={"question_id": 0}),
-           Example(qid="1", question="", db_id="db", db_path="", meta={"question_id": 1})]
-    assert load_predictions(p, exs) == {"0": "SELECT 1", "1": "SELECT 2"}
+    exs = [Example(qid="1471", question="", db_id="db", db_path="", meta={"index": 0}),
+           Example(qid="1472", question="", db_id="db", db_path="", meta={"index": 1})]
+    assert load_predictions(p, exs) == {"1471": "SELECT 1", "1472": "SELECT 2"}
+
+
+def test_lines_split_only_on_newlines(tmp_path: Path) -> None:
+    p = tmp_path / "pred.sql"
+    p.write_bytes("SELECT 'a\u2028b'\r\nSELECT 2\n".encode())
+    assert load_predictions(p, [_ex(0), _ex(1)]) == {"dev_0": "SELECT 'a\u2028b'", "dev_1": "SELECT 2"}
+
+
+def test_json_array_is_refused_with_the_file_name(tmp_path: Path) -> None:
+    p = tmp_path / "preds.json"
+    p.write_text('["SELECT 1"]')
+    with pytest.raises(ValueError, match=r"preds.json: a JSON array"):
+        load_predictions(p, [_ex(0)])

@@ -19,3 +19,13 @@ from t2s.sqlutil import extract_sql
 ])
 def test_extract_sql(text: str, expected: str) -> None:
     assert extract_sql(text) == expected
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("We start with the singer table:\nSELECT name FROM singer", "SELECT name FROM singer"),
+    ("Here is the query with a join.\n\nSELECT a FROM t JOIN u ON t.id = u.id", "SELECT a FROM t JOIN u ON t.id = u.id"),
+    ("```SELECT count(*) FROM singer```", "SELECT count(*) FROM singer"),
+    ("with recursive c(x) as (select 1) select x from c", "with recursive c(x) as (select 1) select x from c"),
+])
+def test_prose_with_is_not_sql(text: str, expected: str) -> None:
+    assert extract_sql(text) == expected

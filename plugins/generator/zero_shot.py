@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from t2s.llm.base import GenParams, LLMRequest
@@ -72,6 +73,7 @@ class ZeroShotGenerator(Generator):
 
     def run(self, tasks: list[Task]) -> None:
         llm = self.env.llm(self.llm_name)
+        params = dataclasses.replace(self.params, seed=self.env.seed)  # the run's seed drives sampling
         requests: list[LLMRequest] = []
         owners: list[tuple[Task, str]] = []
         for task in tasks:
@@ -80,7 +82,7 @@ class ZeroShotGenerator(Generator):
                 messages = self.template.render(
                     dialect=self.dialect, schema=view.text, question=task.example.question, **blocks
                 )
-                requests.append(LLMRequest.chat(messages, self.params))
+                requests.append(LLMRequest.chat(messages, params))
                 owners.append((task, view.name))
         for (task, view_name), response in zip(owners, llm.generate(requests)):
             task.charge_llm(response)

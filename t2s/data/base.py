@@ -113,7 +113,10 @@ class Dataset(abc.ABC):
 
     def load(self) -> LoadedDataset:
         """Read the questions and apply the selection: missing databases, then `sample`, then `limit`."""
-        examples, skipped = self._check_databases(self._read())
+        examples = self._read()
+        for i, ex in enumerate(examples):
+            ex.meta.setdefault("index", i)  # position in the file: what Spider-style line predictions follow
+        examples, skipped = self._check_databases(examples)
         if self.sample is not None and self.sample < len(examples):
             order = list(range(len(examples)))
             random.Random(self.seed).shuffle(order)

@@ -56,10 +56,12 @@ def write_report(path: Path, metrics: dict[str, Any], records: list[dict[str, An
     ev = metrics.get("eval", {})
     parts = [f"# Run report: {metrics.get('dataset')}", ""]
     parts.append(md_table(
-        ["questions", "scored", "EX %", "exact match %", "timeouts", "rejected", "pred errors", "gold errors", "skipped"],
+        ["questions", "scored", "EX %", "exact match %", "timeouts", "rejected", "pred errors", "gold errors",
+         "pipeline errors", "skipped"],
         [[metrics.get("n"), metrics.get("scored"), metrics.get("ex"), metrics.get("exact_match"),
           metrics.get("timeouts"), metrics.get("rejected"), metrics.get("pred_errors"),
-          metrics.get("gold_errors", {}).get("count"), metrics.get("skipped", {}).get("count")]]))
+          metrics.get("gold_errors", {}).get("count"), metrics.get("pipeline_errors", {}).get("count"),
+          metrics.get("skipped", {}).get("count")]]))
     parts += ["", f"Execution semantics: **{ev.get('semantics')}** (time limit {ev.get('timeout')} s per query, "
                   f"DISTINCT {'kept' if ev.get('keep_distinct') else 'stripped'})."]
     skipped = metrics.get("skipped", {})
@@ -117,8 +119,8 @@ def write_report(path: Path, metrics: dict[str, Any], records: list[dict[str, An
     if attr:
         parts += ["", "## Per-stage attribution", "",
                   "Representative SQL = first candidate (final SQL after the selector); fixed = input wrong, output correct.", "",
-                  md_table(["stage", "n", "fixed", "broken", "unchanged", "overcorrection rate"],
-                           [[k, a["n"], a["fixed"], a["broken"], a["unchanged"], a["overcorrection_rate"]]
-                            for k, a in attr.items()])]
+                  md_table(["stage", "n", "no input", "fixed", "broken", "unchanged", "overcorrection rate"],
+                           [[k, a["n"], a.get("no_input", 0), a["fixed"], a["broken"], a["unchanged"],
+                             a["overcorrection_rate"]] for k, a in attr.items()])]
     path.write_text("\n".join(parts) + "\n")
     return images

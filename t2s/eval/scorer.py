@@ -28,6 +28,9 @@ from t2s.types import Example
 
 log = logging.getLogger("t2s")
 
+#: the keys of a prediction record that are not scores (everything else is recomputed on re-scoring)
+RECORD_KEYS = ("qid", "db_id", "question", "evidence", "gold_sql", "final_sql", "pipeline_error", "candidates")
+
 #: the stages whose effect on the representative SQL (first candidate; final SQL after the selector) is attributed
 ATTRIBUTED = ("generator", "fixer", "corrector", "verifier", "selector")
 
@@ -175,18 +178,23 @@ class Scorer:
             })
 
     def rescore_stale(self, examples: list[Example], records: list[dict[str, Any]], store: Any) -> list[dict[str, Any]]:
-        """Re-score records scored with other eval settings (e.g. `eval.semantics` changed on a resumed run)."""
+        """Re-score `records` scored with other eval settings (e.g. `eval.semantics` changed on a resumed run).
+
+        Every score field is recomputed (stage outcomes from the stored traces too); stored records outside
+        `records` (questions not selected this time) are kept in `predictions.jsonl` untouched.
+        """
         stale = [r for r in records if r.get("eval_fingerprint") != self.fingerprint]
         if not stale:
             return records
         log.info("re-scoring %d prediction(s) with the current eval settings", len(stale))
         by_qid = {ex.qid: ex for ex in examples}
         exs = [by_qid[r["qid"]] for r in stale]
-        scores = self.score(exs, {r["qid"]: r.get("final_sql", "") for r in stale})
-        fresh = {r["qid"]: {**r, **s} for r, s in zip(stale, scores)}
-        records = [fresh.get(r["qid"], r) for r in records]
-        store.rewrite_predictions(records)
-        return records
+        traces = store.traces()
+        scores = self.score(exs, {r["qid"]: r.get("final_sql", "") for r in stale},
+                            traces=[traces.get(r["qid"], {}).get("events", []) for r in stale])
+        fresh = {r["qid"]: {**{k: v for k, v in r.items() if k in RECORD_KEYS}, **s} for r, s in zip(stale, scores)}
+        store.rewrite_predictions([fresh.get(r["qid"], r) for r in store.records()])
+        return [fresh.get(r["qid"], r) for r in records]
 
     def close(self) -> None:
         """Stop the worker pool."""
@@ -256,15 +264,21 @@ def cost_summary(traces: dict[str, dict[str, Any]], n: int, prices: dict[str, An
 
 
 def attribution(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per stage: fixed (output correct, input wrong), broken (the reverse), unchanged; overcorrection = broken / input correct."""
+    """Per stage: fixed (output correct, input wrong), broken (the reverse), unchanged; overcorrection = broken / input correct.
+
+    Questions where the stage had no input SQL (the first generator) count as `no_input`, not as fixed.
+    """
     out: dict[str, dict[str, Any]] = {}
     for r in records:
         for o in r.get("stage_outcomes", []):
             key = f"{o['stage']}/{o['plugin']}"
             a = out.setdefault(key, {"stage": o["stage"], "plugin": o["plugin"], "fixed": 0, "broken": 0,
-                                     "unchanged": 0, "input_correct": 0, "n": 0})
-            before, after = bool(o["before"]), bool(o["after"])
+                                     "unchanged": 0, "input_correct": 0, "no_input": 0, "n": 0})
             a["n"] += 1
+            if o["before"] is None:  # nothing to fix or break (e.g. the first generator): not attributed
+                a["no_input"] += 1
+                continue
+            before, after = bool(o["before"]), bool(o["after"])
             a["input_correct"] += before
             if after and not before:
                 a["fixed"] += 1
@@ -297,6 +311,8 @@ def summarize(records: list[dict[str, Any]], traces: dict[str, dict[str, Any]], 
         "timeouts": sum(r.get("status") == "timeout" for r in scored),
         "rejected": sum(r.get("status") == "rejected" for r in scored),
         "pred_errors": sum(r.get("status") == "error" for r in scored),
+        "pipeline_errors": {"count": sum(bool(r.get("pipeline_error")) for r in records),
+                            "qids": [r["qid"] for r in records if r.get("pipeline_error")][:50]},
         "gold_errors": {"count": len(gold_errors), "qids": gold_errors[:50]},
         "skipped": {"count": len(skipped), "by_reason": dict(skip_reasons),
                     "db_ids": sorted({s.get("db_id", "?") for s in skipped})},
