@@ -39,7 +39,7 @@ def _drop(d: dict[str, Any], dotted: str) -> None:
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(d, dict):
+    if not isinstance(d, dict) or (not d and prefix):
         return {prefix: d}
     out: dict[str, Any] = {}
     for k, v in d.items():
@@ -155,9 +155,12 @@ class RunStore:
         rc = result_config(config)
         old = self.state()
         has_results = self.predictions_path.exists() and self.predictions_path.stat().st_size > 0
-        if has_results and (not resume or old.get("fingerprint") != fingerprint(rc)):
+        # compare under today's rules: the stored config is re-filtered, so a change of NON_RESULT_KEYS
+        # between t2s versions does not orphan an old run directory
+        old_rc = result_config(old.get("result_config", {}))
+        if has_results and (not resume or fingerprint(old_rc) != fingerprint(rc)):
             if resume:
-                diff = config_diff(old.get("result_config", {}), rc)
+                diff = config_diff(old_rc, rc)
                 raise RunDirError(
                     f"run directory {self.dir} holds results of a different configuration ("
                     + "; ".join(diff) + "). Use another directory (hydra.run.dir=...) or run.resume=false to move "

@@ -267,3 +267,17 @@ def test_attribution_counts_fixed_broken_and_no_input() -> None:
     assert a["generator/p"] == {**a["generator/p"], "n": 3, "no_input": 3, "fixed": 0, "broken": 0}
     assert a["fixer/p"] == {**a["fixer/p"], "n": 3, "fixed": 1, "broken": 1, "unchanged": 1, "input_correct": 2}
     assert a["fixer/p"]["overcorrection_rate"] == 0.5
+
+
+def test_a_run_dir_from_an_older_exclusion_list_still_resumes(tmp_path: Path) -> None:
+    from t2s.store import RunStore, append_jsonl, fingerprint, write_json
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    old_rc = {"generator": {"n": 1}, "prices": {}}  # written when `prices` still counted as a result key
+    write_json(run_dir / "run.json", {"fingerprint": fingerprint(old_rc), "result_config": old_rc, "status": "finished"})
+    append_jsonl(run_dir / "predictions.jsonl", [{"qid": "q1", "final_sql": "SELECT 1"}])
+    finished = RunStore(run_dir).open({"generator": {"n": 1}, "prices": {"m": {"prompt": 1.0}}}, resume=True, provenance={})
+    assert list(finished) == ["q1"]
+    with pytest.raises(RunDirError, match=r"generator.n: 1 -> 2"):
+        RunStore(tmp_path / "run").open({"generator": {"n": 2}}, resume=True, provenance={})
