@@ -9,11 +9,22 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
+
+
+class JsonRecord:
+    """Dataclasses that round-trip through JSON: `to_dict()` / `from_dict(d)` (fields only, no nesting)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Self:
+        return cls(**d)
 
 
 @dataclass
-class Example:
+class Example(JsonRecord):
     """One benchmark question.
 
     `qid` is unique within a dataset and stable across runs (it keys predictions, caches and resumes).
@@ -31,16 +42,10 @@ class Example:
     difficulty: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Example:
-        return cls(**d)
 
 
 @dataclass
-class Candidate:
+class Candidate(JsonRecord):
     """One SQL candidate: the SQL, the plugin that produced it (`origin`, e.g. "generator/zero_shot"),
     the schema view it was generated from (None when not applicable) and free-form metadata
     (raw model output, scores, repair history)."""
@@ -50,12 +55,6 @@ class Candidate:
     schema_view: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Candidate:
-        return cls(**d)
 
 
 @dataclass
@@ -88,7 +87,7 @@ class Usage:
 
 
 @dataclass
-class TraceEvent:
+class TraceEvent(JsonRecord):
     """What one stage did to one question.
 
     `change` is a short human-readable summary ("+3 candidates", "final_sql set", "unchanged").
@@ -114,12 +113,6 @@ class TraceEvent:
     sql_after: list[str] = field(default_factory=list)
     error: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TraceEvent:
-        return cls(**d)
 
 
 @dataclass
