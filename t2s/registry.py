@@ -24,11 +24,17 @@ class Option:
     path: Path
 
 
-def _summary(target: str | None, path: Path) -> str:
-    if target is None:
-        text = path.read_text()
-        comment = next((ln.lstrip("# ").strip() for ln in text.splitlines() if ln.startswith("#") and "@package" not in ln), "")
-        return comment
+def _comment(path: Path) -> str:
+    """The first comment line of a YAML file (its description), or ""."""
+    lines = path.read_text().splitlines()
+    return next((ln.lstrip("# ").strip() for ln in lines if ln.startswith("#") and "@package" not in ln), "")
+
+
+def _summary(target: str | None, path: Path, *, prefer_comment: bool = False) -> str:
+    """A stage plugin is described by its class's docstring; other options (several may share one class, like the
+    LLM configs) by their YAML's first comment line when they have one."""
+    if target is None or (prefer_comment and _comment(path)):
+        return _comment(path)
     module, _, attr = target.rpartition(".")
     try:
         obj = getattr(importlib.import_module(module), attr)
@@ -44,7 +50,8 @@ def options(group: str) -> list[Option]:
     for path in sorted((CONF_DIR / group).glob("*.yaml")):
         data = yaml.safe_load(path.read_text()) or {}
         target = data.get("_target_") if isinstance(data, dict) else None
-        out.append(Option(group=group, name=path.stem, target=target, summary=_summary(target, path), path=path))
+        summary = _summary(target, path, prefer_comment=group not in STAGE_GROUPS)
+        out.append(Option(group=group, name=path.stem, target=target, summary=summary, path=path))
     return out
 
 
