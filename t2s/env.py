@@ -60,10 +60,9 @@ class Env:
         """The schema views a generator should use: the linker's, or the full schema when there are none."""
         return list(task.schemas) or [self.full_view(task.example)]
 
-    def execute(self, task: Task | None, sql: str, *, timeout: float | None = None,
+    def execute(self, task: Task, sql: str, *, timeout: float | None = None,
                 max_rows: int | None = None) -> ExecResult:
         """Run `sql` read-only against the task's database; the time is charged to the task."""
-        assert task is not None
         res = self.executor.execute(task.example.db_path, sql, timeout=timeout, max_rows=max_rows)
         task.charge_db(res.seconds)
         return res
