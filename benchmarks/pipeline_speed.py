@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 from t2s.config import CONF_DIR, register_configs  # noqa: E402
-from t2s.runner import run  # noqa: E402
+from t2s.run.runner import run  # noqa: E402
 
 
 def main() -> None:

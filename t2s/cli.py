@@ -44,7 +44,7 @@ def _sweep_args(args: list[str]) -> list[str]:
 
 
 def cmd_run(args: list[str]) -> int:
-    from t2s import run as run_app
+    from t2s.run import app as run_app
 
     sys.argv = ["t2s run", *_sweep_args(args)]
     run_app.main()
@@ -52,7 +52,7 @@ def cmd_run(args: list[str]) -> int:
 
 
 def cmd_eval(args: list[str]) -> int:
-    from t2s.evaluate import evaluate_cli
+    from t2s.eval.evaluate import evaluate_cli
 
     return evaluate_cli(args)
 
@@ -69,7 +69,7 @@ def cmd_plugins(args: list[str]) -> int:
 
 def cmd_compare(args: list[str]) -> int:
     """`t2s compare`: print the comparison table and write compare.md, compare.csv and the PNG plots."""
-    from t2s.compare import CompareError, build_comparison, compare_dirs, runs_from_wandb, write_comparison
+    from t2s.track.compare import CompareError, build_comparison, compare_dirs, runs_from_wandb, write_comparison
     from t2s.eval.report import md_table
 
     parser = argparse.ArgumentParser(

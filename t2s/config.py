@@ -100,10 +100,10 @@ def run_name(overrides: Any) -> str:
     """A directory name for a list of overrides (or Hydra's override_dirname string); "default" when empty.
 
     Deterministic, so the same command line maps to the same run directory (and resumes). Values of secret
-    keys (`t2s.secrets.is_secret_key`) are replaced by `<redacted>`. Long names are cut and suffixed with a
+    keys (`t2s.track.secrets.is_secret_key`) are replaced by `<redacted>`. Long names are cut and suffixed with a
     hash of the whole.
     """
-    from t2s.secrets import redact, scrub_overrides
+    from t2s.track.secrets import redact, scrub_overrides
 
     if isinstance(overrides, str):
         text = redact(overrides)

@@ -14,7 +14,7 @@ from t2s.types import Example, Task
 if TYPE_CHECKING:
     from t2s.llm.base import LLM
     from t2s.llm.pool import LLMPool
-    from t2s.schema_format import SchemaFormat
+    from t2s.sql.schema_format import SchemaFormat
 
 
 @dataclass

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from t2s.compare import (
+from t2s.track.compare import (
     CompareError,
     build_comparison,
     compare_dirs,
@@ -32,7 +32,7 @@ from t2s.compare import (
 from t2s.config import PROJECT_ROOT
 from t2s.eval.scorer import attribution, cost_summary
 from t2s.types import TraceEvent
-from t2s.wandb_logger import flatten
+from t2s.track.wandb_logger import flatten
 
 BASE_CONFIG: dict[str, Any] = {
     "dataset": {"_target_": "t2s.data.demo.DemoDataset", "limit": 6},

@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from t2s.config import CONF_DIR
-from t2s.pipeline import ConfigError, build_stage, check_arguments
+from t2s.run.pipeline import ConfigError, build_stage, check_arguments
 from t2s.registry import format_registry, groups, options
 from t2s.stages import STAGE_GROUPS
 

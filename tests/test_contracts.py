@@ -16,9 +16,9 @@ import pytest
 from conftest import compose_config
 
 from t2s.db.types import SchemaView
-from t2s.pipeline import Pipeline, build_stage
+from t2s.run.pipeline import Pipeline, build_stage
 from t2s.registry import options
-from t2s.runner import load_dataset, make_env
+from t2s.run.runner import load_dataset, make_env
 from t2s.stages import STAGE_GROUPS
 from t2s.types import Candidate, Task
 

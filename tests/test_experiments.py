@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from t2s.config import CONF_DIR, PROJECT_ROOT, register_configs
-from t2s.pipeline import check_arguments
+from t2s.run.pipeline import check_arguments
 from t2s.stages import STAGE_GROUPS
 
 EXPERIMENTS = sorted((PROJECT_ROOT / "experiments").glob("*.yaml"))

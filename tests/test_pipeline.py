@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from conftest import compose_config
 
-from t2s.runner import run
-from t2s.store import RunDirError, read_jsonl
+from t2s.run.runner import run
+from t2s.run.store import RunDirError, read_jsonl
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -64,7 +64,7 @@ def test_end_to_end_tiny_model_on_demo(session_cache: Path, tmp_path: Path, caps
 
 def test_gold_predictions_score_100(session_cache: Path, tmp_path: Path) -> None:
     cfg = compose_config(["dataset.limit=12"], cache_dir=session_cache)
-    from t2s.runner import load_dataset
+    from t2s.run.runner import load_dataset
 
     examples = load_dataset(cfg).examples
     preds = tmp_path / "gold.jsonl"
@@ -102,7 +102,7 @@ def _sha(p: Path) -> str:
 
 def test_runaway_and_destructive_predictions_are_contained(session_cache: Path, tmp_path: Path) -> None:
     cfg = compose_config(["dataset.limit=3", "eval.timeout=2"], cache_dir=session_cache)
-    from t2s.runner import load_dataset
+    from t2s.run.runner import load_dataset
 
     examples = load_dataset(cfg).examples
     dbs = {Path(e.db_path) for e in examples}
@@ -224,7 +224,7 @@ def test_secrets_never_reach_the_run_directory(session_cache: Path, tmp_path: Pa
 
     with open_dict(cfg):
         cfg.llms.generator.api_key = "sk-SECRET123"
-    from t2s.pipeline import ConfigError
+    from t2s.run.pipeline import ConfigError
 
     with pytest.raises(ConfigError, match=r"llms.generator.*api_key"):  # HFLLM has no api_key: fails after writing state
         run(cfg, run_dir=tmp_path / "run")
@@ -233,7 +233,7 @@ def test_secrets_never_reach_the_run_directory(session_cache: Path, tmp_path: Pa
 
 
 def test_a_run_directory_is_locked_while_in_use(tmp_path: Path) -> None:
-    from t2s.store import RunStore
+    from t2s.run.store import RunStore
 
     first = RunStore(tmp_path / "run")
     first.open({"a": 1}, resume=True, provenance={})
@@ -270,7 +270,7 @@ def test_attribution_counts_fixed_broken_and_no_input() -> None:
 
 
 def test_a_run_dir_from_an_older_exclusion_list_still_resumes(tmp_path: Path) -> None:
-    from t2s.store import RunStore, append_jsonl, fingerprint, write_json
+    from t2s.run.store import RunStore, append_jsonl, fingerprint, write_json
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()

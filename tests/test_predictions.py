@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from t2s.predictions import load_predictions
+from t2s.eval.predictions import load_predictions
 from t2s.types import Example
 
 

@@ -17,7 +17,7 @@ from plugins.schema_format.markdown import MarkdownFormat
 from plugins.schema_format.mschema import MSchemaFormat, mschema_examples
 from t2s.db.introspect import SAMPLE_MAX_CHARS, connect_readonly, content_hash, introspect
 from t2s.db.types import Column, DatabaseSchema, ForeignKey, Table
-from t2s.schema_format import SchemaFormat
+from t2s.sql.schema_format import SchemaFormat
 
 PROJECT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("T2S_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from t2s.sqlutil import extract_sql
+from t2s.sql.extract import extract_sql
 
 
 @pytest.mark.parametrize("text,expected", [

@@ -21,7 +21,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from t2s.config import CONF_DIR, PROJECT_ROOT, register_configs
-from t2s.store import read_jsonl
+from t2s.run.store import read_jsonl
 
 T2S = [sys.executable, "-m", "t2s.cli"]
 
@@ -55,7 +55,7 @@ def test_slurm_preset_composes_and_its_launcher_class_imports(tmp_path: Path, mo
 
 def test_sweep_summary_callback_is_registered(tmp_path: Path) -> None:
     cfg = compose_hydra([], tmp_path)
-    assert cfg.hydra.callbacks.sweep_summary._target_ == "t2s.sweep.SweepSummary"
+    assert cfg.hydra.callbacks.sweep_summary._target_ == "t2s.track.sweep.SweepSummary"
     assert "paths.output_root" in cfg.hydra.job.config.override_dirname.exclude_keys
 
 
@@ -92,7 +92,7 @@ b: x
 hydra:
   callbacks:
     sweep_summary:
-      _target_: t2s.sweep.SweepSummary
+      _target_: t2s.track.sweep.SweepSummary
   sweep:
     dir: ${oc.env:TOY_SWEEP_DIR}
     subdir: ${hydra:job.override_dirname}

@@ -17,7 +17,7 @@ import pytest  # noqa: E402
 import yaml  # noqa: E402
 from wandb.proto import wandb_internal_pb2  # noqa: E402
 
-from t2s.wandb_logger import WandbLogger, flatten, is_secret_key, scrub_overrides, strip_secrets  # noqa: E402
+from t2s.track.wandb_logger import WandbLogger, flatten, is_secret_key, scrub_overrides, strip_secrets  # noqa: E402
 
 SECRET = "sk-SECRET-9f3b2c"
 

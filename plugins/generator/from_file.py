@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from t2s.predictions import load_predictions
+from t2s.eval.predictions import load_predictions
 from t2s.stages import Generator
 from t2s.types import Candidate, Task
 
@@ -12,7 +12,7 @@ from t2s.types import Candidate, Task
 class FromFileGenerator(Generator):
     """Reads another system's predictions as candidates, so correction and selection research can start from them.
 
-    Formats as in `t2s.predictions` (Spider's one-SQL-per-line in dataset order, JSONL keyed by question id, BIRD's
+    Formats as in `t2s.eval.predictions` (Spider's one-SQL-per-line in dataset order, JSONL keyed by question id, BIRD's
     predict JSON). With `strict`, a question missing from the file stops the run at setup with its id; otherwise it
     gets no candidate. Makes no LLM calls.
     """

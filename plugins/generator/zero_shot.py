@@ -7,7 +7,7 @@ import json
 
 from t2s.llm.base import GenParams, LLMRequest
 from t2s.prompts import load_prompt
-from t2s.sqlutil import extract_sql
+from t2s.sql.extract import extract_sql
 from t2s.stages import Generator
 from t2s.types import Candidate, Task
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from plugins.schema_format import one_line, quote_identifier, sql_literal
+from t2s.sql.schema_format import one_line, quote_identifier, sql_literal
 from t2s.db.types import Column, DatabaseSchema, Table
-from t2s.schema_format import SchemaFormat
+from t2s.sql.schema_format import SchemaFormat
 
 
 class DDLFormat(SchemaFormat):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from plugins.schema_format import one_line, quote_identifier
+from t2s.sql.schema_format import one_line, quote_identifier
 from t2s.db.types import Column, DatabaseSchema, Table
-from t2s.schema_format import SchemaFormat
+from t2s.sql.schema_format import SchemaFormat
 
 _EMAIL = re.compile(r"^[\w.-]+@[\w.-]+\.\w+$")
 _DATE_TYPES = frozenset({"DATE", "TIME", "DATETIME", "TIMESTAMP"})

@@ -16,8 +16,8 @@ from typing import Any
 
 import yaml
 
-from t2s.loggers import RunLogger
-from t2s.secrets import REDACTED, SECRET_WORDS, is_secret_key, redact, scrub_overrides, strip_secrets  # noqa: F401
+from t2s.track.loggers import RunLogger
+from t2s.track.secrets import REDACTED, SECRET_WORDS, is_secret_key, redact, scrub_overrides, strip_secrets  # noqa: F401
 
 log = logging.getLogger("t2s")
 

@@ -2,7 +2,7 @@
 
 Runs come from run directories (`metrics.json`, `.hydra/overrides.yaml`, `config.yaml`, `run.json`), from a sweep
 directory (only the jobs of that sweep: the job list is expanded from its `multirun.yaml`), or from wandb runs of
-a project/group (`wandb.Api()`, online only). The sweep callback (`t2s.sweep.SweepSummary`) writes the same
+a project/group (`wandb.Api()`, online only). The sweep callback (`t2s.track.sweep.SweepSummary`) writes the same
 table as `summary.md` / `summary.csv` when a sweep ends.
 """
 
@@ -20,8 +20,8 @@ from typing import Any
 import yaml
 
 from t2s.eval.report import md_table
-from t2s.store import CONFIG, METRICS, STATE
-from t2s.wandb_logger import hydra_overrides, is_secret_key, redact
+from t2s.run.store import CONFIG, METRICS, STATE
+from t2s.track.wandb_logger import hydra_overrides, is_secret_key, redact
 
 log = logging.getLogger("t2s")
 
@@ -457,7 +457,7 @@ def compare_dirs(paths: Iterable[str | Path]) -> Comparison:
 
 
 def unflatten_summary(summary: dict[str, Any]) -> dict[str, Any]:
-    """Nested metrics back from a wandb summary flattened with `/` by `t2s.wandb_logger.flatten`.
+    """Nested metrics back from a wandb summary flattened with `/` by `t2s.track.wandb_logger.flatten`.
 
     `attribution/<stage>/<plugin>/<field>` keeps `<stage>/<plugin>` as one key, like `metrics.json`.
     """

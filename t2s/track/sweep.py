@@ -2,7 +2,7 @@
 
 Registered under `hydra.callbacks` in conf/config.yaml, so every `t2s run -m ...` ends with
 `<sweep dir>/summary.md`, `summary.csv` and the accuracy/cost and attribution plots. Only the jobs of that
-sweep are summarized (expanded from its `multirun.yaml`; see `t2s.compare.sweep_job_dirs`).
+sweep are summarized (expanded from its `multirun.yaml`; see `t2s.track.compare.sweep_job_dirs`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from t2s.wandb_logger import scrub_overrides
+from t2s.track.wandb_logger import scrub_overrides
 
 log = logging.getLogger("t2s")
 
@@ -44,7 +44,7 @@ def sweep_command(sweep_dir: Path) -> str:
 
 def summarize_sweep(sweep_dir: Path, *, stem: str = "summary") -> dict[str, Path]:
     """Write `<stem>.md`, `<stem>.csv` and plots for the jobs of the sweep in `sweep_dir`; returns the files."""
-    from t2s.compare import CompareError, build_comparison, load_run, sweep_job_dirs, write_comparison
+    from t2s.track.compare import CompareError, build_comparison, load_run, sweep_job_dirs, write_comparison
 
     sweep_dir = Path(sweep_dir)
     jobs = sweep_job_dirs(sweep_dir)

@@ -1,8 +1,7 @@
-"""The Hydra app behind `t2s run` (also `python -m t2s.run`): compose the config, call `t2s.runner.run`."""
+"""The Hydra app behind `t2s run` (also `python -m t2s.run`): compose the config, call `t2s.run.runner.run`."""
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import hydra
@@ -16,12 +15,7 @@ register_configs()
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> Any:
     """One job: run the pipeline and return its execution accuracy (what Hydra sweepers optimize)."""
-    from t2s.runner import run
+    from t2s.run.runner import run
 
     return run(cfg).get("ex")
 
-
-if __name__ == "__main__":
-    from t2s.cli import main as cli_main
-
-    sys.exit(cli_main(["run", *sys.argv[1:]]))

@@ -28,11 +28,11 @@ from t2s.env import Env
 from t2s.eval.report import write_report
 from t2s.eval.scorer import Scorer, summarize
 from t2s.llm.pool import LLMPool
-from t2s.loggers import RunLogger
-from t2s.pipeline import ConfigError, Pipeline, build_stages, check_arguments, resolved
-from t2s.schema_format import SchemaFormat
-from t2s.secrets import scrub_overrides, strip_secrets
-from t2s.store import CONFIG, METRICS, REPORT, RunStore, write_json
+from t2s.track.loggers import RunLogger
+from t2s.run.pipeline import ConfigError, Pipeline, build_stages, check_arguments, resolved
+from t2s.sql.schema_format import SchemaFormat
+from t2s.track.secrets import scrub_overrides, strip_secrets
+from t2s.run.store import CONFIG, METRICS, REPORT, RunStore, write_json
 from t2s.types import Example, Task
 
 log = logging.getLogger("t2s")
@@ -166,7 +166,7 @@ def make_env(cfg: DictConfig, examples: list[Example], run_dir: Path) -> Env:
     check_arguments("schema_format", cfg.schema_format)
     fmt = instantiate(cfg.schema_format, _convert_="all")
     if not isinstance(fmt, SchemaFormat):
-        raise ConfigError(f"schema_format: {cfg.schema_format._target_} is not a t2s.schema_format.SchemaFormat")
+        raise ConfigError(f"schema_format: {cfg.schema_format._target_} is not a t2s.sql.schema_format.SchemaFormat")
     for name, node in cfg.llms.items():
         # a typo in an LLM's config fails here, before any question runs, not inside the first batch
         check_arguments(f"llms.{name}", node, where="the `llm` option (conf/llm/) and your llm.* / llms.* overrides")
