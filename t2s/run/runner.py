@@ -178,6 +178,22 @@ def make_env(cfg: DictConfig, examples: list[Example], run_dir: Path) -> Env:
                seed=int(cfg.seed), examples=examples, sample_values=int(cfg.db.sample_values))
 
 
+def build_pipeline(cfg: DictConfig, examples: list[Example], run_dir: Path) -> tuple[Pipeline, Env]:
+    """The configured pipeline, set up on its environment: what `t2s run` uses and what `t2s serve` must reuse.
+
+    Every plugin's arguments are checked before anything loads. The caller closes the environment (`env.close()`).
+    """
+    stages = build_stages(cfg)
+    env = make_env(cfg, examples, run_dir)
+    try:
+        pipeline = Pipeline(stages)
+        pipeline.setup(env)
+    except BaseException:
+        env.close()
+        raise
+    return pipeline, env
+
+
 def _generate(cfg: DictConfig, examples: list[Example], todo: list[Example], store: RunStore, scorer: Scorer,
               directory: Path) -> dict[str, int]:
     """Build the stages and the environment, then run, score and append one batch at a time.
@@ -185,11 +201,8 @@ def _generate(cfg: DictConfig, examples: list[Example], todo: list[Example], sto
     Returns what this call did: questions run, LLM calls, and LLM calls that reached a model (not the cache).
     """
     done = {"questions_run": 0, "llm_calls": 0, "new_llm_calls": 0}
-    stages = build_stages(cfg)
-    env = make_env(cfg, examples, directory)
+    pipeline, env = build_pipeline(cfg, examples, directory)
     try:
-        pipeline = Pipeline(stages)
-        pipeline.setup(env)
         size = max(1, int(cfg.run.batch_size))
         with tqdm(total=len(todo), desc="questions", unit="q", disable=not cfg.run.progress) as bar:
             for i in range(0, len(todo), size):
