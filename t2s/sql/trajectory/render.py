@@ -449,4 +449,11 @@ def render_sql(traj: Trajectory, schema: DatabaseSchema) -> str:
     Raises `RenderError` for a reference the schema does not have, a `[MASK]` left, or a scope without
     exactly one projection.
     """
+    for st in traj.statements:
+        for a in st.actions:
+            if isinstance(a, Join) and isinstance(a.table, Mask):
+                raise RenderError("the trajectory still has a [MASK]; fill every mask before rendering")
+            for root in action_nodes(a):
+                if any(isinstance(n, Mask) for n in walk_expr(root)):
+                    raise RenderError("the trajectory still has a [MASK]; fill every mask before rendering")
     return _Renderer(traj, schema).query("res")[0]

@@ -615,45 +615,44 @@ def validate(traj: Trajectory, *, lines: list[int] | None = None) -> None:
     kinds: dict[str, str] = {}  # var -> "frame" | "result"
     projected: dict[str, bool] = {}
     for k, s in enumerate(traj.statements):
-        loc = f"{where(k)} ({format_statement(s)[:80]!r})"
         if s.target == "df" or s.target in kinds:
-            raise TrajectoryError(f"{loc}: variable {s.target!r} is assigned twice; give each statement a new name")
+            raise _err(where(k), s, f"variable {s.target!r} is assigned twice; give each statement a new name")
         if s.source != "df" and s.source not in kinds:
-            raise TrajectoryError(f"{loc}: source {s.source!r} is not defined above (use df or an earlier variable)")
+            raise _err(where(k), s, f"source {s.source!r} is not defined above (use df or an earlier variable)")
         if not s.actions:
-            raise TrajectoryError(f"{loc}: no action")
+            raise _err(where(k), s, f"no action")
         src_kind = "frame" if s.source == "df" else kinds[s.source]
         done = projected.get(s.source, False) if src_kind == "frame" else False
         setop = False
         if isinstance(s.actions[0], SetOp):
             if src_kind != "result":
-                raise TrajectoryError(f"{loc}: {s.actions[0].kind} needs a result on its left, {s.source!r} is a frame")
+                raise _err(where(k), s, f"{s.actions[0].kind} needs a result on its left, {s.source!r} is a frame")
             setop = True
         elif src_kind == "result" and s.source != "df":
             done = False  # a derived table starts a new query
         for a in s.actions[1:] if setop else s.actions:
             if setop and not isinstance(a, (OrderBy, Limit)):
-                raise TrajectoryError(f"{loc}: after {s.actions[0].kind}(...) only orderby and limit may follow")
+                raise _err(where(k), s, f"after {s.actions[0].kind}(...) only orderby and limit may follow")
             if isinstance(a, SetOp):
-                raise TrajectoryError(f"{loc}: a set operation must be the first action, on a result variable")
+                raise _err(where(k), s, f"a set operation must be the first action, on a result variable")
             if done and not isinstance(a, (Distinct, OrderBy, Limit)):
-                raise TrajectoryError(f"{loc}: {format_action(a)[:40]} after the projection; only distinct, orderby "
+                raise _err(where(k), s, f"{format_action(a)[:40]} after the projection; only distinct, orderby "
                                       f"and limit may follow select/agg")
             if isinstance(a, _PROJ):
                 done = True
             if isinstance(a, Distinct) and not done:
-                raise TrajectoryError(f"{loc}: distinct() must follow select(...) or agg(...)")
+                raise _err(where(k), s, f"distinct() must follow select(...) or agg(...)")
         if setop:
             other = s.actions[0].other  # type: ignore[union-attr]
             if kinds.get(other) != "result":
-                raise TrajectoryError(f"{loc}: {other!r} is not a result defined above")
+                raise _err(where(k), s, f"{other!r} is not a result defined above")
         for a in s.actions:
             for node in _nodes(a):
                 if isinstance(node, Var) and kinds.get(node.name) != "result":
-                    raise TrajectoryError(f"{loc}: {node.name!r} is used as a nested query but is not a result "
+                    raise _err(where(k), s, f"{node.name!r} is used as a nested query but is not a result "
                                           f"defined above (a variable assigned by select/agg or a set operation)")
                 if isinstance(node, Col) and node.table in kinds and kinds[node.table] != "result":
-                    raise TrajectoryError(f"{loc}: {node.table}.{node.column} reads frame {node.table!r}; "
+                    raise _err(where(k), s, f"{node.table}.{node.column} reads frame {node.table!r}; "
                                           f"columns are table.column (or result.column for a derived table)")
         kinds[s.target] = "result" if (setop or done) else "frame"
         projected[s.target] = done
@@ -662,6 +661,10 @@ def validate(traj: Trajectory, *, lines: list[int] | None = None) -> None:
         raise TrajectoryError(f"{where(len(traj.statements) - 1)}: the last statement must assign res, not {last.target!r}")
     if kinds["res"] != "result":
         raise TrajectoryError(f"{where(len(traj.statements) - 1)}: res has no projection; end with .select(...)")
+
+
+def _err(loc: str, s: Statement, msg: str) -> TrajectoryError:
+    return TrajectoryError(f"{loc}: {msg} (in {format_statement(s)[:100]!r})")
 
 
 def _nodes(a: Action):
