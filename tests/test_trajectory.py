@@ -27,7 +27,6 @@ from t2s.sql.trajectory import (
     Num,
     OrderBy,
     RenderError,
-    Select,
     Star,
     Statement,
     Str,

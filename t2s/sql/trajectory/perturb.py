@@ -272,7 +272,10 @@ def _additions(t: Trajectory, schema: DatabaseSchema | None) -> list[tuple[Traje
         proj = s.actions[p]
         assert isinstance(proj, (Select, Agg))
         acts = s.actions
-        has = lambda cls: any(isinstance(a, cls) for a in acts)  # noqa: E731
+
+        def has(cls: type, acts: tuple[Action, ...] = acts) -> bool:
+            return any(isinstance(a, cls) for a in acts)
+
         if not has(Distinct):
             out.append((_replace_stmt(t, i, acts[:p + 1] + (Distinct(),) + acts[p + 1:]), "add distinct()"))
         if not has(Limit):
@@ -366,8 +369,8 @@ def _substitutions(t: Trajectory, schema: DatabaseSchema | None) -> list[tuple[T
         for rep, d in reps:
             counter = iter(range(len(nodes) + 1))
 
-            def fn(e: Any, _k: int = idx, _r: Any = rep) -> Any:
-                return _r if next(counter) == _k else None
+            def fn(e: Any, _k: int = idx, _r: Any = rep, _c: Any = counter) -> Any:
+                return _r if next(_c) == _k else None
 
             out.append((_map_traj(t, fn), d))
     return out

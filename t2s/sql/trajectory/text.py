@@ -620,7 +620,7 @@ def validate(traj: Trajectory, *, lines: list[int] | None = None) -> None:
         if s.source != "df" and s.source not in kinds:
             raise _err(where(k), s, f"source {s.source!r} is not defined above (use df or an earlier variable)")
         if not s.actions:
-            raise _err(where(k), s, f"no action")
+            raise _err(where(k), s, "no action")
         src_kind = "frame" if s.source == "df" else kinds[s.source]
         done = projected.get(s.source, False) if src_kind == "frame" else False
         setop = False
@@ -634,14 +634,14 @@ def validate(traj: Trajectory, *, lines: list[int] | None = None) -> None:
             if setop and not isinstance(a, (OrderBy, Limit)):
                 raise _err(where(k), s, f"after {s.actions[0].kind}(...) only orderby and limit may follow")
             if isinstance(a, SetOp):
-                raise _err(where(k), s, f"a set operation must be the first action, on a result variable")
+                raise _err(where(k), s, "a set operation must be the first action, on a result variable")
             if done and not isinstance(a, (Distinct, OrderBy, Limit)):
                 raise _err(where(k), s, f"{format_action(a)[:40]} after the projection; only distinct, orderby "
                                       f"and limit may follow select/agg")
             if isinstance(a, _PROJ):
                 done = True
             if isinstance(a, Distinct) and not done:
-                raise _err(where(k), s, f"distinct() must follow select(...) or agg(...)")
+                raise _err(where(k), s, "distinct() must follow select(...) or agg(...)")
         if setop:
             other = s.actions[0].other  # type: ignore[union-attr]
             if kinds.get(other) != "result":
