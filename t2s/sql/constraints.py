@@ -133,7 +133,7 @@ _NUM_WORDS = {
 }
 _NUM = r"(\d[\d,]*(?:\.\d+)?|" + "|".join(_NUM_WORDS) + r")"
 _DESC_WORDS = (r"highest|largest|biggest|greatest|most|maximum|max|longest|heaviest|tallest|best|richest|"
-               r"widest|deepest|fastest|top")
+               r"widest|deepest|fastest")
 _ASC_WORDS = r"lowest|smallest|least|fewest|minimum|min|shortest|lightest|cheapest|worst|slowest"
 _EITHER_WORDS = r"oldest|youngest|earliest|latest|newest|most recent|most recently"
 
@@ -166,14 +166,15 @@ _COUNT_SCALAR_START = re.compile(r"^\s*(?:how many|count the number of|what is t
 _NOT_SCALAR = re.compile(r"\b(?:each|per|every|respectively|and|by|list|show|group|grouped|different|"
                          r"distinct|for all|in total for|what are|which)\b|,", re.I)
 _DISTINCT = re.compile(r"\b(?:distinct|unique|different)\b", re.I)
-_SORT_DESC = re.compile(r"\b(?:descending|decreasing|from (?:the )?(?:highest|largest|most|greatest|biggest) to "
+_SORT_DESC = re.compile(r"\b(?:descending|decreasing|revers(?:e|ed) (?:alphabetical|lexicographic)|from (?:the )?(?:highest|largest|most|greatest|biggest) to "
                         r"(?:the )?(?:lowest|smallest|least|fewest))\b", re.I)
 _SORT_ASC = re.compile(r"\b(?:ascending|increasing|alphabetical(?:ly)?|lexicographic(?:al(?:ly)?)?|"
                        r"from (?:the )?(?:lowest|smallest|least|fewest) to (?:the )?(?:highest|largest|most|greatest))\b",
                        re.I)
 _SORT_ANY = re.compile(r"\b(?:sorted|ordered|sort|order)\s+(?:them\s+|the results?\s+|it\s+)?by\b|\bin (?:the )?order of\b",
                        re.I)
-_SUPERLATIVE = re.compile(rf"\b(?:the|its|their|whose|with|has|have|had)\s+(?:(?:\w+)\s+)?({_DESC_WORDS}|{_ASC_WORDS}|"
+_SUPERLATIVE = re.compile(rf"\b(?:the|its|their|whose|with|has|have|had)\s+(?:(?!average|mean|total|sum)\w+\s+)?"
+                          rf"({_DESC_WORDS}|{_ASC_WORDS}|"
                           rf"{_EITHER_WORDS})\b", re.I)
 _NOT_SUPERLATIVE = re.compile(r"\bat (?:most|least)\b|\bmost of\b|\b(?:the )?most (?:\w+ly)\b", re.I)
 _GREATER = r"(?:more|greater|larger|higher|bigger|older|longer|heavier|taller|bigger|over|above|exceeds?|exceeding)"
@@ -256,7 +257,7 @@ def extract_constraints(question: str, evidence: str = "") -> list[Constraint]:
     if m:
         add("order", m.group(0), "ORDER BY ... DESC", direction="desc", kind="sort")
     m = _SORT_ASC.search(q)
-    if m:
+    if m and not (_SORT_DESC.search(q) and re.match(r"alpha|lexi", m.group(0), re.I)):
         add("order", m.group(0), "ORDER BY ... ASC", direction="asc", kind="sort")
     if not _SORT_DESC.search(q) and not _SORT_ASC.search(q):
         m = _SORT_ANY.search(q)
@@ -486,8 +487,9 @@ def constraint_satisfied(c: Constraint, tree: exp.Expression) -> bool:
         dirs = _order_directions(tree)
         if p.get("kind") == "sort":
             return bool(dirs) if direction is None else direction in dirs
-        has_max = any(True for _ in tree.find_all(exp.Max))
-        has_min = any(True for _ in tree.find_all(exp.Min))
+        cols = _column_names(tree)
+        has_max = any(True for _ in tree.find_all(exp.Max)) or any(re.search(r"max", n) for n in cols)
+        has_min = any(True for _ in tree.find_all(exp.Min)) or any(re.search(r"min", n) for n in cols)
         if direction is None:
             return bool(dirs) or has_max or has_min
         return direction in dirs or (has_max if direction == "desc" else has_min)
@@ -511,7 +513,10 @@ def constraint_satisfied(c: Constraint, tree: exp.Expression) -> bool:
         return any(True for _ in tree.find_all(exp.Group)) or _has_correlated_subquery(tree)
     if cat == "aggregate":
         node, stem = (exp.Avg, r"avg|average|mean") if p["agg"] == "avg" else (exp.Sum, r"sum|total|tot_")
-        return any(True for _ in tree.find_all(node)) or any(re.search(stem, n) for n in _column_names(tree))
+        if any(True for _ in tree.find_all(node)) or any(re.search(stem, n) for n in _column_names(tree)):
+            return True
+        # AVG(x) written out as SUM(x) / COUNT(x) (BIRD's style)
+        return p["agg"] == "avg" and any(d.this.find(exp.Sum) is not None for d in tree.find_all(exp.Div))
     if cat == "date":
         return _date_ok(c, tree)
     if cat == "set_operation":
