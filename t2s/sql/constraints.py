@@ -15,13 +15,16 @@ category        question cue (examples)                        what the SQL must
 ==============  =============================================  ===============================================
 distinct        "distinct", "unique", "different"              DISTINCT, GROUP BY or a set operation
 top_k           "top 3", "first 5", "3 highest"                LIMIT k (shape: at most k rows)
-count           "how many", "number of", "count"               COUNT(...) (shape, for a plain "How many ...?"
-                                                               question: one row with one numeric cell)
+count           "how many", "the number of", "Count ..."       COUNT(...), a SUM (of counts) or a column named
+                                                               count/num/number (shape, for a plain "How many
+                                                               ...?": one row with one numeric cell)
 order           "highest", "least", "youngest", "descending"   ORDER BY in the asked direction, or MAX / MIN
+                                                               (or a max_/min_ column)
 comparison      "more than 5", "at least 2", "between 1 and 9" a >, >=, <, <= or BETWEEN against that number
 negation        "not", "never", "without", "no"                NOT / != / NOT IN / NOT EXISTS / EXCEPT
-grouping        "for each", "per", "for every"                 GROUP BY (or a correlated subquery)
-aggregate       "average", "mean"; "total", "sum of"           AVG; SUM
+grouping        "each", "per", "every" + an aggregate cue      GROUP BY (or a subquery)
+aggregate       "average", "mean"; "total X", "sum of"         AVG (or SUM(x)/COUNT(x), or an avg/mean column);
+                                                               SUM (or a total/sum column)
 date            "in 2010", "after 1995", "before 2000-01-01"   the year / date as a literal, compared in the
                                                                asked direction
 set_operation   "both ... and", "either ... or", "but not"     INTERSECT; UNION / OR / IN; EXCEPT / NOT
@@ -54,7 +57,7 @@ from t2s.types import JsonRecord
 __all__ = [
     "CATEGORIES", "Constraint", "Violation", "CheckReport", "extract_constraints", "gold_features",
     "constraint_satisfied", "check_syntax", "check_constraints", "check_result_shape", "check_candidate",
-    "check_candidates", "format_violations", "build_repair_messages", "parse_repair_response",
+    "check_candidates", "format_violations", "format_checklist", "build_repair_messages", "parse_repair_response",
     "REPAIR_PROMPT",
 ]
 
