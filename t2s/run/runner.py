@@ -173,7 +173,8 @@ def make_env(cfg: DictConfig, examples: list[Example], run_dir: Path) -> Env:
     cache_dir = Path(cfg.paths.cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     pool = LLMPool(configs=cfg.llms, cache_path=cache_dir / "llm_cache.sqlite", enabled_cache=bool(cfg.run.llm_cache))
-    executor = SQLExecutor(timeout=float(cfg.db.timeout), max_rows=int(cfg.db.max_rows), workers=int(cfg.db.workers))
+    executor = SQLExecutor(timeout=float(cfg.db.timeout), max_rows=int(cfg.db.max_rows), workers=int(cfg.db.workers),
+                           max_memory_mb=int(cfg.db.max_memory_mb), max_result_mb=float(cfg.db.max_result_mb))
     return Env(llms=pool, executor=executor, schema_format=fmt, cache_dir=cache_dir, run_dir=run_dir,
                seed=int(cfg.seed), examples=examples, sample_values=int(cfg.db.sample_values))
 
