@@ -230,6 +230,9 @@ class _Runner:
                         f"remove the extra `;` (sqlite3: {msg})"), False
             return ("several statements: only one SQL statement per query is run; "
                     f"send them one by one (sqlite3: {msg})"), False
+        if msg.endswith("may not be modified"):  # SQLite's own refusal to touch its schema table
+            what = " ".join(_STATEMENT_HEAD.findall(sql)[:3])[:80]
+            return f"rejected: statement would modify the database ({what}; sqlite3: {msg})", False
         if msg == "not authorized":
             return ("not authorized: SQLite refused a function or feature that is disabled here "
                     "(e.g. load_extension)"), False

@@ -28,6 +28,7 @@ from t2s.env import Env
 from t2s.eval.report import write_report
 from t2s.eval.scorer import Scorer, summarize
 from t2s.llm.pool import LLMPool
+from t2s.track.lockfile import warn_if_versions_differ
 from t2s.track.loggers import RunLogger
 from t2s.run.pipeline import ConfigError, Pipeline, build_stages, check_arguments, resolved
 from t2s.sql.schema_format import SchemaFormat
@@ -70,7 +71,7 @@ def provenance() -> dict[str, Any]:
     except (OSError, subprocess.SubprocessError):
         pass
     return {"versions": versions, "git_commit": commit, "git_dirty": dirty, "python": platform.python_version(),
-            "argv": scrub_overrides(sys.argv)}
+            "argv": scrub_overrides(sys.argv), "lock_mismatches": warn_if_versions_differ(versions)}
 
 
 def load_dataset(cfg: DictConfig) -> LoadedDataset:
