@@ -88,8 +88,8 @@ def cmd_plugins(args: list[str]) -> int:
 
 def cmd_compare(args: list[str]) -> int:
     """`t2s compare`: print the comparison table and write compare.md, compare.csv and the PNG plots."""
-    from t2s.track.compare import CompareError, build_comparison, compare_dirs, runs_from_wandb, write_comparison
     from t2s.eval.report import md_table
+    from t2s.track.compare import CompareError, build_comparison, compare_dirs, runs_from_wandb, write_comparison
 
     parser = argparse.ArgumentParser(
         prog="t2s compare",

@@ -222,7 +222,7 @@ def test_no_secret_in_any_file_of_a_run_or_a_sweep_directory(openai_server: Any,
     """`t2s run llm=openai +llm.api_key=...` (and a key in the environment), as a run and as a wandb sweep."""
     cli_key, env_key, sweep_key = "sk-CLI-" + "a1" * 12, "sk-ENV-" + "b2" * 12, "sk-SWEEP-" + "c3" * 12
     out = tmp_path / "outputs"
-    base = [f"llm=openai", f"llm.base_url={openai_server.url}", "dataset.limit=2", "run.progress=false",
+    base = ["llm=openai", f"llm.base_url={openai_server.url}", "dataset.limit=2", "run.progress=false",
             f"paths.output_root={out}", f"paths.cache_dir={session_cache}", "run.llm_cache=false"]
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "OPENAI_API_KEY": env_key,
            "PYTHONPATH": str(PROJECT_ROOT)}

@@ -53,9 +53,9 @@ from __future__ import annotations
 
 import codecs
 import os
-import resource
 import pickle
 import re
+import resource
 import selectors
 import signal
 import sqlite3
