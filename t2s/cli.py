@@ -21,6 +21,7 @@ commands:
   run [overrides]          run the pipeline (Hydra app; -m for sweeps), e.g. t2s run dataset=spider_dev dataset.limit=20
   eval predictions=FILE [overrides] [out=DIR]
                            score another system's predictions against a dataset config
+  prepare [overrides]      build every artifact the configured pipeline needs (indexes, profiles) ahead of time
   plugins                  list every config group, its options and each plugin's one-line description
   compare DIR [DIR...] [--out DIR]
                            one table (+ CSV, accuracy/cost and attribution plots) over run directories or a sweep
@@ -74,6 +75,15 @@ def cmd_eval(args: list[str]) -> int:
     from t2s.eval.evaluate import evaluate_cli
 
     return evaluate_cli(args)
+
+
+def cmd_prepare(args: list[str]) -> int:
+    """`t2s prepare [overrides]`: build the configured pipeline's artifacts for every database of the dataset."""
+    from t2s.config import compose_config
+    from t2s.run.prepare import format_summary, prepare
+
+    print(format_summary(prepare(compose_config(args))))
+    return 0
 
 
 def cmd_plugins(args: list[str]) -> int:
@@ -137,7 +147,7 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from t2s.run.pipeline import ConfigError
+    from t2s.run.checks import ConfigError
     from t2s.run.store import RunDirError
     from t2s.track.compare import CompareError
 
@@ -169,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0 if argv else 2
     cmd, rest = argv[0], argv[1:]
-    commands = {"run": cmd_run, "eval": cmd_eval, "plugins": cmd_plugins, "compare": cmd_compare}
+    commands = {"run": cmd_run, "eval": cmd_eval, "prepare": cmd_prepare, "plugins": cmd_plugins, "compare": cmd_compare}
     if cmd not in commands:
         print(f"t2s: unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
         return 2
