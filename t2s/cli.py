@@ -22,6 +22,8 @@ commands:
   eval predictions=FILE [overrides] [out=DIR]
                            score another system's predictions against a dataset config
   prepare [overrides]      build every artifact the configured pipeline needs (indexes, profiles) ahead of time
+  train train=<recipe> [overrides]
+                           train an adapter for one stage (Hydra app, conf/train.yaml; recipes in conf/train/)
   plugins                  list every config group, its options and each plugin's one-line description
   compare DIR [DIR...] [--out DIR]
                            one table (+ CSV, accuracy/cost and attribution plots) over run directories or a sweep
@@ -63,6 +65,23 @@ def cmd_run(args: list[str]) -> int:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         run_app.main()
+    finally:
+        if before is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = before
+    return 0
+
+
+def cmd_train(args: list[str]) -> int:
+    """`t2s train train=<recipe> [overrides]`: the training Hydra app (t2s/train/app.py)."""
+    from t2s.train import app as train_app
+
+    sys.argv = ["t2s train", *args]
+    before = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        train_app.main()
     finally:
         if before is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
@@ -179,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0 if argv else 2
     cmd, rest = argv[0], argv[1:]
-    commands = {"run": cmd_run, "eval": cmd_eval, "prepare": cmd_prepare, "plugins": cmd_plugins, "compare": cmd_compare}
+    commands = {"run": cmd_run, "eval": cmd_eval, "prepare": cmd_prepare, "plugins": cmd_plugins, "compare": cmd_compare,
+                "train": cmd_train}
     if cmd not in commands:
         print(f"t2s: unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
         return 2

