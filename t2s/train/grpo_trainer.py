@@ -1,0 +1,238 @@
+"""The GRPO recipe: TRL's `GRPOTrainer` on a PEFT adapter, rewards computed by t2s's own scorer.
+
+Seed 004 op 2 (reward 1 if the SQL's result matches the gold's, 0.1 if it runs but differs, 0 if it fails), seed
+001 (group size 4-8, KL 0.1, an optional component-match partial reward from Spider exact-set match). Prompts are the
+generator's exact prompts (`t2s.train.data`, task `sql`), so a trained adapter plugs into `generator=zero_shot`.
+For the selection model (`reward.task=select_pair`) prompts are pairwise selection rows and the reward is binary.
+
+Rewards are plain callables `(prompts, completions, **columns) -> list[float]` (TRL's interface); each records, per
+call, the within-group reward spread (groups are `group_size` consecutive completions of one prompt), written to
+`rewards.jsonl` with TRL's logged means; `rewards.png` plots them. Model SQL runs through `SQLExecutor` (read-only,
+time-limited) via `t2s.eval.execution.score_execution`.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from t2s.train.grpo_config import GRPOSettings, RewardSettings
+from t2s.train.sft_trainer import (
+    base_model_path,
+    load_base,
+    load_examples,
+    make_executor,
+    peak_rss_mb,
+    save_config,
+    schema_source,
+    write_curves,
+)
+
+RewardFn = Callable[..., list[float]]
+
+
+def _text(completion: Any) -> str:
+    """A TRL completion (conversational: [{"role": "assistant", "content": ...}], or a string) as text."""
+    if isinstance(completion, list):
+        return "".join(str(m.get("content", "")) for m in completion if isinstance(m, dict))
+    return str(completion)
+
+
+class GroupStats:
+    """Within-group reward statistics of the last calls (groups = `group_size` consecutive completions)."""
+
+    def __init__(self, group_size: int) -> None:
+        self.group_size = group_size
+        self.records: list[dict[str, float]] = []
+
+    def add(self, name: str, rewards: list[float]) -> None:
+        groups = [rewards[i:i + self.group_size] for i in range(0, len(rewards), self.group_size)]
+        stds = [statistics.pstdev(g) for g in groups if len(g) > 1]
+        self.records.append({"reward_fn": name, "mean": sum(rewards) / max(1, len(rewards)),
+                             "within_group_std": sum(stds) / max(1, len(stds)),
+                             "groups_with_variance": sum(s > 0 for s in stds) / max(1, len(stds))})
+
+
+def execution_reward(settings: RewardSettings, executor: Any, stats: GroupStats | None = None) -> RewardFn:
+    """1 (`execution`) when the parsed SQL's result matches the gold's (official Spider semantics), `executes_wrong`
+    when it runs but differs, 0 when it fails, times out or is empty. Needs dataset columns `gold_sql`, `db_path`."""
+    from t2s.eval.execution import score_execution
+    from t2s.generation import parse_sql
+
+    def reward(prompts: list[Any], completions: list[Any], gold_sql: list[str], db_path: list[str],
+               **_: Any) -> list[float]:
+        sqls = [parse_sql(_text(c)) for c in completions]
+        verdicts = score_execution([(g, s, [d]) for g, s, d in zip(gold_sql, sqls, db_path)], executor=executor,
+                                   timeout=executor.timeout, max_rows=executor.max_rows)
+        out = [settings.execution if v.correct else (settings.executes_wrong if v.status == "ok" and s else 0.0)
+               for v, s in zip(verdicts, sqls)]
+        if stats is not None:
+            stats.add("execution", out)
+        return out
+
+    reward.__name__ = "execution"
+    return reward
+
+
+def component_reward(settings: RewardSettings, schemas: dict[str, Any]) -> RewardFn:
+    """Seed 001's partial reward: `component` x mean F1 over Spider's exact-set clause components (select, where,
+    group, order, ...; components absent from both sides are left out). Needs columns `gold_sql`, `db_path`."""
+    from t2s.eval.exact_match import exact_match
+    from t2s.generation import parse_sql
+
+    def reward(prompts: list[Any], completions: list[Any], gold_sql: list[str], db_path: list[str],
+               **_: Any) -> list[float]:
+        out = []
+        for c, g, d in zip(completions, gold_sql, db_path):
+            res = exact_match(parse_sql(_text(c)), g, schemas.get(d))
+            parts = [p["f1"] for p in res.partial.values() if p.get("label_total", 0) or p.get("pred_total", 0)]
+            out.append(settings.component * (sum(parts) / len(parts) if parts else 0.0))
+        return out
+
+    reward.__name__ = "component"
+    return reward
+
+
+def format_reward(settings: RewardSettings) -> RewardFn:
+    """`format` when the completion has a ```sql block holding a statement (what the generator prompt asks)."""
+    from t2s.generation import parse_sql
+
+    def reward(prompts: list[Any], completions: list[Any], **_: Any) -> list[float]:
+        texts = [_text(c) for c in completions]
+        return [settings.format if "```sql" in t and parse_sql(t) else 0.0 for t in texts]
+
+    reward.__name__ = "format"
+    return reward
+
+
+def selection_reward(stats: GroupStats | None = None) -> RewardFn:
+    """Binary reward of the selection model: 1 when the reply's first letter is the correct candidate (`answer`)."""
+
+    def reward(prompts: list[Any], completions: list[Any], answer: list[str], **_: Any) -> list[float]:
+        out = [1.0 if _text(c).strip()[:1].upper() == a else 0.0 for c, a in zip(completions, answer)]
+        if stats is not None:
+            stats.add("selection", out)
+        return out
+
+    reward.__name__ = "selection"
+    return reward
+
+
+def _latest_checkpoint(directory: Path) -> str | None:
+    ckpts = sorted(directory.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    return str(ckpts[-1]) if ckpts else None
+
+
+def train_grpo(cfg: GRPOSettings, root: DictConfig, out_dir: Path) -> dict[str, Any]:
+    """Build prompts, run TRL's GRPO for `max_steps` (resuming from the latest checkpoint), save the adapter and the
+    reward curve; return and write `summary.json`."""
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    out_dir = Path(out_dir)
+    save_config(root, out_dir)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    if cfg.init_adapter:
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = base_model_path(root)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32),
+                                          cfg.init_adapter, is_trainable=True)
+    else:
+        tokenizer, model = load_base(root, cfg.peft, "bf16-true" if cfg.bf16 else "32-true")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    examples = load_examples(root)
+    by_qid = {e.qid: e for e in examples}
+    schemas = schema_source(root)
+    executor = make_executor(root)
+    stats = GroupStats(cfg.group_size)
+    try:
+        built = cfg.data.build(examples, schemas, tokenizer, out_dir / "data", executor=executor)
+        kind = "select_pair" if cfg.reward.task == "select_pair" else "sql"
+        rows = [r for r in built.rows if r.task == kind]
+        if not rows:
+            raise ValueError(f"train=grpo: the data builder made no `{kind}` rows (train.data.tasks must include it)")
+        table = Dataset.from_list([{"prompt": r.messages, "qid": r.qid, "gold_sql": by_qid[r.qid].gold_sql or "",
+                                    "db_path": by_qid[r.qid].db_path, "answer": r.completion} for r in rows])
+        if kind == "sql":
+            funcs: list[RewardFn] = [execution_reward(cfg.reward, executor, stats), format_reward(cfg.reward)]
+            if cfg.reward.component > 0:
+                funcs.append(component_reward(cfg.reward, {e.db_path: schemas.schema(e) for e in examples}))
+        else:
+            funcs = [selection_reward(stats)]
+        log_path = out_dir / "rewards.jsonl"
+
+        class RewardLog(TrainerCallback):
+            """TRL's logged means + t2s's within-group spread, one JSON line per logged step."""
+
+            def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
+                       **_: Any) -> None:
+                if not logs or not any(k.startswith("reward") for k in logs):
+                    return
+                group = stats.records[-1] if stats.records else {}
+                rec = {"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))},
+                       "within_group_std": group.get("within_group_std"),
+                       "groups_with_variance": group.get("groups_with_variance")}
+                with log_path.open("a") as f:
+                    f.write(json.dumps(rec) + "\n")
+
+        args = GRPOConfig(
+            output_dir=str(out_dir / "checkpoints"), max_steps=cfg.max_steps, learning_rate=cfg.lr,
+            lr_scheduler_type="cosine", warmup_steps=cfg.warmup_steps,
+            per_device_train_batch_size=cfg.group_size * cfg.prompts_per_step,
+            gradient_accumulation_steps=cfg.grad_accum, num_generations=cfg.group_size, beta=cfg.beta,
+            temperature=cfg.temperature, top_p=cfg.top_p, max_completion_length=cfg.max_completion_tokens,
+            logging_steps=1, save_strategy="steps", save_steps=cfg.save_every, save_only_model=False,
+            report_to=["wandb"] if cfg.logger.wandb else [], use_cpu=cfg.accelerator == "cpu", bf16=cfg.bf16,
+            seed=cfg.seed, use_vllm=cfg.use_vllm, dataloader_num_workers=0, disable_tqdm=True,
+        )
+        if cfg.logger.wandb:
+            import os
+
+            os.environ.setdefault("WANDB_MODE", cfg.logger.mode)
+            os.environ.setdefault("WANDB_PROJECT", cfg.logger.project)
+            os.environ.setdefault("WANDB_DIR", str(out_dir))
+        trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=table,
+                              processing_class=tokenizer, callbacks=[RewardLog()])
+        resume = _latest_checkpoint(out_dir / "checkpoints") if cfg.resume else None
+        resumed_from = int(resume.rsplit("-", 1)[-1]) if resume else None
+        t0 = time.perf_counter()
+        trainer.train(resume_from_checkpoint=resume)
+        seconds = time.perf_counter() - t0
+        trainer.model.save_pretrained(str(out_dir / "adapter"))
+        save_config(root, out_dir / "adapter")
+        records = [json.loads(x) for x in log_path.read_text().splitlines()] if log_path.is_file() else []
+        curves = {k: [[r["step"], r[k]] for r in records if r.get(k) is not None]
+                  for k in ("reward", "reward_std", "within_group_std", "kl")}
+        write_curves(out_dir, curves, f"GRPO {out_dir.name}")
+        if (out_dir / "curves.png").is_file():
+            (out_dir / "curves.png").replace(out_dir / "rewards.png")
+        steps_this_run = int(trainer.state.global_step) - (resumed_from or 0)
+        summary = {
+            "recipe": "grpo", "out_dir": str(out_dir), "adapter": str(out_dir / "adapter"),
+            "steps": int(trainer.state.global_step), "steps_this_run": steps_this_run, "resumed_from": resumed_from,
+            "seconds_per_step": round(seconds / steps_this_run, 2) if steps_this_run else None,
+            "train_seconds": round(seconds, 1), "peak_rss_mb": round(peak_rss_mb(), 1),
+            "mean_reward": statistics.mean(r["reward"] for r in records if "reward" in r) if records else None,
+            "mean_within_group_std": statistics.mean(s["within_group_std"] for s in stats.records)
+            if stats.records else None,
+            "groups_with_variance": statistics.mean(s["groups_with_variance"] for s in stats.records)
+            if stats.records else None,
+            "data": {**built.stats, "sha256": built.digest},
+        }
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        return summary
+    finally:
+        executor.close()
