@@ -1,0 +1,280 @@
+"""`t2s train`: configs, data builders, rewards (fast); every recipe trains the tiny model on real Spider train rows,
+saves an adapter and loads it back into the pipeline by config (slow); resume after a real kill (slow)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import compose_config, requires_spider
+
+from t2s.config import PROJECT_ROOT
+from t2s.testing import run_if
+from t2s.train.app import build_recipe, compose_train_config, train
+
+#: small sizes for the tiny model (max 512 positions): prompts cut to 320 tokens, short completions
+TINY = ["llm=tiny", "dataset.limit=12", "train.data.max_prompt_tokens=320", "train.data.val_size=3"]
+TINY_SFT = [*TINY, "train.max_steps=4", "train.val_every=2", "train.batch_size=4", "train.checkpoint_every=2",
+            "train.max_completion_tokens=64", "train.val_max_new_tokens=16", "train.warmup_steps=1", "train.lr=1e-3"]
+CONF_TRAIN = PROJECT_ROOT / "conf" / "train"
+
+
+def tcfg(cache: Path, overrides: list[str]):
+    return compose_train_config([f"paths.cache_dir={cache}", *overrides])
+
+
+# ------------------------------------------------------------------------------------------------ configs
+def test_every_train_option_composes_and_builds(session_cache: Path) -> None:
+    recipes = sorted(p.stem for p in CONF_TRAIN.glob("*.yaml"))
+    assert {"sft", "grpo", "selection", "share_bam", "share_sam", "share_lom", "rstar"} <= set(recipes)
+    for recipe in recipes:
+        assert build_recipe(tcfg(session_cache, [f"train={recipe}"])) is not None
+    for group in ("peft", "data", "logger"):
+        for option in sorted(p.stem for p in (CONF_TRAIN / group).glob("*.yaml")):
+            built = build_recipe(tcfg(session_cache, [f"train/{group}={option}"]))
+            assert getattr(built, group) is not None
+    assert build_recipe(tcfg(session_cache, ["train/peft=dora"])).peft.method == "dora"
+
+
+def test_typo_in_train_key_fails_naming_it(session_cache: Path) -> None:
+    cfg = tcfg(session_cache, ["+train.lerning_rate=1e-3"])
+    with pytest.raises(ValueError, match="lerning_rate"):
+        build_recipe(cfg)
+    with pytest.raises(ValueError, match="over_length"):
+        build_recipe(tcfg(session_cache, ["train.data.over_length=squeeze"]))
+
+
+# ------------------------------------------------------------------------------------------------ data
+def _builder_inputs(session_cache: Path, overrides: list[str]):
+    from transformers import AutoTokenizer
+
+    from t2s.train.sft_trainer import base_model_path, load_examples, make_executor, schema_source
+
+    cfg = tcfg(session_cache, overrides)
+    return (build_recipe(cfg).data, load_examples(cfg), schema_source(cfg),
+            AutoTokenizer.from_pretrained(base_model_path(cfg)), make_executor(cfg))
+
+
+@requires_spider
+def test_sft_rows_are_the_generators_prompts_deterministic_and_hashed(session_cache: Path, tmp_path: Path) -> None:
+    from t2s.env import Env  # noqa: F401  (the generator's code path below)
+    from t2s.generation import sql_request
+    from t2s.llm.base import GenParams
+    from t2s.prompts import load_prompt
+    from t2s.types import Task
+
+    builder, examples, schemas, tok, ex = _builder_inputs(session_cache, ["llm=tiny", "dataset.limit=10",
+                                                                          "train.data.max_prompt_tokens=4000"])
+    try:
+        a = builder.build(examples, schemas, tok, tmp_path / "a", executor=ex)
+        b = builder.build(examples, schemas, tok, tmp_path / "b", executor=ex)
+    finally:
+        ex.close()
+    assert a.digest == b.digest and a.path is not None and a.path.name == f"rows-{a.digest[:12]}.jsonl"
+    assert a.path.read_text() == b.path.read_text()
+    stats = json.loads((tmp_path / "a" / "stats.json").read_text())
+    assert stats["n_rows"] == len(a.rows) == 10 - stats["n_val"] and stats["prompt_tokens"]["max"] > 0
+    assert not {r.qid for r in a.rows} & {e.qid for e in a.val_examples}
+    row = a.rows[0]
+    example = next(e for e in examples if e.qid == row.qid)
+    request = sql_request(load_prompt("zero_shot_v1"), Task(example=example), schemas.view(example), GenParams())
+    assert row.messages == request.message_dicts()
+    assert row.completion.startswith("```sql\n") and example.gold_sql.strip().rstrip(";") in row.completion
+
+
+@requires_spider
+def test_over_length_policy_drop_and_truncate_are_counted(session_cache: Path) -> None:
+    from t2s.train.data import prompt_tokens
+
+    for policy in ("drop", "truncate"):
+        builder, examples, schemas, tok, ex = _builder_inputs(
+            session_cache, ["llm=tiny", "dataset.limit=10", "train.data.max_prompt_tokens=300",
+                            f"train.data.over_length={policy}", "train.data.val_size=0"])
+        try:
+            built = builder.build(examples, schemas, tok, None, executor=ex)
+        finally:
+            ex.close()
+        assert all(prompt_tokens(tok, r.messages) <= 300 for r in built.rows)
+        if policy == "drop":
+            assert built.stats["dropped_over_length"] == 10 - len(built.rows) > 0
+        else:
+            assert built.stats["truncated_schema"] > 0 and len(built.rows) == 10
+            assert all("Question:" in r.messages[-1]["content"] for r in built.rows)
+
+
+@requires_spider
+def test_multitask_selection_and_share_rows(session_cache: Path) -> None:
+    from t2s.sql.trajectory import parse_trajectory
+
+    builder, examples, schemas, tok, ex = _builder_inputs(session_cache, [
+        "llm=tiny", "dataset.limit=12", "train.data.max_prompt_tokens=4000", "train.data.val_size=0",
+        "train.data.tasks=[sql,reverse_question,self_refine,select_pair,share_bam,share_sam,share_lom]"])
+    try:
+        built = builder.build(examples, schemas, tok, None, executor=ex)
+    finally:
+        ex.close()
+    kinds = built.stats["kinds"]
+    assert kinds["sql"] == kinds["reverse_question"] == 12
+    assert kinds["self_refine"] > 0 and kinds["select_pair"] > 0 and kinds["share_lom"] > 0
+    by_qid = {e.qid: e for e in examples}
+    for r in built.rows:
+        if r.task == "reverse_question":
+            assert r.completion == by_qid[r.qid].question
+        if r.task == "self_refine":
+            assert r.meta["wrong_origin"] and by_qid[r.qid].gold_sql.strip() not in r.messages[-1]["content"]
+        if r.task in ("share_bam", "share_sam", "share_lom"):
+            parse_trajectory(r.completion)
+        if r.task == "share_sam":
+            assert "[MASK]" in r.messages[-1]["content"]
+    answers = [r.completion for r in built.rows if r.task == "select_pair"]
+    assert set(answers) <= {"A", "B"} and abs(answers.count("A") - answers.count("B")) <= 1
+
+
+@requires_spider
+def test_rewards_from_the_scorer(session_cache: Path) -> None:
+    from t2s.train.grpo_config import RewardSettings
+    from t2s.train.grpo_trainer import GroupStats, component_reward, execution_reward, format_reward
+    from t2s.train.sft_trainer import load_examples, make_executor
+
+    cfg = tcfg(session_cache, ["llm=tiny", "dataset.limit=1"])
+    ex = load_examples(cfg)[0]
+    executor = make_executor(cfg)
+    settings = RewardSettings(component=0.5)
+    stats = GroupStats(group_size=3)
+    try:
+        comps = [[{"role": "assistant", "content": f"```sql\n{ex.gold_sql}\n```"}],
+                 [{"role": "assistant", "content": "```sql\nSELECT 1\n```"}],
+                 [{"role": "assistant", "content": "SELEC nonsense"}]]
+        cols = {"gold_sql": [ex.gold_sql] * 3, "db_path": [ex.db_path] * 3}
+        assert execution_reward(settings, executor, stats)([None] * 3, comps, **cols) == [1.0, 0.1, 0.0]
+        assert format_reward(settings)([None] * 3, comps) == [0.1, 0.1, 0.0]
+        partial = component_reward(settings, {})([None] * 3, comps, **cols)
+        assert partial[0] == 0.5 and partial[2] < 0.5
+        assert stats.records[-1]["groups_with_variance"] == 1.0 and stats.records[-1]["within_group_std"] > 0
+    finally:
+        executor.close()
+
+
+# ------------------------------------------------------------------------------------------------ recipes
+def _run_pipeline_with_adapter(session_cache: Path, adapter: Path, tmp_path: Path) -> dict:
+    from t2s.run.runner import run
+
+    cfg = compose_config(["dataset=spider_dev", "dataset.limit=2", f"llm.adapter={adapter}",
+                          "generator.max_new_tokens=16"], cache_dir=session_cache, output_root=tmp_path / "out")
+    metrics = run(cfg, run_dir=tmp_path / "run")
+    preds = [json.loads(x) for x in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
+    assert len(preds) == 2 and all("final_sql" in p for p in preds)
+    return metrics
+
+
+def _assert_adapter(out: Path) -> None:
+    assert (out / "adapter" / "adapter_config.json").is_file()
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    assert (out / "train_config.yaml").is_file() and (out / "summary.json").is_file()
+
+
+@pytest.mark.slow
+@requires_spider
+def test_sft_lora_trains_validates_and_plugs_back_in(session_cache: Path, tmp_path: Path) -> None:
+    out = tmp_path / "sft"
+    summary = train(tcfg(session_cache, TINY_SFT), out)
+    _assert_adapter(out)
+    assert summary["steps"] == 4 and summary["best"]["metric"] == "val_ex"
+    curves = json.loads((out / "curves.json").read_text())
+    assert len(curves["train_loss"]) == 4 and len(curves["val_ex"]) == 2 and (out / "curves.png").is_file()
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+    import torch
+
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["state_dict"] and all("lora_" in k for k in ckpt["state_dict"])  # adapter weights only
+    _run_pipeline_with_adapter(session_cache, out / "adapter", tmp_path)
+
+
+@pytest.mark.slow
+@requires_spider
+def test_dora_and_wandb_offline(session_cache: Path, tmp_path: Path) -> None:
+    out = tmp_path / "dora"
+    train(tcfg(session_cache, [*TINY_SFT, "train/peft=dora", "train/logger=wandb", "train.max_steps=2"]), out)
+    _assert_adapter(out)
+    assert json.loads((out / "adapter" / "adapter_config.json").read_text())["use_dora"] is True
+    assert list((out / "wandb").glob("offline-run-*"))
+    _run_pipeline_with_adapter(session_cache, out / "adapter", tmp_path)
+
+
+@pytest.mark.slow
+@requires_spider
+@run_if(packages=["bitsandbytes"])
+def test_qlora_on_tiny_128(session_cache: Path, tmp_path: Path) -> None:
+    out = tmp_path / "qlora"
+    summary = train(tcfg(session_cache, [*TINY_SFT, "train/peft=qlora", "llm.model=tiny-128", "train.max_steps=2"]),
+                    out)
+    _assert_adapter(out)
+    assert summary["steps"] == 2
+    from t2s.run.runner import run
+
+    cfg = compose_config(["dataset=spider_dev", "dataset.limit=2", "llm.model=tiny-128",
+                          f"llm.adapter={out / 'adapter'}", "generator.max_new_tokens=8"],
+                         cache_dir=session_cache, output_root=tmp_path / "o")
+    run(cfg, run_dir=tmp_path / "run")
+
+
+@pytest.mark.slow
+@requires_spider
+@pytest.mark.parametrize("recipe", ["selection", "share_lom"])
+def test_selection_and_share_recipes(recipe: str, session_cache: Path, tmp_path: Path) -> None:
+    out = tmp_path / recipe
+    summary = train(tcfg(session_cache, [f"train={recipe}", *TINY_SFT, "train.max_steps=2",
+                                         "train.data.max_prompt_tokens=400"]), out)
+    _assert_adapter(out)
+    assert summary["best"]["metric"] == "val_loss"
+    _run_pipeline_with_adapter(session_cache, out / "adapter", tmp_path)
+
+
+@pytest.mark.slow
+@requires_spider
+def test_grpo_tiny(session_cache: Path, tmp_path: Path) -> None:
+    out = tmp_path / "grpo"
+    summary = train(tcfg(session_cache, ["train=grpo", *TINY, "train.max_steps=2", "train.group_size=2",
+                                         "train.max_completion_tokens=12", "train.save_every=1"]), out)
+    _assert_adapter(out)
+    assert summary["steps"] == 2
+    lines = [json.loads(x) for x in (out / "rewards.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [1, 2] and all("reward" in r and "within_group_std" in r for r in lines)
+    assert (out / "checkpoints" / "checkpoint-2").is_dir()
+    _run_pipeline_with_adapter(session_cache, out / "adapter", tmp_path)
+
+
+@pytest.mark.slow
+@requires_spider
+def test_sft_resumes_after_a_kill(session_cache: Path, tmp_path: Path) -> None:
+    out = tmp_path / "killed"
+    args = [f"paths.cache_dir={session_cache}", *TINY_SFT, "train.max_steps=40", "train.val_every=20",
+            "train.checkpoint_every=2", "train.patience=0", f"hydra.run.dir={out}"]
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "t2s.cli", "train", *args], env=env, cwd=PROJECT_ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    last = out / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 600
+    try:
+        while not last.is_file() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.5)
+        assert last.is_file(), "no checkpoint was written before the deadline"
+        time.sleep(0.5)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not (out / "summary.json").exists()
+    done = subprocess.run([sys.executable, "-m", "t2s.cli", "train", *args], env=env, cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["resumed_from"] is not None and summary["resumed_from"] >= 2
+    assert summary["steps"] == 40 and summary["steps_this_run"] == 40 - summary["resumed_from"]
+    steps = [p[0] for p in json.loads((out / "curves.json").read_text())["train_loss"]]
+    assert steps == sorted(steps) and steps[-1] == 40
