@@ -278,3 +278,23 @@ def test_sft_resumes_after_a_kill(session_cache: Path, tmp_path: Path) -> None:
     assert summary["steps"] == 40 and summary["steps_this_run"] == 40 - summary["resumed_from"]
     steps = [p[0] for p in json.loads((out / "curves.json").read_text())["train_loss"]]
     assert steps == sorted(steps) and steps[-1] == 40
+
+
+@pytest.mark.slow
+@requires_spider
+def test_rstar_rounds_generate_filter_sft_and_resume(session_cache: Path, tmp_path: Path) -> None:
+    out = tmp_path / "rstar"
+    overrides = ["train=rstar", "llm=tiny", "dataset.limit=8", "train.rounds=2", "train.generator=zero_shot",
+                 "train.generator_overrides=[generator.max_new_tokens=8]", "train.policy.max_steps=2",
+                 "train.policy.val_every=2", "train.policy.batch_size=4", "train.policy.val_max_new_tokens=8",
+                 "train.policy.max_completion_tokens=64", "train.policy.data.max_prompt_tokens=320",
+                 "train.policy.data.val_size=2", "train.policy.data.include_gold=true"]
+    summary = train(tcfg(session_cache, overrides), out)
+    assert [r["round"] for r in summary["rounds"]] == [0, 1]
+    assert summary["rounds"][1]["generator_adapter"] == summary["rounds"][0]["policy"]["adapter"]
+    assert (out / "round0" / "generate" / "predictions.jsonl").is_file()
+    assert (out / "round1" / "ppm" / "adapter" / "adapter_config.json").is_file()
+    _assert_adapter(out)
+    mtime = (out / "round0" / "round.json").stat().st_mtime
+    train(tcfg(session_cache, overrides), out)  # finished rounds are skipped
+    assert (out / "round0" / "round.json").stat().st_mtime == mtime

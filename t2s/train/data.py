@@ -6,6 +6,9 @@ model must produce. Row kinds (`TrainData.tasks`):
 
 - `sql` — the generator's exact prompt (`t2s.generation.sql_messages`, the code `plugins/generator/zero_shot.py`
   calls) -> the gold SQL in a ```sql block (what `parse_sql` reads back). Seed 003 phase 1, seed 001 SFT.
+- `self_sql` — the same prompt -> the model's own correct SQL from a run's candidate pools (`predictions`; distinct
+  correct candidates, at most `pairs_per_question` per question; with `include_gold`, questions with none get the
+  gold SQL instead): rStar-style self-generated SFT data (seed 001).
 - `reverse_question` / `reverse_evidence` / `self_refine` — XiYan-style multi-task rows (seed 004 op 3): question from
   SQL; evidence from question + SQL (only for questions that have evidence); a failed SQL + its feedback -> the gold
   SQL. Failed SQL comes from a run's `predictions.jsonl` (candidates whose verdict is wrong, with the executor's
@@ -46,7 +49,7 @@ from t2s.prompts import PromptTemplate, load_prompt
 from t2s.sql.schema_format import SchemaFormat
 from t2s.types import Example, Task
 
-TASKS = ("sql", "reverse_question", "reverse_evidence", "self_refine", "select_pair", "share_bam", "share_sam",
+TASKS = ("sql", "self_sql", "reverse_question", "reverse_evidence", "self_refine", "select_pair", "share_bam", "share_sam",
          "share_lom")
 OVER_LENGTH = ("drop", "truncate")
 PERTURB_ORDER = ("drop_where_condition", "swap_aggregate", "change_limit", "flip_order", "drop_distinct",
@@ -179,14 +182,14 @@ class TrainData:
     `zero_shot_v1` by default: keep them equal). `max_prompt_tokens` / `over_length` (drop | truncate): the
     over-length policy. `val_size`: questions held out for validation EX (seeded by `seed`, never in a training row).
     `predictions`: a run's `predictions.jsonl` (or its run directory) giving candidate pools with verdicts, for
-    `self_refine` and `select_pair`; without it both use perturbed gold SQL only. `pairs_per_question`: selection
+    `self_sql`, `self_refine` and `select_pair`; `include_gold`: `self_sql` falls back to the gold SQL; without it both use perturbed gold SQL only. `pairs_per_question`: selection
     rows per question at most. `share_kinds`: LOM perturbation kinds.
     """
 
     def __init__(self, *, tasks: list[str] | None = None, prompt: str = "zero_shot_v1", dialect: str = "SQLite",
                  use_evidence: bool = True, max_prompt_tokens: int = 1024, over_length: str = "truncate",
                  val_size: int = 8, predictions: str | None = None, pairs_per_question: int = 2,
-                 share_kinds: list[str] | None = None, seed: int = 0) -> None:
+                 share_kinds: list[str] | None = None, include_gold: bool = False, seed: int = 0) -> None:
         tasks = list(tasks or ["sql"])
         unknown = [t for t in tasks if t not in TASKS]
         if unknown:
@@ -205,6 +208,7 @@ class TrainData:
         self.predictions = predictions
         self.pairs_per_question = pairs_per_question
         self.share_kinds = list(share_kinds or ["add", "delete", "substitute"])
+        self.include_gold = include_gold
         self.seed = seed
         self._prompts: dict[str, PromptTemplate] = {}
         self._n_pairs = 0
@@ -214,7 +218,8 @@ class TrainData:
         return {"tasks": self.tasks, "prompt": self.template.id, "dialect": self.dialect,
                 "use_evidence": self.limits.use_evidence, "max_prompt_tokens": self.max_prompt_tokens,
                 "over_length": self.over_length, "val_size": self.val_size, "predictions": self.predictions,
-                "pairs_per_question": self.pairs_per_question, "share_kinds": self.share_kinds, "seed": self.seed}
+                "pairs_per_question": self.pairs_per_question, "share_kinds": self.share_kinds,
+                "include_gold": self.include_gold, "seed": self.seed}
 
     def _prompt(self, name: str) -> PromptTemplate:
         if name not in self._prompts:
@@ -318,6 +323,11 @@ class TrainData:
 
         if kind == "sql":
             return [row(self.sql_prompt(ex, view), sql_completion(gold), prompt=self.template.id)]
+        if kind == "self_sql":
+            good = list(dict.fromkeys(c["sql"].strip() for c in pool if c.get("correct") and c["sql"].strip()))
+            good = good[: self.pairs_per_question] or ([gold] if self.include_gold else [])
+            return [row(self.sql_prompt(ex, view), sql_completion(s), prompt=self.template.id,
+                        source="self" if s != gold or not self.include_gold else "gold") for s in good]
         if kind == "reverse_question":
             t = self._prompt("train_reverse_question_v1")
             return [row(t.render(dialect=self.dialect, schema=view.text, sql=gold, evidence_block=evidence_block(t)),
