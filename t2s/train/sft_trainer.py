@@ -222,6 +222,9 @@ def make_module(cfg: SFTConfig, model: Any, tokenizer: Any, val_examples: list[A
             self._val_losses: list[float] = []
             self.last_val: dict[str, float] = {}
 
+        def on_train_start(self) -> None:
+            self.model.train()  # from_pretrained leaves the model in eval mode (no adapter dropout)
+
         def training_step(self, batch: dict[str, torch.Tensor], _: int) -> torch.Tensor:
             loss = self.model(**batch).loss
             self.log("train_loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
@@ -234,7 +237,6 @@ def make_module(cfg: SFTConfig, model: Any, tokenizer: Any, val_examples: list[A
             metrics = {"val_loss": sum(self._val_losses) / max(1, len(self._val_losses))}
             self._val_losses.clear()
             if want_ex:
-                self.model.eval()
                 completions = generate_sql(self.model, tokenizer, val_prompts, max_new_tokens=cfg.val_max_new_tokens,
                                            batch_size=cfg.val_batch_size)
                 metrics["val_ex"], _ = execution_accuracy(val_examples, completions, executor)
