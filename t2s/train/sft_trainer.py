@@ -342,9 +342,16 @@ def make_loggers(cfg: SFTConfig, out_dir: Path) -> list[Any]:
 
         os.environ.setdefault("WANDB_SILENT", "true")
         loggers.append(WandbLogger(project=cfg.logger.project, entity=cfg.logger.entity, save_dir=str(out_dir),
-                                   name=out_dir.name, id=f"t2s-{abs(hash(str(out_dir))) % 10**10}",
+                                   name=out_dir.name, id=_wandb_id(out_dir),
                                    offline=cfg.logger.mode == "offline", resume="allow"))
     return loggers
+
+
+def _wandb_id(out_dir: Path) -> str:
+    """A wandb run id stable for an output directory, so a resumed training continues the same wandb run."""
+    import hashlib
+
+    return "t2s-" + hashlib.sha256(str(out_dir.resolve()).encode()).hexdigest()[:12]
 
 
 # ------------------------------------------------------------------------------------------------ the recipe
