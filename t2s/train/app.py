@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from t2s.config import CONF_DIR, register_configs
 

@@ -274,6 +274,7 @@ class TrainData:
                     continue
                 r, n = fitted
                 truncated += 1
+            r.meta.pop("schema_text", None)  # only needed to cut the schema; not stored
             rows.append(r)
             p_lens.append(n)
             c_lens.append(len(tokenizer(r.completion, add_special_tokens=False)["input_ids"]) + 1)
@@ -316,7 +317,9 @@ class TrainData:
         gold = (ex.gold_sql or "").strip()
         meta = {"schema_text": view.text}
         ev = self.limits.use_evidence and ex.evidence
-        evidence_block = (lambda t: t.block("evidence", [{"evidence": ex.evidence}] if ev else []))
+
+        def evidence_block(t: PromptTemplate) -> str:
+            return t.block("evidence", [{"evidence": ex.evidence}] if ev else [])
 
         def row(messages: list[dict[str, str]], completion: str, **extra: Any) -> TrainRow:
             return TrainRow(kind, ex.qid, ex.db_id, messages, completion, {**meta, **extra})
