@@ -285,7 +285,7 @@ def test_sft_resumes_after_a_kill(session_cache: Path, tmp_path: Path) -> None:
 def test_rstar_rounds_generate_filter_sft_and_resume(session_cache: Path, tmp_path: Path) -> None:
     out = tmp_path / "rstar"
     overrides = ["train=rstar", "llm=tiny", "dataset.limit=8", "train.rounds=2", "train.generator=zero_shot",
-                 "train.generator_overrides=[generator.max_new_tokens=8]", "train.policy.max_steps=2",
+                 "train.generator_overrides=['generator.max_new_tokens=8']", "train.policy.max_steps=2",
                  "train.policy.val_every=2", "train.policy.batch_size=4", "train.policy.val_max_new_tokens=8",
                  "train.policy.max_completion_tokens=64", "train.policy.data.max_prompt_tokens=320",
                  "train.policy.data.val_size=2", "train.policy.data.include_gold=true"]

@@ -376,9 +376,9 @@ def train_sft(cfg: SFTConfig, root: DictConfig, out_dir: Path) -> dict[str, Any]
         if not built.rows:
             raise ValueError(f"train.data built no training rows from dataset {root.dataset.get('name')!r} "
                              f"(stats: {built.stats}); use more questions or other row kinds")
-        want_ex = "sql" in data_builder.tasks and bool(built.val_examples)
+        want_ex = bool({"sql", "self_sql"} & set(data_builder.tasks)) and bool(built.val_examples)
         if cfg.monitor == "val_ex" and not want_ex:
-            raise ValueError("train.monitor=val_ex needs `sql` rows and val_size > 0 (set train.monitor=val_loss)")
+            raise ValueError("train.monitor=val_ex needs `sql` or `self_sql` rows and val_size > 0 (set train.monitor=val_loss)")
         val_prompts = [data_builder.sql_prompt(ex, schemas.view(ex)) for ex in built.val_examples]
         module = make_module(cfg, model, tokenizer, built.val_examples, val_prompts, executor, want_ex)
         pad = tokenizer.pad_token_id
