@@ -298,3 +298,16 @@ def test_rstar_rounds_generate_filter_sft_and_resume(session_cache: Path, tmp_pa
     mtime = (out / "round0" / "round.json").stat().st_mtime
     train(tcfg(session_cache, overrides), out)  # finished rounds are skipped
     assert (out / "round0" / "round.json").stat().st_mtime == mtime
+
+
+@pytest.mark.slow
+@requires_spider
+def test_grpo_selection_variant_binary_reward(session_cache: Path, tmp_path: Path) -> None:
+    out = tmp_path / "grpo_sel"
+    summary = train(tcfg(session_cache, ["train=grpo", "train/data=selection", "train.reward.task=select_pair",
+                                         *TINY, "train.data.max_prompt_tokens=400", "train.max_steps=1",
+                                         "train.group_size=2", "train.max_completion_tokens=2"]), out)
+    _assert_adapter(out)
+    assert summary["steps"] == 1 and summary["data"]["kinds"] == {"select_pair": summary["data"]["n_rows"]}
+    rec = json.loads((out / "rewards.jsonl").read_text().splitlines()[0])
+    assert "rewards/selection/mean" in rec and 0.0 <= rec["reward"] <= 1.0
