@@ -161,6 +161,22 @@ def test_rewards_from_the_scorer(session_cache: Path) -> None:
         executor.close()
 
 
+@requires_spider
+def test_validation_ex_scores_completions_with_the_official_semantics(session_cache: Path) -> None:
+    from t2s.train.sft_trainer import execution_accuracy, load_examples, make_executor
+
+    cfg = tcfg(session_cache, ["llm=tiny", "dataset.limit=4"])
+    examples = load_examples(cfg)
+    executor = make_executor(cfg)
+    try:
+        right = [f"```sql\n{e.gold_sql}\n```" for e in examples]
+        assert execution_accuracy(examples, right, executor) == (1.0, [True] * 4)
+        half = right[:2] + ["```sql\nSELECT 1\n```", "no sql here"]
+        assert execution_accuracy(examples, half, executor) == (0.5, [True, True, False, False])
+    finally:
+        executor.close()
+
+
 # ------------------------------------------------------------------------------------------------ recipes
 def _run_pipeline_with_adapter(session_cache: Path, adapter: Path, tmp_path: Path) -> dict:
     from t2s.run.runner import run
