@@ -157,6 +157,7 @@ def test_rewards_from_the_scorer(session_cache: Path) -> None:
         partial = component_reward(settings, {})([None] * 3, comps, **cols)
         assert partial[0] == 0.5 and partial[2] < 0.5
         assert stats.records[-1]["groups_with_variance"] == 1.0 and stats.records[-1]["within_group_std"] > 0
+        assert stats.records[-1]["statuses"] == {"ok": 2, "empty": 1}
     finally:
         executor.close()
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -52,12 +53,14 @@ class GroupStats:
         self.group_size = group_size
         self.records: list[dict[str, float]] = []
 
-    def add(self, name: str, rewards: list[float]) -> None:
+    def add(self, name: str, rewards: list[float], statuses: list[str] | None = None) -> None:
+        """Record one reward call; `statuses`: the execution status of each completion ("ok", "error", "empty")."""
         groups = [rewards[i:i + self.group_size] for i in range(0, len(rewards), self.group_size)]
         stds = [statistics.pstdev(g) for g in groups if len(g) > 1]
         self.records.append({"reward_fn": name, "mean": sum(rewards) / max(1, len(rewards)),
                              "within_group_std": sum(stds) / max(1, len(stds)),
-                             "groups_with_variance": sum(s > 0 for s in stds) / max(1, len(stds))})
+                             "groups_with_variance": sum(s > 0 for s in stds) / max(1, len(stds)),
+                             "statuses": dict(Counter(statuses or []))})
 
 
 def execution_reward(settings: RewardSettings, executor: Any, stats: GroupStats | None = None) -> RewardFn:
@@ -74,7 +77,7 @@ def execution_reward(settings: RewardSettings, executor: Any, stats: GroupStats 
         out = [settings.execution if v.correct else (settings.executes_wrong if v.status == "ok" and s else 0.0)
                for v, s in zip(verdicts, sqls)]
         if stats is not None:
-            stats.add("execution", out)
+            stats.add("execution", out, [v.status if s else "empty" for v, s in zip(verdicts, sqls)])
         return out
 
     reward.__name__ = "execution"
@@ -184,7 +187,8 @@ def train_grpo(cfg: GRPOSettings, root: DictConfig, out_dir: Path) -> dict[str, 
                 group = stats.records[-1] if stats.records else {}
                 rec = {"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))},
                        "within_group_std": group.get("within_group_std"),
-                       "groups_with_variance": group.get("groups_with_variance")}
+                       "groups_with_variance": group.get("groups_with_variance"),
+                       "exec_statuses": group.get("statuses")}
                 with log_path.open("a") as f:
                     f.write(json.dumps(rec) + "\n")
 
