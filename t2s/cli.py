@@ -14,6 +14,8 @@ commands:
   run [overrides]          run the pipeline (Hydra app; -m for sweeps), e.g. t2s run dataset=spider_dev dataset.limit=20
   eval predictions=FILE [overrides] [out=DIR]
                            score another system's predictions against a dataset config
+  serve [overrides]        the configured pipeline behind an HTTP API and a demo page (serve.host, serve.port),
+                           e.g. t2s serve llm=tiny serve.port=8080
   plugins                  list every config group, its options and each plugin's one-line description
   compare DIR [DIR...] [--out DIR]
                            one table (+ CSV, accuracy/cost and attribution plots) over run directories or a sweep
@@ -55,6 +57,15 @@ def cmd_eval(args: list[str]) -> int:
     from t2s.eval.evaluate import evaluate_cli
 
     return evaluate_cli(args)
+
+
+def cmd_serve(args: list[str]) -> int:
+    """`t2s serve [overrides]`: the pipeline `t2s run` would build from the same overrides, over HTTP."""
+    from t2s.serve.server import compose, serve, serve_run_dir
+
+    cfg = compose(args)
+    serve(cfg, serve_run_dir(cfg, args))
+    return 0
 
 
 def cmd_plugins(args: list[str]) -> int:
@@ -114,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0 if argv else 2
     cmd, rest = argv[0], argv[1:]
-    commands = {"run": cmd_run, "eval": cmd_eval, "plugins": cmd_plugins, "compare": cmd_compare}
+    commands = {"run": cmd_run, "eval": cmd_eval, "plugins": cmd_plugins, "compare": cmd_compare, "serve": cmd_serve}
     if cmd not in commands:
         print(f"t2s: unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
         return 2
