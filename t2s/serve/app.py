@@ -90,6 +90,7 @@ class StageOut(BaseModel):
     cached_calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    model_seconds: float = Field(0.0, description="model time charged to this question in this stage")
     sql_changed: bool = Field(False, description="whether the stage changed the candidate SQL (or set final_sql)")
     sql_before: list[str] = Field([], description="candidate SQL before the stage; empty when unchanged")
     sql_after: list[str] = Field([], description="candidate SQL after the stage (final SQL for the selector)")
@@ -103,6 +104,7 @@ class TraceOut(BaseModel):
     llm_calls: int
     prompt_tokens: int
     completion_tokens: int
+    model_seconds: float
     seconds: float = Field(description="pipeline seconds charged to this question (sum over stages)")
     queue_seconds: float = Field(description="seconds the question waited for its batch to start")
     batch_size: int
@@ -199,12 +201,14 @@ def trace_out(task: Task) -> TraceOut:
         changed = e.sql_before != e.sql_after
         stages.append(StageOut(stage=e.stage, plugin=e.plugin, change=e.change, seconds=e.seconds,
                                llm_calls=e.llm_calls, cached_calls=e.cached_calls, prompt_tokens=e.prompt_tokens,
-                               completion_tokens=e.completion_tokens, sql_changed=changed,
+                               completion_tokens=e.completion_tokens, model_seconds=e.model_seconds,
+                               sql_changed=changed,
                                sql_before=e.sql_before if changed else [], sql_after=e.sql_after if changed else [],
                                error=e.error))
     return TraceOut(stages=stages, llm_calls=sum(s.llm_calls for s in stages),
                     prompt_tokens=sum(s.prompt_tokens for s in stages),
                     completion_tokens=sum(s.completion_tokens for s in stages),
+                    model_seconds=sum(s.model_seconds for s in stages),
                     seconds=sum(s.seconds for s in stages), queue_seconds=float(info.get("queue_seconds", 0.0)),
                     batch_size=int(info.get("batch_size", 1)))
 
@@ -288,4 +292,30 @@ def create_app(service: Service, *, close_service: bool = True) -> FastAPI:
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        """FastAPI's schema, with every `db_id` documented as one of the served databases (an enum)."""
+        if app.openapi_schema is None:
+            _document_db_ids(default_openapi(), sorted(service.databases))
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def _document_db_ids(spec: dict[str, Any], ids: list[str]) -> None:
+    """Set `enum: ids` on the string schema of every `db_id` (request bodies and the path parameter), in place."""
+    if not ids:
+        return
+
+    def constrain(node: dict[str, Any]) -> None:
+        for option in node.get("anyOf", [node]):
+            if option.get("type") == "string":
+                option["enum"] = ids
+
+    for name in ("GenerateRequest", "ExecuteRequest"):
+        constrain(spec["components"]["schemas"][name]["properties"]["db_id"])
+    for param in spec["paths"]["/databases/{db_id}/schema"]["get"]["parameters"]:
+        if param["name"] == "db_id":
+            constrain(param["schema"])

@@ -74,6 +74,9 @@ def parse_single(sql: str) -> exp.Expression:
 
 
 def _check_read_only(tree: exp.Expression) -> None:
+    if not isinstance(tree, (exp.Select, exp.SetOperation, *_FORBIDDEN)) and not isinstance(tree, exp.Query):
+        raise SQLRejected("syntax", f"rejected: {tree.sql(dialect='sqlite')[:80]!r} is not an SQL statement; send "
+                                    "one SELECT")
     if not isinstance(tree, (exp.Select, exp.SetOperation)):
         raise SQLRejected("not_select", f"rejected: {_statement_name(tree)} is not a query; only a single SELECT "
                                         "(or WITH ... SELECT) runs here, nothing that changes a database")

@@ -93,11 +93,16 @@ function renderCandidates(cands, finalSql) {
   });
 }
 
+// a stage's SQL list for the trace table: ∅ for none, (empty) for an empty string
+function sqlList(list) {
+  return list.length ? list.map((q) => (q ? esc(q) : '<span class="muted">(empty)</span>')).join("<br>") : "∅";
+}
+
 function renderTrace(trace) {
   const rows = trace.stages.map((s) => {
     const changed = s.sql_changed;
     const sqlCell = s.error ? `<span class="error">${esc(s.error)}</span>` :
-      changed ? `${s.sql_before.map(esc).join("<br>") || "∅"} → ${s.sql_after.map(esc).join("<br>") || "∅"}` : '<span class="muted">unchanged</span>';
+      changed ? `${sqlList(s.sql_before)} → ${sqlList(s.sql_after)}` : '<span class="muted">unchanged</span>';
     return `<tr><td>${esc(s.stage)}/${esc(s.plugin)}</td><td>${esc(s.change)}</td><td class="sqlcell">${sqlCell}</td>` +
       `<td>${s.llm_calls}</td><td>${s.prompt_tokens}+${s.completion_tokens}</td><td>${s.seconds.toFixed(2)}</td></tr>`;
   });
