@@ -11,7 +11,7 @@ default, LLM response cache off so every request reaches the model), then measur
   per model second (prefill included; from the traces);
 - peak memory: the server process's peak resident set (VmHWM from /proc), at the end.
 
-    .venv/bin/python benchmarks/serve_latency.py [--requests 6] [--concurrent-requests 16] [--llm embedded]
+    .venv/bin/python benchmarks/serve_latency.py [--requests 4] [--concurrent-requests 8] [--llm embedded]
 
 Results are printed and written to outputs/bench/serve_latency.json. The CPU is shared: keep request counts small.
 """
@@ -71,7 +71,7 @@ def phase(url: str, questions: list[dict[str, Any]], n: int, concurrency: int) -
     def one(q: dict[str, Any]) -> None:
         start = time.perf_counter()
         r = httpx.post(f"{url}/generate_sql", json={"question": q["question"], "db_id": q["db_id"], "execute": True},
-                       timeout=600)
+                       timeout=None)  # measure however long it takes on a loaded machine
         took = time.perf_counter() - start
         r.raise_for_status()
         with lock:
@@ -99,8 +99,8 @@ def phase(url: str, questions: list[dict[str, Any]], n: int, concurrency: int) -
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--llm", default="embedded")
-    ap.add_argument("--requests", type=int, default=6, help="requests at concurrency 1")
-    ap.add_argument("--concurrent-requests", type=int, default=16, help="requests at concurrency 8")
+    ap.add_argument("--requests", type=int, default=4, help="requests at concurrency 1")
+    ap.add_argument("--concurrent-requests", type=int, default=8, help="requests at concurrency 8")
     ap.add_argument("--cache-dir", default=str(ROOT / ".cache"))
     ap.add_argument("--out", default=str(ROOT / "outputs" / "bench" / "serve_latency.json"))
     args = ap.parse_args()

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import compose_config
+from conftest import SHARED_DATA, compose_config, requires_spider
 from fastapi.testclient import TestClient
 from omegaconf import DictConfig
 
@@ -326,3 +326,20 @@ def test_validator_accepts_ctes_set_operations_aliases_and_case(scripted: tuple[
     with pytest.raises(SQLRejected) as e:
         validate_select("WITH x AS (SELECT 1) DELETE FROM books", schema)
     assert e.value.kind == "not_select"
+
+
+@requires_spider
+def test_validator_accepts_spider_dev_gold_sql() -> None:
+    """No false rejections on real benchmark SQL (double-quoted strings, aliases, nested queries, set operations)."""
+    root = SHARED_DATA / "spider"
+    schemas: dict[str, Any] = {}
+    checked = 0
+    for q in json.loads((root / "dev.json").read_text()):
+        path = root / "database" / q["db_id"] / f"{q['db_id']}.sqlite"
+        if not path.is_file():
+            continue
+        if q["db_id"] not in schemas:
+            schemas[q["db_id"]] = introspect(path, q["db_id"], n_samples=0)
+        validate_select(q["query"], schemas[q["db_id"]])
+        checked += 1
+    assert checked > 900
