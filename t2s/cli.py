@@ -14,6 +14,7 @@ commands:
   run [overrides]          run the pipeline (Hydra app; -m for sweeps), e.g. t2s run dataset=spider_dev dataset.limit=20
   eval predictions=FILE [overrides] [out=DIR]
                            score another system's predictions against a dataset config
+  prepare [overrides]      build every artifact the configured pipeline needs (indexes, profiles) ahead of time
   serve [overrides]        the configured pipeline behind an HTTP API and a demo page (serve.host, serve.port),
                            e.g. t2s serve llm=tiny serve.port=8080
   plugins                  list every config group, its options and each plugin's one-line description
@@ -59,11 +60,21 @@ def cmd_eval(args: list[str]) -> int:
     return evaluate_cli(args)
 
 
+def cmd_prepare(args: list[str]) -> int:
+    """`t2s prepare [overrides]`: build the configured pipeline's artifacts for every database of the dataset."""
+    from t2s.config import compose_config
+    from t2s.run.prepare import format_summary, prepare
+
+    print(format_summary(prepare(compose_config(args))))
+    return 0
+
+
 def cmd_serve(args: list[str]) -> int:
     """`t2s serve [overrides]`: the pipeline `t2s run` would build from the same overrides, over HTTP."""
-    from t2s.serve.server import compose, serve, serve_run_dir
+    from t2s.config import compose_config
+    from t2s.serve.server import serve, serve_run_dir
 
-    cfg = compose(args)
+    cfg = compose_config(args)
     serve(cfg, serve_run_dir(cfg, args))
     return 0
 
@@ -80,8 +91,8 @@ def cmd_plugins(args: list[str]) -> int:
 
 def cmd_compare(args: list[str]) -> int:
     """`t2s compare`: print the comparison table and write compare.md, compare.csv and the PNG plots."""
-    from t2s.track.compare import CompareError, build_comparison, compare_dirs, runs_from_wandb, write_comparison
     from t2s.eval.report import md_table
+    from t2s.track.compare import CompareError, build_comparison, compare_dirs, runs_from_wandb, write_comparison
 
     parser = argparse.ArgumentParser(
         prog="t2s compare",
@@ -125,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0 if argv else 2
     cmd, rest = argv[0], argv[1:]
-    commands = {"run": cmd_run, "eval": cmd_eval, "plugins": cmd_plugins, "compare": cmd_compare, "serve": cmd_serve}
+    commands = {"run": cmd_run, "eval": cmd_eval, "prepare": cmd_prepare, "plugins": cmd_plugins, "compare": cmd_compare,
+                "serve": cmd_serve}
     if cmd not in commands:
         print(f"t2s: unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
         return 2

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 #: the project root: the folder holding `conf/` and `experiments/`
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +40,9 @@ class DBConf:
     timeout: float = 10.0
     max_rows: int = 1000
     workers: int = 1
+    #: distinct sample values per column and first rows per table that introspection keeps (schema formats show them)
     sample_values: int = 3
+    sample_rows: int = 3
 
 
 @dataclass
@@ -87,6 +89,8 @@ class T2SConfig:
     schema_format: Any = None
     llm: Any = None
     llms: dict[str, Any] = field(default_factory=dict)
+    embedder: Any = None
+    embedders: dict[str, Any] = field(default_factory=dict)
     value_retriever: Any = None
     example_retriever: Any = None
     schema_linker: Any = None
@@ -151,3 +155,22 @@ def register_configs() -> None:
     OmegaConf.register_new_resolver("t2s.path", _project_path, replace=True)
     OmegaConf.register_new_resolver("t2s.run_name", run_name, replace=True)
     _registered = True
+
+
+def compose_config(overrides: list[str] | None = None) -> DictConfig:
+    """`conf/config.yaml` composed with `overrides` as `t2s run` would, for use outside the Hydra app (`t2s prepare`,
+    `t2s serve`, tests, notebooks).
+
+    Hydra's own node is dropped except `hydra.runtime.choices` (the option chosen in each group), from which option
+    names are read (`t2s.run.checks.option_choices`).
+    """
+    from hydra import compose, initialize_config_dir
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=list(overrides or []), return_hydra_config=True)
+    choices = {str(k): v for k, v in OmegaConf.to_container(cfg.hydra.runtime.choices).items()}  # type: ignore[union-attr]
+    with open_dict(cfg):
+        del cfg["hydra"]
+        cfg["hydra"] = {"runtime": {"choices": choices}}
+    return cfg

@@ -1,7 +1,8 @@
 """`t2s serve`: the API over the configured pipeline (FastAPI TestClient), the validation layer, DDL schemas, batching.
 
 Two real services over the demo set: one with the tiny random-weight model (`llm=tiny`, the real HF path), one with
-`ScriptedLLM` (answers each demo question with its gold SQL, so generate -> validate -> execute returns real rows).
+the scripted LLM (`llm=scripted`, answering each demo question with its gold SQL, so generate -> validate -> execute
+returns real rows).
 Every bad input must get a 4xx that says what was rejected, and no database file may change.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +24,6 @@ from omegaconf import DictConfig
 
 from t2s.data.demo import DEMO_DIR
 from t2s.db.introspect import connect_readonly, introspect
-from t2s.llm.base import LLM, LLMRequest, LLMResponse
 from t2s.serve.app import create_app
 from t2s.serve.ddl import DDLError, build_ddl_database
 from t2s.serve.service import Service
@@ -33,40 +34,20 @@ DEMO_QUESTIONS = json.loads((DEMO_DIR / "questions.json").read_text())
 RUNAWAY = "SELECT count(*) FROM books a, books b, books c, books d, books e, books f, books g"
 
 
-class ScriptedLLM(LLM):
-    """A deterministic stand-in model: answers a prompt holding a demo question with that question's gold SQL.
+def gold_rules() -> list[dict[str, str]]:
+    """Rules for `llm=scripted` (t2s.llm.scripted): each demo question is answered with its gold SQL.
 
-    Rule: the longest demo question found in the last message wins; any other prompt gets `SELECT 1`. Token counts
-    are whitespace words. Used where a test needs SQL that really runs (the tiny model writes token soup).
+    Longest questions first, so a question that contains a shorter one gets its own answer.
     """
-
-    backend = "scripted"
-
-    def __init__(self, *, default: str = "SELECT 1") -> None:
-        self.default = default
-        self.answers = {q["question"]: q["query"] for q in DEMO_QUESTIONS}
-
-    @property
-    def model_id(self) -> str:
-        return "scripted-demo-gold@v1"
-
-    def generate(self, requests: list[LLMRequest]) -> list[LLMResponse]:
-        out = []
-        for r in requests:
-            prompt = r.messages[-1][1] if r.messages else (r.prompt or "")
-            hits = [q for q in self.answers if q in prompt]
-            sql = self.answers[max(hits, key=len)] if hits else self.default
-            text = f"```sql\n{sql}\n```"
-            out.append(LLMResponse(texts=[text] * r.params.n, prompt_tokens=len(prompt.split()),
-                                   completion_tokens=len(text.split()) * r.params.n, seconds=0.0))
-        return out
+    qs = sorted(DEMO_QUESTIONS, key=lambda q: -len(q["question"]))
+    return [{"match": re.escape(q["question"]), "reply": f"```sql\n{q['query']}\n```"} for q in qs]
 
 
 def scripted_config(cache_dir: Path, tmp: Path, overrides: list[str] | None = None) -> DictConfig:
-    """The demo config with `llms.generator` replaced by `ScriptedLLM`, a 1 s query limit and no response cache."""
-    cfg = compose_config(["db.timeout=1.0", "run.llm_cache=false", *(overrides or [])], cache_dir=cache_dir,
-                         output_root=tmp)
-    cfg.llms.generator = {"_target_": f"{__name__}.ScriptedLLM"}
+    """The demo config with the scripted LLM answering gold SQL, a 1 s query limit and no response cache."""
+    cfg = compose_config(["llm=scripted", "db.timeout=1.0", "run.llm_cache=false", *(overrides or [])],
+                         cache_dir=cache_dir, output_root=tmp)
+    cfg.llm.rules = gold_rules()
     return cfg
 
 
@@ -282,8 +263,9 @@ def test_execute_unknown_db_and_row_cap(scripted: tuple[Service, TestClient]) ->
 
 
 def test_generated_sql_failing_validation_is_reported_not_run(session_cache: Path, tmp_path: Path) -> None:
-    service = Service(scripted_config(session_cache, tmp_path, []), tmp_path / "run")
-    service.env.llm("generator").inner.default = "DELETE FROM books"
+    cfg = scripted_config(session_cache, tmp_path)
+    cfg.llm.default = "```sql\nDELETE FROM books\n```"  # what no demo question matches gets
+    service = Service(cfg, tmp_path / "run")
     with TestClient(create_app(service)) as client:
         body = client.post("/generate_sql", json={"question": "Drop everything", "db_id": "library",
                                                   "execute": True}).json()

@@ -1,6 +1,6 @@
 """Property-based run of the server's OpenAPI schema (schemathesis): generated requests never get a 5xx.
 
-The app runs over a real `Service` (demo set, `ScriptedLLM`, so each generated question is answered in
+The app runs over a real `Service` (demo set, the scripted LLM, so each generated question is answered in
 milliseconds); schemathesis builds requests from /openapi.json (valid and schema-violating ones) and calls the app
 in process through ASGI. Examples are bounded per operation so the run stays within seconds. (schemathesis'
 `from_fixture` pytest integration does not work with pytest 9, so each operation's strategy runs under a plain

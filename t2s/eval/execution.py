@@ -33,7 +33,6 @@ import os
 import pickle
 import re
 import sqlite3
-import threading
 from collections import Counter
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ from sqlglot.errors import TokenError
 
 from t2s.db.execute import SQLExecutor
 from t2s.db.types import ExecResult
+from t2s.files import content_hash, forget_content_hashes
 
 SEMANTICS = ("spider", "bird")
 STATUSES = ("ok", "timeout", "error", "rejected", "gold_error")
@@ -225,37 +225,23 @@ def results_equal(gold: Sequence[Row], pred: Sequence[Row], *, semantics: str = 
 # Gold-result cache
 # --------------------------------------------------------------------------------------------------
 
-_HASH_MEMO: dict[tuple[str, int, int], str] = {}
-_HASH_LOCK = threading.Lock()
-
-
 def file_sha256(path: str | os.PathLike[str], *, store: GoldCache | None = None) -> str:
-    """sha256 hex digest of a file's bytes, memoized by (real path, size, mtime_ns) in this process and,
-    when `store` is given, on disk (so a large database is hashed once across runs)."""
+    """sha256 hex digest of a file's bytes (`t2s.files.content_hash`), also remembered in the gold cache's store
+    when `store` is given (so a large database is hashed once across runs)."""
     real = os.path.realpath(path)
     st = os.stat(real)
     key = (real, st.st_size, st.st_mtime_ns)
-    with _HASH_LOCK:
-        if key in _HASH_MEMO:
-            return _HASH_MEMO[key]
     digest = store.lookup_hash(*key) if store is not None else None
     if digest is None:
-        h = hashlib.sha256()
-        with open(real, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        digest = h.hexdigest()
+        digest = content_hash(real)
         if store is not None:
             store.remember_hash(*key, digest)
-    with _HASH_LOCK:
-        _HASH_MEMO[key] = digest
     return digest
 
 
 def forget_file_hashes() -> None:
     """Empty the in-process memo of `file_sha256` (the on-disk one in a `GoldCache` stays)."""
-    with _HASH_LOCK:
-        _HASH_MEMO.clear()
+    forget_content_hashes()
 
 
 class GoldCache:

@@ -8,19 +8,15 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from t2s.config import CONF_DIR, register_configs, run_name
+from t2s.config import compose_config, run_name
 
 log = logging.getLogger("t2s.serve")
 
 
 def compose(overrides: list[str]) -> DictConfig:
-    """The root config (conf/config.yaml) with command-line overrides, exactly as `t2s run` composes it."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=list(overrides))
+    """The root config (conf/config.yaml) with command-line overrides, exactly as `t2s run` composes it
+    (`t2s.config.compose_config`, which keeps the chosen option names for stage names)."""
+    return compose_config(list(overrides))
 
 
 def serve_run_dir(cfg: DictConfig, overrides: list[str]) -> Path:

@@ -252,7 +252,11 @@ class Service:
         """Run validated `sql` read-only on the task's database: the run's time limit, at most `serve.max_rows`."""
         self.check(task, sql)
         rows = self.max_rows if max_rows is None else max(1, min(int(max_rows), self.max_rows))
-        return self.env.execute(task, sql, timeout=self.timeout, max_rows=rows)
+        # the executor itself, not `env.execute`: the run-scoped memo behind env.execute would keep every distinct
+        # query a long-lived server answers, rows included
+        res = self.env.executor.execute(task.example.db_path, sql, timeout=self.timeout, max_rows=rows)
+        task.charge_db(res.seconds)
+        return res
 
     def execute_on(self, db_id: str, sql: str, max_rows: int | None) -> ExecResult:
         """`POST /execute`: validate and run `sql` on a known database; a failed or timed-out query is a 422."""
