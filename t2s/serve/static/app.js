@@ -82,7 +82,7 @@ function renderCandidates(cands, finalSql) {
   ol.innerHTML = "";
   cands.forEach((c) => {
     const li = document.createElement("li");
-    li.innerHTML = `${highlight(c.sql)} <span class="origin">— ${esc(c.origin)}${c.schema_view ? " / " + esc(c.schema_view) : ""}</span>`;
+    li.innerHTML = `${c.sql ? highlight(c.sql) : '<span class="muted">(empty)</span>'} <span class="origin">— ${esc(c.origin)}${c.schema_view ? " / " + esc(c.schema_view) : ""}</span>`;
     if (c.sql === finalSql) li.classList.add("selected");
     li.addEventListener("click", () => {
       [...ol.children].forEach((x) => x.classList.remove("selected"));
