@@ -11,7 +11,7 @@ default, LLM response cache off so every request reaches the model), then measur
   per model second (prefill included; from the traces);
 - peak memory: the server process's peak resident set (VmHWM from /proc), at the end.
 
-    .venv/bin/python benchmarks/serve_latency.py [--requests 4] [--concurrent-requests 8] [--llm embedded]
+    .venv/bin/python benchmarks/serve_latency.py [--requests 4] [--concurrent-requests 8] [--llm embedded] [overrides]
 
 Results are printed and written to outputs/bench/serve_latency.json. The CPU is shared: keep request counts small.
 """
@@ -102,6 +102,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=4, help="requests at concurrency 1")
     ap.add_argument("--concurrent-requests", type=int, default=8, help="requests at concurrency 8")
     ap.add_argument("--cache-dir", default=str(ROOT / ".cache"))
+    ap.add_argument("overrides", nargs="*", help="extra config overrides for the server, e.g. llm.num_threads=1")
     ap.add_argument("--out", default=str(ROOT / "outputs" / "bench" / "serve_latency.json"))
     args = ap.parse_args()
 
@@ -117,7 +118,7 @@ def main() -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "t2s.cli", "serve", f"llm={args.llm}", "run.llm_cache=false",
-           f"paths.cache_dir={args.cache_dir}", f"serve.port={port}", "serve.log_level=warning"]
+           f"paths.cache_dir={args.cache_dir}", f"serve.port={port}", "serve.log_level=warning", *args.overrides]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     log = open(Path(args.out).with_suffix(".server.log"), "w")  # noqa: SIM115 - closed in finally
@@ -139,7 +140,7 @@ def main() -> None:
         c1 = phase(url, questions[1:], args.requests, 1)
         c8 = phase(url, questions[1 + args.requests:], args.concurrent_requests, 8)
         result = {
-            "llm": args.llm, "model": health["llms"], "stages": health["stages"],
+            "llm": args.llm, "overrides": args.overrides, "model": health["llms"], "stages": health["stages"],
             "model_preparation_s": prep, "cold_start_s": cold, "startup_in_process_s": health["startup_seconds"],
             "first_request_s": first["p50_s"], "peak_rss_mb_at_ready": rss_ready,
             "peak_rss_mb": peak_rss_mb(server.pid), "concurrency_1": c1, "concurrency_8": c8,
