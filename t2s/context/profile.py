@@ -363,20 +363,30 @@ def _lit(v: Any) -> str:
     return json.dumps(v, ensure_ascii=False) if isinstance(v, str) else str(v)
 
 
+_NUMERIC_TYPES = ("INT", "REAL", "FLOA", "DOUB", "NUM", "DEC", "BOOL")
+
+
 def stats_note(col: ColumnProfile, *, max_values: int = 0) -> str:
     """A compact deterministic summary of a column's statistics for prompts, e.g.
-    `12 distinct of 40 rows; 3 null; range 1990..2010; mostly date`."""
+    `12 distinct; 3 null; range 1990..2010; dates as text`: "unique" when every non-null value differs, the range for
+    numeric and date-like columns, and the value shape only when it says more than the declared type (dates, times,
+    numbers stored as text); with `max_values`, the most frequent values with their counts."""
     if col.rows <= 0:
-        return "empty" if col.rows == 0 else ""
-    parts = [f"{'~' if not col.distinct_exact else ''}{col.distinct} distinct of {col.rows} rows"]
+        return "empty table" if col.rows == 0 else ""
+    present = col.rows - col.nulls
+    if present == 0:
+        return "always null"
+    parts = ["unique" if col.distinct_exact and col.distinct == present and present > 1
+             else f"{'~' if not col.distinct_exact else ''}{col.distinct} distinct"]
     if col.nulls:
         parts.append(f"{col.nulls} null")
     shape = col.main_shape()
-    if col.min is not None and shape in {"integer", "decimal", "date", "datetime", "time"}:
+    if col.min is not None and shape in {"integer", "decimal", "date", "datetime", "time"} and col.min != col.max:
         parts.append(f"range {_lit(col.min)}..{_lit(col.max)}")
-    if shape:
+    numeric_type = any(k in col.type.upper() for k in _NUMERIC_TYPES)
+    if shape in {"date", "datetime", "time"} or (shape in {"integer", "decimal"} and not numeric_type):
         share = col.shapes.get(shape, 0.0)
-        parts.append(f"{'all' if share >= 0.999 else 'mostly'} {shape}")
+        parts.append(f"{'' if share >= 0.999 else 'mostly '}{shape}s as text")
     if max_values and col.top_values:
         parts.append("top: " + ", ".join(f"{_lit(v)} ({n})" for v, n in col.top_values[:max_values]))
     return "; ".join(parts)
@@ -385,7 +395,7 @@ def stats_note(col: ColumnProfile, *, max_values: int = 0) -> str:
 def profile_text(col: ColumnProfile) -> str:
     """The multi-line description of a column the summary LLM reads (statistics, top values, descriptions)."""
     lines = [f"type: {col.type or 'untyped'}{' (primary key)' if col.primary_key else ''}",
-             f"statistics: {stats_note(col) or 'no rows'}"]
+             f"rows: {col.rows}; statistics: {stats_note(col) or 'no rows'}"]
     if col.min is not None:
         lines.append(f"min: {_lit(col.min)}; max: {_lit(col.max)}")
     if col.lengths:

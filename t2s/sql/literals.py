@@ -109,7 +109,7 @@ def string_literals(sql: str, schema: DatabaseSchema | None = None) -> list[SqlL
     except (sqlglot.errors.ParseError, sqlglot.errors.TokenError):
         return []
     out: list[SqlLiteral] = []
-    for node in tree.walk():
+    for node in tree.walk(bfs=False):
         if isinstance(node, exp.Literal) and node.is_string:
             value = node.this
             cmp, col = _compared_column(node, schema)
