@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -293,15 +294,22 @@ def read_bird_descriptions(db_path: str | Path) -> Descriptions:
     return out
 
 
+@functools.lru_cache(maxsize=8)
+def _tables_file(path: str, size: int, mtime_ns: int) -> dict[str, dict[str, Any]]:
+    entries = json.loads(_read_text(Path(path)))
+    if not isinstance(entries, list):
+        raise ValueError(f"{path}: expected a list of database entries (Spider / KaggleDBQA tables.json format)")
+    return {str(e.get("db_id")): e for e in entries if isinstance(e, dict)}
+
+
 def _tables_entry(tables_json: str | Path, db_id: str) -> dict[str, Any] | None:
+    """The entry of `db_id` in a tables.json (the parsed file is memoized while it is unchanged)."""
     path = Path(tables_json)
     if not path.is_file():
         raise FileNotFoundError(f"descriptions file {path} (profile `tables_json`) does not exist; fix the path or "
                                 f"set it to null")
-    entries = json.loads(_read_text(path))
-    if not isinstance(entries, list):
-        raise ValueError(f"{path}: expected a list of database entries (Spider / KaggleDBQA tables.json format)")
-    return next((e for e in entries if isinstance(e, dict) and e.get("db_id") == db_id), None)
+    st = path.stat()
+    return _tables_file(str(path.resolve()), st.st_size, st.st_mtime_ns).get(db_id)
 
 
 def read_tables_json_descriptions(tables_json: str | Path, db_id: str) -> Descriptions:

@@ -189,12 +189,13 @@ many much number count total average sum names name id ids each every distinct d
 descending ascending greater less least highest lowest top one two three also whose all
 """.split())
 
-_TOKEN = re.compile(r"[^\s,;:!?()\[\]{}\"“”]+")
-_QUOTED = re.compile(r"\"([^\"]{1,80})\"|“([^”]{1,80})”|(?:^|(?<=[\s(=]))'([^']{1,80})'")
+_TOKEN = re.compile(r"[^\s,;:!?()\[\]{}\"“”‘]+")
+_QUOTED = re.compile(r"\"([^\"]{1,80})\"|“([^”]{1,80})”|‘([^’]{1,80})’|(?:^|(?<=[\s(=]))'([^']{1,80})'")
 
 
 def quoted_spans(text: str) -> list[str]:
-    """Spans in double quotes (straight or curly) or in single quotes opened after a space, '(' or '='."""
+    """Spans in double quotes (straight or curly), curly single quotes, or straight single quotes opened after a
+    space, '(' or '='."""
     return [next(g for g in m.groups() if g is not None).strip() for m in _QUOTED.finditer(text or "")
             if any(m.groups())]
 
@@ -205,7 +206,7 @@ def question_ngrams(text: str, max_n: int = 3) -> list[str]:
     are skipped as unigrams."""
     tokens = []
     for raw in _TOKEN.findall(text or ""):
-        tok = raw.strip(".'’`")
+        tok = raw.strip(".'’‘`")
         if tok.lower().endswith(("'s", "’s")):
             tok = tok[:-2]
         if tok:
