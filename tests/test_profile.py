@@ -113,6 +113,10 @@ def test_bird_description_csvs_load_and_reach_the_schema_view(tmp_path: Path) ->
         text = env.full_view(ex).text
         assert "c14 TEXT, -- customer segment; segment of the customer; format: text; A1: retail; B2: wholesale" in text
         assert "examples: 'Paris', 'Lyon'" in text  # most frequent values first
+        # a linker's filtered view (no example given) is enriched from the same profile
+        sub = env.view("S1", env.schema(ex).subset({"person": ["c14"]}))
+        assert "CREATE TABLE person" in sub.text and "segment of the customer" in sub.text and "city" not in sub.text
+        assert [c.name for c in sub.schema.tables[0].columns] == ["id", "c14"] and not sub.schema.tables[0].columns[1].description
         records = env.artifacts.records()
         assert [r.name for r in records] == ["profile"] and records[0].built_now
         first_path = records[0].path

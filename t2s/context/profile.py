@@ -277,7 +277,7 @@ def read_bird_descriptions(db_path: str | Path) -> Descriptions:
             continue
         out.files.append(str(path))
 
-        def get(row: dict[str, Any], key: str) -> str:
+        def get(row: dict[str, Any], key: str, fields: dict[str, Any] = fields) -> str:
             return _clean(row.get(fields.get(key, ""), ""))
 
         for row in reader:
@@ -577,4 +577,4 @@ def enrich_schema(schema: DatabaseSchema, profile: DatabaseProfile, *, summary: 
         if descriptions and not desc.strip():
             desc = profile.table_descriptions.get(table.name, "")
         tables.append(dataclasses.replace(table, columns=cols, description=desc))
-    return DatabaseSchema(db_id=schema.db_id, tables=tables, foreign_keys=list(schema.foreign_keys))
+    return dataclasses.replace(schema, tables=tables, foreign_keys=list(schema.foreign_keys))
