@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from t2s.artifacts import Artifact, Source, library_version
 from t2s.db.introspect import connect_readonly, introspect, quote_sqlite_identifier
 
@@ -169,11 +167,6 @@ class ValueIndexArtifact(Artifact):
         with open(path / INDEX_FILE, "rb") as f:
             d = pickle.load(f)
         return ValueIndex(d["lsh"], [tuple(v) for v in d["values"]], shingle=d["shingle"], num_perm=d["num_perm"])
-
-
-def cosine_rerank(keyword_vecs: np.ndarray, value_vecs: np.ndarray) -> np.ndarray:
-    """Cosine similarity (rows are L2-normalized) of each keyword with each value, mapped to 0..1."""
-    return (keyword_vecs @ value_vecs.T + 1.0) / 2.0
 
 
 # ---------------------------------------------------------------------- keywords from a question
