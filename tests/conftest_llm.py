@@ -32,12 +32,16 @@ def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def make_tiny_llm(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Callable[..., HFLLM]:
-    """`make_tiny_llm(batch_size=8, adapter=None, model=None)`: an `HFLLM` on the tiny model, float32."""
+    """`make_tiny_llm(batch_size=8, adapter=None, model=None)`: an `HFLLM` on the tiny model, float32.
+
+    One torch thread: on a shared 2-core machine, more threads than free cores made each step of this
+    200K-parameter model 100x slower (spin-waiting threads).
+    """
     cache_dir = tmp_path_factory.mktemp("tiny-llm-cache")
 
     def make(*, batch_size: int = 8, adapter: str | None = None, model: str | None = None) -> HFLLM:
         return HFLLM(model=model or str(tiny_model_path), adapter=adapter, dtype="float32",
-                     batch_size=batch_size, cache_dir=str(cache_dir))
+                     batch_size=batch_size, cache_dir=str(cache_dir), num_threads=1)
 
     return make
 
