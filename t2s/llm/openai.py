@@ -12,8 +12,12 @@ Finish reasons come from the server ("stop" / "length"); a completion cut at `ma
 reported as "loop" (`t2s.llm.stops.text_finish_reason`), and `stop_after_fence` cuts the text after the closing
 fence (the server still generated up to its own stop).
 
-Scoring uses `/completions` with `echo` and `logprobs` (prompt log-probabilities), which vLLM's server and
-llama-cpp-python's server (started with `logits_all`) return, and OpenAI's hosted chat models do not. A chat
+Scoring uses `/completions` with `echo` and `logprobs` (prompt log-probabilities), which vLLM's server returns
+and OpenAI's hosted chat models do not (a server that refuses gets a
+`NotImplementedError` that says what to use instead). llama-cpp-python 0.3.36's server does answer, but pairs
+each echoed token with the distribution after it (one position late: we measured -24.4 where the true value is
+-13.3) and measures text offsets without special tokens, so its numbers are not log-probabilities of the
+continuation: score with `llm=llamacpp` on the same GGUF instead. A chat
 `ScoreRequest` must first be rendered to text: `score_template` names the model (embedded name, checkpoint
 directory or .gguf) whose chat template renders it.
 """
@@ -210,15 +214,15 @@ class OpenAILLM(LLM):
             except openai.APIStatusError as e:
                 raise NotImplementedError(
                     f"{self.base_url} (model {self.model!r}) cannot return prompt log-probabilities "
-                    f"({e.status_code}: {str(e)[:300]}); score with a server that does (`vllm serve`; llama-cpp-python's "
-                    f"server with `--logits_all true`) or with a local backend (llm=llamacpp, hf)"
+                    f"({e.status_code}: {str(e)[:300]}); score with a server that does (`vllm serve`) or with a local "
+                    f"backend on the same weights (llm=llamacpp for a GGUF, llm=hf)"
                 ) from None
             lp = data.choices[0].logprobs if data.choices else None
             if lp is None or not lp.token_logprobs or lp.text_offset is None:
                 raise NotImplementedError(
                     f"{self.base_url} (model {self.model!r}) returned no prompt log-probabilities for `echo` + "
-                    f"`logprobs`; OpenAI's hosted chat models do not; use `vllm serve`, llama-cpp-python's server with "
-                    f"`--logits_all true`, or a local backend (llm=llamacpp, hf)"
+                    f"`logprobs` (OpenAI's hosted chat models do not); use `vllm serve` or a local backend on the same "
+                    f"weights (llm=llamacpp for a GGUF, llm=hf)"
                 )
             # echoed prompt + continuation, then the one generated token: sum the tokens starting inside the
             # continuation (a token straddling the boundary counts as prompt)
