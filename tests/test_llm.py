@@ -480,7 +480,7 @@ def test_openai_scoring_reads_echoed_prompt_logprobs(openai_server: Any, tmp_pat
     raw, chatted = llm.score([ScoreRequest(prompt="Is it true? Answer:", continuations=(" yes", " no way")),
                               ScoreRequest.chat([{"role": "user", "content": "A or B?"}], [" A"])])
     assert raw.logprobs == pytest.approx([-0.4, -0.3 - 0.4]) and raw.prompt_tokens == 4
-    body = openai_server.requests[0]["body"]
+    body = next(r["body"] for r in openai_server.requests if r["body"]["prompt"].startswith("Is it"))
     assert body["prompt"] == "Is it true? Answer: yes" and body["echo"] is True and body["logprobs"] == 1
     rendered = next(r["body"]["prompt"] for r in openai_server.requests if "A or B?" in r["body"]["prompt"])
     assert rendered == "<|user|>\nA or B?</s>\n<|assistant|>\n A"  # the tiny model's chat template
