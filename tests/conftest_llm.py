@@ -121,12 +121,12 @@ def _handler(state: CannedOpenAIServer) -> type[BaseHTTPRequestHandler]:
 
 
 def _echo_logprobs(body: dict[str, Any]) -> dict[str, Any]:
-    """A canned `echo` + `logprobs` completion: tokens are the prompt's words with their leading spaces (and a
-    generated " END"); a token's logprob is -len(token) / 10, None for the first, as OpenAI's API does."""
+    """A canned `echo` + `logprobs` completion: tokens are the prompt's words and single whitespace characters (and
+    a generated " END"); a token's logprob is -len(token) / 10, None for the first, as OpenAI's API does."""
     import re
 
     text = body["prompt"]
-    tokens = re.findall(r"\s*\S+", text) + [" END"]
+    tokens = re.findall(r"\s|\S+", text) + [" END"]
     offsets, pos = [], 0
     for t in tokens:
         offsets.append(pos)

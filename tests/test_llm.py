@@ -479,7 +479,7 @@ def test_openai_scoring_reads_echoed_prompt_logprobs(openai_server: Any, tmp_pat
     llm = OpenAILLM(model="m", base_url=openai_server.url, max_retries=0, score_template=str(tiny_model_path))
     raw, chatted = llm.score([ScoreRequest(prompt="Is it true? Answer:", continuations=(" yes", " no way")),
                               ScoreRequest.chat([{"role": "user", "content": "A or B?"}], [" A"])])
-    assert raw.logprobs == pytest.approx([-0.4, -0.3 - 0.4]) and raw.prompt_tokens == 4
+    assert raw.logprobs == pytest.approx([-0.4, -0.7]) and raw.prompt_tokens == 7
     body = next(r["body"] for r in openai_server.requests if r["body"]["prompt"].startswith("Is it"))
     assert body["prompt"] == "Is it true? Answer: yes" and body["echo"] is True and body["logprobs"] == 1
     rendered = next(r["body"]["prompt"] for r in openai_server.requests if "A or B?" in r["body"]["prompt"])
