@@ -136,7 +136,11 @@ def test_default_threads_follow_the_environment_and_joblib(monkeypatch: pytest.M
 
     monkeypatch.delenv("T2S_NUM_THREADS", raising=False)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr("os.getloadavg", lambda: (0.9, 0.9, 0.9))  # only this process is busy
     assert default_threads() == usable_cores()
+    monkeypatch.setattr("os.getloadavg", lambda: (usable_cores() + 7.0, 1.0, 1.0))  # a crowded machine
+    assert default_threads() == 1
+    monkeypatch.setattr("os.getloadavg", lambda: (0.2, 0.2, 0.2))
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert default_threads() == 3
     monkeypatch.setenv("T2S_NUM_THREADS", "5")
