@@ -1,8 +1,15 @@
-"""The `t2s` command: `run` (the Hydra app), `eval` (score any system's predictions), `plugins` (list the registry)."""
+"""The `t2s` command: `run` (the Hydra app), `eval` (score any system's predictions), `plugins` (list the registry).
+
+Errors reach the user as one message on stderr and a non-zero exit status (1; 2 for usage errors); the
+traceback only with `T2S_DEBUG=1` or `HYDRA_FULL_ERROR=1`. Secrets are never written: `key=value` overrides of
+secret keys leave the argument list before Hydra sees it (docs/security.md), and `~/.config/t2s/secrets.env`
+(or `$T2S_SECRETS_FILE`) is loaded into the environment at start.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -14,6 +21,7 @@ commands:
   run [overrides]          run the pipeline (Hydra app; -m for sweeps), e.g. t2s run dataset=spider_dev dataset.limit=20
   eval predictions=FILE [overrides] [out=DIR]
                            score another system's predictions against a dataset config
+  prepare [overrides]      build every artifact the configured pipeline needs (indexes, profiles) ahead of time
   plugins                  list every config group, its options and each plugin's one-line description
   compare DIR [DIR...] [--out DIR]
                            one table (+ CSV, accuracy/cost and attribution plots) over run directories or a sweep
@@ -45,9 +53,21 @@ def _sweep_args(args: list[str]) -> list[str]:
 
 def cmd_run(args: list[str]) -> int:
     from t2s.run import app as run_app
+    from t2s.track.secrets import export_secret_overrides, split_secret_overrides
 
+    args, secrets = split_secret_overrides(args)
+    export_secret_overrides(secrets)
     sys.argv = ["t2s run", *_sweep_args(args)]
-    run_app.main()
+    # Hydra prints a (shortened) traceback itself unless this is set; then the error reaches `main`
+    before = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        run_app.main()
+    finally:
+        if before is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = before
     return 0
 
 
@@ -55,6 +75,15 @@ def cmd_eval(args: list[str]) -> int:
     from t2s.eval.evaluate import evaluate_cli
 
     return evaluate_cli(args)
+
+
+def cmd_prepare(args: list[str]) -> int:
+    """`t2s prepare [overrides]`: build the configured pipeline's artifacts for every database of the dataset."""
+    from t2s.config import compose_config
+    from t2s.run.prepare import format_summary, prepare
+
+    print(format_summary(prepare(compose_config(args))))
+    return 0
 
 
 def cmd_plugins(args: list[str]) -> int:
@@ -69,8 +98,8 @@ def cmd_plugins(args: list[str]) -> int:
 
 def cmd_compare(args: list[str]) -> int:
     """`t2s compare`: print the comparison table and write compare.md, compare.csv and the PNG plots."""
-    from t2s.track.compare import CompareError, build_comparison, compare_dirs, runs_from_wandb, write_comparison
     from t2s.eval.report import md_table
+    from t2s.track.compare import CompareError, build_comparison, compare_dirs, runs_from_wandb, write_comparison
 
     parser = argparse.ArgumentParser(
         prog="t2s compare",
@@ -106,19 +135,73 @@ def cmd_compare(args: list[str]) -> int:
     return 0
 
 
+DEBUG_VARIABLES = ("T2S_DEBUG", "HYDRA_FULL_ERROR")
+
+
+def debug_requested() -> bool:
+    """Whether the user asked for tracebacks (`T2S_DEBUG=1` or `HYDRA_FULL_ERROR=1` in the environment)."""
+    return any(os.environ.get(k, "").strip().lower() not in ("", "0", "false", "no") for k in DEBUG_VARIABLES)
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from t2s.run.checks import ConfigError
+    from t2s.run.store import RunDirError
+    from t2s.track.compare import CompareError
+
+    return HydraException, OmegaConfBaseException, ConfigError, RunDirError, CompareError, OSError, ValueError
+
+
+def error_message(e: BaseException) -> str:
+    """One readable message for an exception: its text, then the text of its causes when they add something
+    (Hydra wraps a plugin's error in "Error in call to target ...")."""
+    parts: list[str] = []
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen and len(parts) < 4:
+        seen.add(id(cur))
+        text = str(cur).strip() or type(cur).__name__
+        if isinstance(cur, (KeyError, AttributeError, TypeError, NameError)) or not str(cur).strip():
+            text = f"{type(cur).__name__}: {text}"
+        if not any(text in p for p in parts):
+            parts.append(text)
+        cur = cur.__cause__ or (None if cur.__suppress_context__ else cur.__context__)
+    return "\n".join(parts)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `t2s` console script."""
+    """Entry point of the `t2s` console script: one message and exit status 1 on error (traceback only in debug)."""
     register_configs()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return 0 if argv else 2
     cmd, rest = argv[0], argv[1:]
-    commands = {"run": cmd_run, "eval": cmd_eval, "plugins": cmd_plugins, "compare": cmd_compare}
+    commands = {"run": cmd_run, "eval": cmd_eval, "prepare": cmd_prepare, "plugins": cmd_plugins, "compare": cmd_compare}
     if cmd not in commands:
         print(f"t2s: unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
         return 2
-    return commands[cmd](rest)
+    debug = debug_requested()  # read before `cmd_run` sets HYDRA_FULL_ERROR for its own use
+    try:
+        from t2s.track.secrets import load_secrets_file
+
+        load_secrets_file()
+        return commands[cmd](rest)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"t2s {cmd}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - every error becomes one message
+        if debug:
+            raise
+        print(f"t2s {cmd}: error: {error_message(e)}", file=sys.stderr)
+        if not isinstance(e, _user_error_types()):
+            print(f"(unexpected {type(e).__name__}: this may be a bug in t2s or a plugin; rerun with T2S_DEBUG=1 "
+                  "for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

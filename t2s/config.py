@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 #: the project root: the folder holding `conf/` and `experiments/`
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -35,12 +35,18 @@ class RunConf:
 
 @dataclass
 class DBConf:
-    """Execution of model-written SQL by stages (fixers, probers, selectors): time limit (s), row cap, worker processes."""
+    """Execution of model-written SQL by stages (fixers, probers, selectors): time limit (s), row cap, worker processes,
+    memory bounds (a query over one gets status `resource_limit`)."""
 
     timeout: float = 10.0
     max_rows: int = 1000
     workers: int = 1
+    #: distinct sample values per column and first rows per table that introspection keeps (schema formats show them)
     sample_values: int = 3
+    sample_rows: int = 3
+    #: address-space limit of each executor worker process (MB; 0 = none) and byte budget of one query's rows (MB)
+    max_memory_mb: int = 1024
+    max_result_mb: float = 256.0
 
 
 @dataclass
@@ -57,6 +63,9 @@ class EvalConf:
     soft_f1: bool = False
     #: examples of each error category kept in the report
     error_examples: int = 3
+    #: memory bounds of the scoring workers, as `db.max_memory_mb` / `db.max_result_mb` (not part of the eval fingerprint)
+    max_memory_mb: int = 1024
+    max_result_mb: float = 256.0
 
 
 @dataclass
@@ -74,6 +83,8 @@ class T2SConfig:
     schema_format: Any = None
     llm: Any = None
     llms: dict[str, Any] = field(default_factory=dict)
+    embedder: Any = None
+    embedders: dict[str, Any] = field(default_factory=dict)
     value_retriever: Any = None
     example_retriever: Any = None
     schema_linker: Any = None
@@ -137,3 +148,22 @@ def register_configs() -> None:
     OmegaConf.register_new_resolver("t2s.path", _project_path, replace=True)
     OmegaConf.register_new_resolver("t2s.run_name", run_name, replace=True)
     _registered = True
+
+
+def compose_config(overrides: list[str] | None = None) -> DictConfig:
+    """`conf/config.yaml` composed with `overrides` as `t2s run` would, for use outside the Hydra app (`t2s prepare`,
+    `t2s serve`, tests, notebooks).
+
+    Hydra's own node is dropped except `hydra.runtime.choices` (the option chosen in each group), from which option
+    names are read (`t2s.run.checks.option_choices`).
+    """
+    from hydra import compose, initialize_config_dir
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=list(overrides or []), return_hydra_config=True)
+    choices = {str(k): v for k, v in OmegaConf.to_container(cfg.hydra.runtime.choices).items()}  # type: ignore[union-attr]
+    with open_dict(cfg):
+        del cfg["hydra"]
+        cfg["hydra"] = {"runtime": {"choices": choices}}
+    return cfg

@@ -4,15 +4,20 @@ A plugin subclasses one of these under `plugins/<stage>/<name>.py` and is regist
 YAML file `conf/<stage>/<name>.yaml` (`_target_` plus keyword arguments). Constructors are typed and
 keyword-only with no `**kwargs`, so a misspelled YAML key fails when the pipeline is built.
 
-Every stage works on a whole batch (`run(tasks)`), mutates the tasks in place, and charges the LLM and
-database work it does to each task (`task.charge_llm`, `env.execute(task, ...)`); the pipeline turns that
-into trace events.
+Every stage works on a whole batch (`run(tasks)`) and mutates the tasks in place, writing only the `Task` fields its
+kind declares in `writes` (the pipeline's snapshots, trace diffs, per-stage attribution and the contract suite all
+derive from that one declaration). Model calls and SQL go through the environment (`env.generate`, `env.score`,
+`env.execute`), which charges each to its question; the pipeline turns the charges into trace events.
+
+A stage that needs per-database (or per-dataset) artifacts lists them in `artifacts()`, so `t2s prepare` can build
+them ahead of time; names of LLMs and embedders it refers to are constructor arguments named `llm` / `*_llm` and
+`embedder` / `*_embedder`, checked against `llms:` and `embedders:` when the pipeline is built.
 """
 
 from __future__ import annotations
 
 import abc
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from t2s.types import Task
 
@@ -24,7 +29,9 @@ class Stage(abc.ABC):
     """Base of every stage kind. `kind` is the config group name; `name` is set from the YAML file name."""
 
     kind: ClassVar[str] = ""
-    #: set by the pipeline from the option name (e.g. "zero_shot"); used in traces and candidate origins
+    #: the `Task` fields this kind writes; every other field is left as it was
+    writes: ClassVar[tuple[str, ...]] = ()
+    #: set by the pipeline from the option's YAML file name (e.g. "zero_shot_n8"); used in traces and origins
     name: str = ""
 
     def setup(self, env: Env) -> None:
@@ -35,6 +42,11 @@ class Stage(abc.ABC):
     def run(self, tasks: list[Task]) -> None:
         """Process one batch of questions in place."""
 
+    def artifacts(self) -> list[Any]:
+        """The artifacts this stage needs (`t2s.artifacts.Artifact` instances), built per database of the dataset
+        (or once per source, for dataset-level artifacts) by `t2s prepare`. Default: none."""
+        return []
+
     @property
     def origin(self) -> str:
         return f"{self.kind}/{self.name}"
@@ -44,54 +56,63 @@ class ValueRetriever(Stage):
     """Fills `task.values` with database cell values that match the question's keywords."""
 
     kind = "value_retriever"
+    writes = ("values",)
 
 
 class ExampleRetriever(Stage):
     """Fills `task.examples` with few-shot question/SQL pairs."""
 
     kind = "example_retriever"
+    writes = ("examples",)
 
 
 class SchemaLinker(Stage):
     """Fills `task.schemas` with one or more filtered schema views (`t2s.db.types.SchemaView`)."""
 
     kind = "schema_linker"
+    writes = ("schemas",)
 
 
 class Prober(Stage):
     """Runs exploration queries and records what they revealed in `task.findings`."""
 
     kind = "prober"
+    writes = ("findings",)
 
 
 class Generator(Stage):
     """Adds SQL candidates to `task.candidates`."""
 
     kind = "generator"
+    writes = ("candidates",)
 
 
 class Fixer(Stage):
     """Repairs candidates whose execution fails or returns nothing (CHASE-style)."""
 
     kind = "fixer"
+    writes = ("candidates",)
 
 
 class Corrector(Stage):
     """Rewrites candidates judged wrong (SHARE-style)."""
 
     kind = "corrector"
+    writes = ("candidates",)
 
 
 class Verifier(Stage):
     """Checks candidates against constraints drawn from the question and repairs them (PV-SQL)."""
 
     kind = "verifier"
+    writes = ("candidates",)
 
 
 class Selector(Stage):
     """Sets `task.final_sql` from the candidates."""
 
     kind = "selector"
+    writes = ("final_sql",)
 
 
 #: pipeline order; also the list of stage config groups
@@ -99,3 +120,12 @@ STAGE_KINDS: tuple[type[Stage], ...] = (
     ValueRetriever, ExampleRetriever, SchemaLinker, Prober, Generator, Fixer, Corrector, Verifier, Selector,
 )
 STAGE_GROUPS: tuple[str, ...] = tuple(k.kind for k in STAGE_KINDS)
+#: every Task field some stage kind writes (what the pipeline snapshots and restores)
+WRITABLE_FIELDS: tuple[str, ...] = tuple(dict.fromkeys(f for k in STAGE_KINDS for f in k.writes))
+#: stages whose effect on the SQL is attributed (they write candidates or the final SQL)
+SQL_STAGES: tuple[str, ...] = tuple(k.kind for k in STAGE_KINDS if {"candidates", "final_sql"} & set(k.writes))
+
+
+def stage_kind(group: str) -> type[Stage]:
+    """The stage class of a config group ("generator" -> `Generator`)."""
+    return STAGE_KINDS[STAGE_GROUPS.index(group)]

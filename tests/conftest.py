@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 from conftest_llm import *  # noqa: F401,F403  (tiny model fixtures)
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from t2s.config import CONF_DIR, register_configs
+from t2s.config import compose_config as t2s_compose
+from t2s.config import register_configs
+from t2s.testing import run_if
 
 SHARED_DATA = Path(os.environ.get("T2S_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 os.environ.setdefault("T2S_DATA", str(SHARED_DATA))
@@ -23,13 +24,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 register_configs()
 
 
-def spider_dev_available() -> bool:
-    return (SHARED_DATA / "spider" / "dev.json").is_file()
-
-
-requires_spider = pytest.mark.skipif(
-    not spider_dev_available(), reason=f"Spider dev not found under {SHARED_DATA} (set T2S_DATA to the shared data root)"
-)
+#: the one skip for tests that read Spider (see `t2s.testing.run_if` for packages, BIRD, GPUs, model wheels)
+requires_spider = run_if(spider=True)
+requires_bird = run_if(bird=True)
 
 
 @pytest.fixture(scope="session")
@@ -40,11 +37,10 @@ def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def compose_config(overrides: list[str] | None = None, *, cache_dir: Path, output_root: Path | None = None) -> DictConfig:
     """Compose conf/config.yaml like `t2s run` would, with the tiny LLM and the given cache by default."""
-    base = [f"paths.cache_dir={cache_dir}", "llm=tiny", "run.progress=false"]
+    base = [f"paths.cache_dir={cache_dir}", "llm=tiny", "embedder=hashing", "run.progress=false"]
     if output_root is not None:
         base.append(f"paths.output_root={output_root}")
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=[*base, *(overrides or [])])
+    return t2s_compose([*base, *(overrides or [])])
 
 
 @pytest.fixture

@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
+from t2s.config import PROJECT_ROOT
+from t2s.eval.scorer import attribution, cost_summary
 from t2s.track.compare import (
     CompareError,
     build_comparison,
@@ -29,10 +31,8 @@ from t2s.track.compare import (
     unflatten_summary,
     write_comparison,
 )
-from t2s.config import PROJECT_ROOT
-from t2s.eval.scorer import attribution, cost_summary
-from t2s.types import TraceEvent
 from t2s.track.wandb_logger import flatten
+from t2s.types import TraceEvent
 
 BASE_CONFIG: dict[str, Any] = {
     "dataset": {"_target_": "t2s.data.demo.DemoDataset", "limit": 6},

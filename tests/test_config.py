@@ -11,12 +11,14 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from t2s.config import CONF_DIR
-from t2s.run.pipeline import ConfigError, build_stage, check_arguments
 from t2s.registry import format_registry, groups, options
+from t2s.run.checks import option_choices, option_name
+from t2s.run.pipeline import ConfigError, build_stage, check_arguments
 from t2s.stages import STAGE_GROUPS
+from t2s.testing import OPTION_OVERRIDES
 
 #: extra overrides an option needs to be buildable (mandatory `???` values)
-NEEDS = {("generator", "from_file"): ["generator.path=/dev/null"]}
+NEEDS = {k: [o.format(preds="/dev/null") for o in v] for k, v in OPTION_OVERRIDES.items()}
 
 
 def all_options() -> list[tuple[str, str]]:
@@ -39,7 +41,7 @@ def test_option_composes_and_builds(group: str, option: str, session_cache: Path
     OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
     check_arguments(group, node)
     if group in STAGE_GROUPS:
-        stage = build_stage(group, node)
+        stage = build_stage(group, node, option_name(group, node, option_choices(cfg)))
         assert stage.kind == group and stage.name == option
     elif group == "llm":
         # building an LLM is lazy (weights load on first generate), so this is cheap for every backend

@@ -9,6 +9,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from conftest import requires_bird, requires_spider
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -19,10 +20,6 @@ from t2s.data.spider import SpiderDataset
 
 PROJECT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("T2S_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
-needs_spider = pytest.mark.skipif(not (DATA / "spider" / "dev.json").is_file(),
-                                  reason=f"Spider data not found under {DATA} (set T2S_DATA)")
-needs_bird = pytest.mark.skipif(not (DATA / "bird" / "dev.json").is_file(),
-                                reason=f"BIRD data not found under {DATA} (set T2S_DATA)")
 
 
 def make_db(path: Path, sql: str = "CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1);") -> Path:
@@ -41,7 +38,7 @@ def spider_dev() -> LoadedDataset:
     return SpiderDataset(root=str(DATA / "spider"), name="spider_dev").load()
 
 
-@needs_spider
+@requires_spider
 def test_spider_dev_counts_and_skips(spider_dev: LoadedDataset) -> None:
     assert len(spider_dev.examples) + len(spider_dev.skipped) == 1034
     assert len(spider_dev.examples) == 972
@@ -54,7 +51,7 @@ def test_spider_dev_counts_and_skips(spider_dev: LoadedDataset) -> None:
     assert spider_dev.tables_path is not None and spider_dev.tables_path.endswith("tables.json")
 
 
-@needs_spider
+@requires_spider
 def test_spider_dev_examples_are_file_order_with_stable_qids(spider_dev: LoadedDataset) -> None:
     raw = json.loads((DATA / "spider" / "dev.json").read_text())
     first = spider_dev.examples[0]
@@ -68,7 +65,7 @@ def test_spider_dev_examples_are_file_order_with_stable_qids(spider_dev: LoadedD
         assert raw[int(e.qid.split("_")[1])]["question"] == e.question
 
 
-@needs_spider
+@requires_spider
 def test_spider_error_mode_names_missing_file_and_fix() -> None:
     with pytest.raises(MissingDatabaseError) as err:
         SpiderDataset(root=str(DATA / "spider"), on_missing_db="error").load()
@@ -76,7 +73,7 @@ def test_spider_error_mode_names_missing_file_and_fix() -> None:
     assert "wta_1.sqlite" in msg and "62" in msg and "on_missing_db=skip" in msg
 
 
-@needs_spider
+@requires_spider
 def test_spider_skip_logs_how_many_and_which(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="t2s.data.base"):
         SpiderDataset(root=str(DATA / "spider"), name="spider_dev").load()
@@ -84,7 +81,7 @@ def test_spider_skip_logs_how_many_and_which(caplog: pytest.LogCaptureFixture) -
     assert "skipped 62 of 1034" in text and "wta_1" in text and "wta_1.sqlite" in text
 
 
-@needs_spider
+@requires_spider
 def test_limit_sample_are_deterministic_and_nested() -> None:
     root = str(DATA / "spider")
     limited = SpiderDataset(root=root, limit=5).load()
@@ -105,7 +102,7 @@ def test_limit_sample_are_deterministic_and_nested() -> None:
     assert SpiderDataset(root=root, limit=0).load().examples == []
 
 
-@needs_spider
+@requires_spider
 def test_spider_train() -> None:
     train = SpiderDataset(root=str(DATA / "spider"), questions="train_spider.json", split="train").load()
     assert len(train.examples) + len(train.skipped) == 7000
@@ -177,7 +174,7 @@ def build_bird_db(tables_json: Path, db_id: str, target: Path) -> None:
     conn.close()
 
 
-@needs_bird
+@requires_bird
 def test_bird_dev_without_databases_skips_all_with_count(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="t2s.data.base"):
         ds = BirdDataset(root=str(DATA / "bird"), name="bird_dev").load()
@@ -189,7 +186,7 @@ def test_bird_dev_without_databases_skips_all_with_count(caplog: pytest.LogCaptu
         BirdDataset(root=str(DATA / "bird"), on_missing_db="error").load()
 
 
-@needs_bird
+@requires_bird
 def test_bird_dev_with_one_database_built_here(tmp_path: Path) -> None:
     build_bird_db(DATA / "bird" / "dev_tables.json", "california_schools",
                   tmp_path / "dev_databases" / "california_schools" / "california_schools.sqlite")
@@ -207,7 +204,7 @@ def test_bird_dev_with_one_database_built_here(tmp_path: Path) -> None:
     assert rows == [(0.9,)]  # the highest free-meal rate in Alameda among the rows built above
 
 
-@needs_bird
+@requires_bird
 def test_bird_minidev_ids_are_question_ids(tmp_path: Path) -> None:
     ds = BirdDataset(root=str(DATA / "bird"), questions="mini_dev_sqlite.json").load()
     raw = json.loads((DATA / "bird" / "mini_dev_sqlite.json").read_text())
@@ -299,11 +296,16 @@ def test_every_dataset_config_builds(path: Path, tmp_path: Path) -> None:
     node = OmegaConf.load(path)
     for key in ("_target_", "limit", "sample", "seed", "on_missing_db"):
         assert key in node, f"{path.name} lacks {key}"
-    assert node.limit is None and node.sample is None and node.on_missing_db == "skip"
+    #: fixed samples pin their own size and seed (they must not follow the run's seed)
+    fixed = {"spider_dev_sample100": (100, 100)}
+    assert node.limit is None and node.on_missing_db == "skip"
+    assert (node.sample, None if path.stem not in fixed else node.seed) == fixed.get(path.stem, (None, None))
     assert path.read_text().startswith("#"), f"{path.name} needs a comment header"
     root = OmegaConf.create({"seed": 3, "paths": {"data_root": str(DATA), "cache_dir": str(tmp_path)}, "dataset": node})
     ds = instantiate(root.dataset)
-    assert ds.seed == 3 and ds.name == path.stem
+    assert ds.seed == (fixed[path.stem][1] if path.stem in fixed else 3) and ds.name == path.stem
     if path.stem == "demo" or (path.stem.startswith("spider") and (DATA / "spider").is_dir()):
         loaded = ds.load()
         assert loaded.examples and loaded.name == path.stem
+        if path.stem in fixed:
+            assert len(loaded.examples) == 100 and loaded.examples[0].qid == "dev_1"

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import requires_spider
 
 from t2s.db.types import Column, DatabaseSchema, ForeignKey, Table
 from t2s.eval.exact_match import (
@@ -27,8 +28,6 @@ from t2s.eval.spider_schema import load_spider_tables
 
 DATA = Path(os.environ.get("T2S_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 SPIDER = DATA / "spider"
-requires_spider = pytest.mark.skipif(not (SPIDER / "dev.json").is_file() or not (SPIDER / "tables.json").is_file(),
-                                     reason=f"Spider dev.json / tables.json not found under {SPIDER} (set T2S_DATA)")
 
 
 def _table(name: str, *cols: str) -> Table:

@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import requires_spider
 
 from t2s.eval.exact_match import SpiderParseError, SpiderSQL, parse_spider_sql
 from t2s.eval.hardness import HARDNESS_LEVELS, count_others, hardness_of, spider_hardness
@@ -15,8 +16,6 @@ from t2s.eval.spider_schema import load_spider_tables
 
 DATA = Path(os.environ.get("T2S_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 SPIDER = DATA / "spider"
-requires_spider = pytest.mark.skipif(not (SPIDER / "dev.json").is_file() or not (SPIDER / "tables.json").is_file(),
-                                     reason=f"Spider dev.json / tables.json not found under {SPIDER} (set T2S_DATA)")
 
 # the "count" row of the official evaluation.py on Spider dev (found in many published evaluation logs)
 OFFICIAL_DEV = {"easy": 248, "medium": 446, "hard": 174, "extra": 166}

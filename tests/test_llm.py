@@ -404,7 +404,7 @@ def test_every_llm_config_builds(path: Path, tmp_path: Path) -> None:
     assert text.startswith("#"), f"{path.name} needs a comment header"
     pool = LLMPool(configs={"x": cfg.llm}, cache_path=None)
     llm = pool.get("x")
-    assert isinstance(llm, CachedLLM) and llm.backend in {"hf", "openai", "llamacpp", "vllm"}
+    assert isinstance(llm, CachedLLM) and llm.backend in {"hf", "openai", "llamacpp", "vllm", "scripted"}
     assert list(tmp_path.iterdir()) == []  # building a config loads and writes nothing
 
 

@@ -218,18 +218,22 @@ def test_rescoring_a_smaller_selection_keeps_the_other_predictions(session_cache
 
 
 def test_secrets_never_reach_the_run_directory(session_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sys, "argv", ["t2s", "+llms.generator.api_key=sk-SECRET123"])
-    cfg = compose_config(["dataset.limit=1"], cache_dir=session_cache)
-    from omegaconf import open_dict
+    monkeypatch.setattr(sys, "argv", ["t2s", "+prices.api_key=sk-SECRET123"])
+    cfg = compose_config(["dataset.limit=1", "+prices.api_key=sk-SECRET123"], cache_dir=session_cache)
+    run(cfg, run_dir=tmp_path / "run")
+    files = [f for f in (tmp_path / "run").rglob("*") if f.is_file()]
+    assert {"config.yaml", "run.json", "metrics.json", "predictions.jsonl"} <= {f.name for f in files}
+    for f in files:
+        assert b"sk-SECRET123" not in f.read_bytes(), f
 
-    with open_dict(cfg):
-        cfg.llms.generator.api_key = "sk-SECRET123"
-    from t2s.run.pipeline import ConfigError
 
-    with pytest.raises(ConfigError, match=r"llms.generator.*api_key"):  # HFLLM has no api_key: fails after writing state
+def test_an_undeclared_llm_name_fails_before_anything_is_written(session_cache: Path, tmp_path: Path) -> None:
+    from t2s.run.checks import ConfigError
+
+    cfg = compose_config(["dataset.limit=1", "generator.llm=judge"], cache_dir=session_cache)
+    with pytest.raises(ConfigError, match=r"generator.llm='judge'.*conf/generator/zero_shot.yaml"):
         run(cfg, run_dir=tmp_path / "run")
-    for name in ("config.yaml", "run.json"):
-        assert "sk-SECRET123" not in (tmp_path / "run" / name).read_text(), name
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_run_directory_is_locked_while_in_use(tmp_path: Path) -> None:

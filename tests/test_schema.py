@@ -9,6 +9,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from conftest import requires_spider
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -22,7 +23,6 @@ from t2s.sql.schema_format import SchemaFormat
 PROJECT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("T2S_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 SPIDER_DB = DATA / "spider" / "database"
-needs_spider = pytest.mark.skipif(not SPIDER_DB.is_dir(), reason=f"Spider databases not found under {DATA} (set T2S_DATA)")
 
 ODD_DB = """
 CREATE TABLE parent (a INTEGER, b TEXT, name varchar(20), PRIMARY KEY (a, b));
@@ -144,7 +144,7 @@ def _spider_dev_db_ids() -> list[str]:
     return sorted({r["db_id"] for r in dev if (SPIDER_DB / r["db_id"] / f"{r['db_id']}.sqlite").is_file()})
 
 
-@needs_spider
+@requires_spider
 def test_introspect_every_spider_database(tmp_path: Path) -> None:
     dev = _spider_dev_db_ids()
     assert len(dev) == 19
@@ -170,7 +170,7 @@ def introspect_conn_tables(conn: sqlite3.Connection) -> dict[str, list[str]]:
     return {n: [r[1] for r in conn.execute(f'PRAGMA table_info("{n}")')] for n in names}
 
 
-@needs_spider
+@requires_spider
 def test_concert_singer_foreign_keys() -> None:
     s = introspect(str(SPIDER_DB / "concert_singer" / "concert_singer.sqlite"), "concert_singer")
     assert [t.name for t in s.tables] == ["stadium", "singer", "concert", "singer_in_concert"]
@@ -320,7 +320,7 @@ def test_formats_on_demo_database_and_view(tmp_path: Path) -> None:
     assert "(book_id:INTEGER, Primary Key" in ms and "(title:TEXT" in ms and "(pages" not in ms
 
 
-@needs_spider
+@requires_spider
 def test_formats_on_real_spider_database() -> None:
     s = introspect(str(SPIDER_DB / "orchestra" / "orchestra.sqlite"), "orchestra")
     ddl, md, ms = DDLFormat().format(s), MarkdownFormat().format(s), MSchemaFormat().format(s)
@@ -336,5 +336,24 @@ def test_formats_on_real_spider_database() -> None:
 def test_every_schema_format_config_builds(path: Path) -> None:
     assert path.read_text().startswith("#")
     fmt = instantiate(OmegaConf.load(path))
-    assert isinstance(fmt, SchemaFormat) and fmt.name == path.stem
+    assert isinstance(fmt, SchemaFormat) and path.stem.startswith(fmt.name)  # variants: ddl_rows is a ddl
     assert fmt.format(TINY).strip()
+
+
+def test_ddl_rows_shows_each_tables_first_rows(tmp_path: Path) -> None:
+    import sqlite3
+
+    from t2s.db.introspect import introspect
+
+    db = tmp_path / "r.sqlite"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE singer (id INTEGER PRIMARY KEY, name TEXT, bio TEXT)")
+    conn.executemany("INSERT INTO singer VALUES (?, ?, ?)", [(1, "Joe", "a\nb"), (2, "Ann", None), (3, "Bo", "x"), (4, "Z", "y")])
+    conn.commit()
+    conn.close()
+    schema = introspect(str(db), "r", n_samples=0, n_rows=3, cache_dir=tmp_path / "cache")
+    text = instantiate(OmegaConf.load(PROJECT / "conf" / "schema_format" / "ddl_rows.yaml")).format(schema)
+    assert "/*\n3 example rows:\nSELECT * FROM singer LIMIT 3;\nid\tname\tbio\n1\tJoe\ta\\nb\n2\tAnn\tNULL\n3\tBo\tx\n*/" in text
+    plain = instantiate(OmegaConf.load(PROJECT / "conf" / "schema_format" / "ddl_plain.yaml")).format(schema)
+    assert "example rows" not in plain and "examples:" not in plain
+    assert introspect(str(db), "r", n_samples=0, n_rows=0, cache_dir=tmp_path / "cache").tables[0].rows == []

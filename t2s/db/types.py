@@ -6,9 +6,11 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from t2s.records import JsonRecord
+
 
 @dataclass
-class Column:
+class Column(JsonRecord):
     """A column: its name, declared type, primary-key flag and up to a few distinct sample values."""
 
     name: str
@@ -19,7 +21,7 @@ class Column:
 
 
 @dataclass
-class ForeignKey:
+class ForeignKey(JsonRecord):
     """`table.column` references `ref_table.ref_column`."""
 
     table: str
@@ -29,10 +31,14 @@ class ForeignKey:
 
 
 @dataclass
-class Table:
+class Table(JsonRecord):
+    """A table: its columns, a description (from the dataset, when it has one) and its first rows (as introspected,
+    `db.sample_rows` of them, values cut like samples; for "CREATE TABLE + example rows" prompts)."""
+
     name: str
     columns: list[Column]
     description: str = ""
+    rows: list[list[Any]] = field(default_factory=list)
 
     def column(self, name: str) -> Column | None:
         low = name.lower()
@@ -40,7 +46,7 @@ class Table:
 
 
 @dataclass
-class DatabaseSchema:
+class DatabaseSchema(JsonRecord):
     """The schema of one database: tables with columns, and foreign keys."""
 
     db_id: str
@@ -69,21 +75,9 @@ class DatabaseSchema:
         ]
         return DatabaseSchema(db_id=self.db_id, tables=tables, foreign_keys=fks)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> DatabaseSchema:
-        return cls(
-            db_id=d["db_id"],
-            tables=[Table(name=t["name"], columns=[Column(**c) for c in t["columns"]], description=t.get("description", ""))
-                    for t in d["tables"]],
-            foreign_keys=[ForeignKey(**fk) for fk in d.get("foreign_keys", [])],
-        )
-
 
 @dataclass
-class SchemaView:
+class SchemaView(JsonRecord):
     """A (possibly filtered) schema given to a generator: a name ("full", "S1", "S2"), the schema, and
     its serialization in the run's `schema_format`."""
 
@@ -93,11 +87,12 @@ class SchemaView:
 
 
 @dataclass
-class ExecResult:
+class ExecResult(JsonRecord):
     """Outcome of running one SQL query.
 
-    Exactly one of: `ok` (rows fetched; `truncated` if the row cap cut them), `error` (SQLite's message, or
-    "rejected: ..." for a statement that would modify the database), `timed_out`.
+    Exactly one of: `ok` (rows fetched; `truncated` if the row cap cut them), `error` (SQLite's message,
+    "rejected: ..." for a statement that would modify the database, or "resource limit: ..." for a query
+    stopped by a memory bound of `SQLExecutor`), `timed_out`.
     `seconds` is wall time including any process overhead.
     """
 
@@ -114,9 +109,11 @@ class ExecResult:
 
     @property
     def status(self) -> str:
-        """"ok", "timeout", "rejected" or "error"."""
+        """"ok", "timeout", "resource_limit" (a memory bound stopped it), "rejected" or "error"."""
         if self.timed_out:
             return "timeout"
         if self.error is not None:
-            return "rejected" if self.error.startswith("rejected:") else "error"
+            if self.error.startswith("rejected:"):
+                return "rejected"
+            return "resource_limit" if self.error.startswith("resource limit:") else "error"
         return "ok"

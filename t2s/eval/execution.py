@@ -33,7 +33,6 @@ import os
 import pickle
 import re
 import sqlite3
-import threading
 from collections import Counter
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
@@ -46,9 +45,10 @@ from sqlglot.errors import TokenError
 
 from t2s.db.execute import SQLExecutor
 from t2s.db.types import ExecResult
+from t2s.files import content_hash, forget_content_hashes
 
 SEMANTICS = ("spider", "bird")
-STATUSES = ("ok", "timeout", "error", "rejected", "gold_error")
+STATUSES = ("ok", "timeout", "resource_limit", "error", "rejected", "gold_error")
 Row = tuple[Any, ...]
 
 _CUR_YEAR = re.compile(r"YEAR\s*\(\s*CURDATE\s*\(\s*\)\s*\)\s*", flags=re.IGNORECASE)
@@ -225,37 +225,23 @@ def results_equal(gold: Sequence[Row], pred: Sequence[Row], *, semantics: str = 
 # Gold-result cache
 # --------------------------------------------------------------------------------------------------
 
-_HASH_MEMO: dict[tuple[str, int, int], str] = {}
-_HASH_LOCK = threading.Lock()
-
-
 def file_sha256(path: str | os.PathLike[str], *, store: GoldCache | None = None) -> str:
-    """sha256 hex digest of a file's bytes, memoized by (real path, size, mtime_ns) in this process and,
-    when `store` is given, on disk (so a large database is hashed once across runs)."""
+    """sha256 hex digest of a file's bytes (`t2s.files.content_hash`), also remembered in the gold cache's store
+    when `store` is given (so a large database is hashed once across runs)."""
     real = os.path.realpath(path)
     st = os.stat(real)
     key = (real, st.st_size, st.st_mtime_ns)
-    with _HASH_LOCK:
-        if key in _HASH_MEMO:
-            return _HASH_MEMO[key]
     digest = store.lookup_hash(*key) if store is not None else None
     if digest is None:
-        h = hashlib.sha256()
-        with open(real, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        digest = h.hexdigest()
+        digest = content_hash(real)
         if store is not None:
             store.remember_hash(*key, digest)
-    with _HASH_LOCK:
-        _HASH_MEMO[key] = digest
     return digest
 
 
 def forget_file_hashes() -> None:
     """Empty the in-process memo of `file_sha256` (the on-disk one in a `GoldCache` stays)."""
-    with _HASH_LOCK:
-        _HASH_MEMO.clear()
+    forget_content_hashes()
 
 
 class GoldCache:
@@ -294,9 +280,10 @@ class GoldCache:
         return out
 
     def put_many(self, items: dict[str, ExecResult]) -> None:
-        """Store results (timeouts are skipped: they depend on the machine's load, not on the query)."""
+        """Store results (timeouts and memory-bound stops are skipped: they depend on the machine's load and on
+        the executor's bounds, not only on the query)."""
         data = [(k, pickle.dumps((r.rows, r.columns, r.error, r.truncated, r.seconds), protocol=pickle.HIGHEST_PROTOCOL))
-                for k, r in items.items() if not r.timed_out]
+                for k, r in items.items() if r.status not in ("timeout", "resource_limit")]
         if data:
             with self._conn:
                 self._conn.execute("BEGIN")
@@ -324,7 +311,8 @@ class ExecVerdict:
     """The execution-accuracy verdict for one question.
 
     `status`: "ok" (both ran; `correct` says whether the results match on every database), "timeout",
-    "error" or "rejected" (the prediction timed out / failed / tried to write, on some database: wrong),
+    "resource_limit", "error" or "rejected" (the prediction timed out / hit a memory bound of the executor /
+    failed / tried to write, on some database: wrong),
     "gold_error" (the gold failed, timed out or exceeded max_rows: not scorable, report it apart).
     `seconds`: the prediction's execution wall time summed over the databases. `gold_rows` / `pred_rows`:
     row counts on the first database (None when not run). `failed_db`: the first database where the

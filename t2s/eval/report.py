@@ -64,6 +64,30 @@ def write_report(path: Path, metrics: dict[str, Any], records: list[dict[str, An
           metrics.get("skipped", {}).get("count")]]))
     parts += ["", f"Execution semantics: **{ev.get('semantics')}** (time limit {ev.get('timeout')} s per query, "
                   f"DISTINCT {'kept' if ev.get('keep_distinct') else 'stripped'})."]
+    if metrics.get("resource_limits"):
+        parts.append(f"{metrics['resource_limits']} prediction(s) stopped at a memory bound (status `resource_limit`, "
+                     f"counted wrong like timeouts; bounds `eval.max_memory_mb` / `eval.max_result_mb`).")
+    empty = metrics.get("empty_predictions") or {}
+    if empty.get("correct"):
+        rest = metrics.get("scored", 0) - empty["correct"]
+        ex_rest = 100.0 * (metrics.get("correct", 0) - empty["correct"]) / rest if rest else None
+        parts.append(f"**Empty predictions counted correct: {empty['correct']}** (of {empty['count']} empty "
+                     f"predictions): an empty SQL text scores correct when the gold result is empty too, as in the "
+                     f"official evaluators. EX without them: {_fmt(ex_rest)} % on {rest} questions. "
+                     f"Questions: {', '.join(empty.get('correct_qids', [])[:10])}.")
+    cands = metrics.get("candidates") or {}
+    if metrics.get("oracle") is not None:
+        parts += ["", f"Candidate pools: {cands.get('mean_pool', 0):.2f} candidate(s) per question, "
+                      f"{cands.get('correct_share') or 0:.1f} % of them correct; oracle upper bound (some candidate "
+                      f"correct) **{metrics['oracle']:.1f} %** against EX {metrics.get('ex') or 0:.1f} %."]
+    if cands.get("stopped_by_loop") or cands.get("hit_max_tokens"):
+        parts.append(f"Generations stopped by the repetition guard: {cands.get('stopped_by_loop', 0)}; "
+                     f"ran to max_new_tokens: {cands.get('hit_max_tokens', 0)}.")
+    offline = metrics.get("offline") or {}
+    if offline.get("artifacts"):
+        parts += ["", "Offline cost (artifacts, built once per database content and parameters): "
+                  + ", ".join(f"{k} x{v['count']} {v['build_seconds']:.1f} s {v['bytes'] / 1e6:.1f} MB"
+                              for k, v in offline["artifacts"].items()) + "."]
     skipped = metrics.get("skipped", {})
     if skipped.get("count"):
         parts.append(f"Skipped {skipped['count']} question(s) whose database is missing: {', '.join(skipped['db_ids'])}.")

@@ -23,16 +23,19 @@ from t2s.eval.exact_match import aggregate_partial, exact_match
 from t2s.eval.execution import score_execution
 from t2s.eval.features import sql_features
 from t2s.eval.hardness import spider_hardness
+from t2s.eval.predictions import empty_prediction_summary
 from t2s.eval.ves import score_soft_f1, score_ves
+from t2s.stages import SQL_STAGES
 from t2s.types import Example
 
 log = logging.getLogger("t2s")
 
 #: the keys of a prediction record that are not scores (everything else is recomputed on re-scoring)
-RECORD_KEYS = ("qid", "db_id", "question", "evidence", "gold_sql", "final_sql", "pipeline_error", "candidates")
+RECORD_KEYS = ("qid", "db_id", "question", "evidence", "gold_sql", "final_sql", "pipeline_error", "candidates", "dropped")
 
-#: the stages whose effect on the representative SQL (first candidate; final SQL after the selector) is attributed
-ATTRIBUTED = ("generator", "fixer", "corrector", "verifier", "selector")
+#: the stages whose effect on the representative SQL (first candidate; final SQL after the selector) is attributed:
+#: those whose kind writes candidates or the final SQL (`t2s.stages.Stage.writes`)
+ATTRIBUTED = SQL_STAGES
 
 
 class Scorer:
@@ -41,8 +44,8 @@ class Scorer:
 
     def __init__(self, *, semantics: str = "spider", timeout: float = 30.0, workers: int = 2,
                  keep_distinct: bool = False, exact_match: bool = True, ves: bool = False, ves_iterations: int = 100,
-                 soft_f1: bool = False, error_examples: int = 3,
-                 cache_dir: Path | None = None) -> None:
+                 soft_f1: bool = False, error_examples: int = 3, max_memory_mb: int = 1024,
+                 max_result_mb: float = 256.0, cache_dir: Path | None = None) -> None:
         if semantics not in ("spider", "bird"):
             raise ValueError(f"eval.semantics={semantics!r}: use 'spider' (test-suite) or 'bird' (set comparison)")
         self.semantics = semantics
@@ -55,6 +58,8 @@ class Scorer:
         self.soft_f1 = soft_f1
         self.error_examples = error_examples
         self.cache_dir = cache_dir
+        self.max_memory_mb = max_memory_mb
+        self.max_result_mb = max_result_mb
         self._schemas: dict[str, DatabaseSchema] = {}
         self._executor: SQLExecutor | None = None
 
@@ -63,7 +68,8 @@ class Scorer:
         """One worker pool for the scorer's lifetime (started on first use, stopped by `close`)."""
         if self._executor is None:
             self._executor = SQLExecutor(timeout=self.timeout, max_rows=100_000, workers=self.workers,
-                                         decode_errors="ignore" if self.semantics == "spider" else "replace")
+                                         decode_errors="ignore" if self.semantics == "spider" else "replace",
+                                         max_memory_mb=self.max_memory_mb, max_result_mb=self.max_result_mb)
         return self._executor
 
     @classmethod
@@ -97,8 +103,16 @@ class Scorer:
                                keep_distinct=self.keep_distinct, cache_dir=self.cache_dir, executor=self.executor)
 
     def score(self, examples: list[Example], preds: dict[str, str],
-              traces: list[list[Any]] | None = None) -> list[dict[str, Any]]:
-        """One score record per example (same order). Examples without gold SQL get `correct: None`."""
+              traces: list[list[Any]] | None = None,
+              candidates: dict[str, list[str]] | None = None,
+              dropped: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
+        """One score record per example (same order). Examples without gold SQL get `correct: None`.
+
+        With `candidates` ({qid: [sql, ...]}, the final pool, in the record's order), every candidate gets a verdict
+        too: `candidate_correct` (same order), and `oracle`: some candidate of the pool, or the final SQL, is correct
+        (the pool's upper bound). `dropped` (candidates that left the pool, e.g. a fixer's inputs) get
+        `dropped_correct`, so repair chains can be scored. Gold results are cached: one execution per distinct SQL.
+        """
         gold = [(i, ex) for i, ex in enumerate(examples) if ex.gold_sql]
         items = [(ex.gold_sql or "", preds.get(ex.qid, ""), list(ex.meta.get("db_paths") or [ex.db_path]))
                  for _, ex in gold]
@@ -143,7 +157,35 @@ class Scorer:
                 out[i]["soft_f1"] = f1
         if traces is not None:
             self._attribute(examples, traces, out, preds)
+        if candidates is not None:
+            self._score_candidates(examples, candidates, dropped or {}, out, preds)
         return out
+
+    def _verdicts(self, examples: list[Example], wanted: list[tuple[int, str]],
+                  known: dict[tuple[int, str], bool]) -> dict[tuple[int, str], bool]:
+        """Correctness of (example index, SQL) pairs, executing only those not in `known`."""
+        todo = list(dict.fromkeys(k for k in wanted if k not in known))
+        if todo:
+            items = [(examples[i].gold_sql or "", s, list(examples[i].meta.get("db_paths") or [examples[i].db_path]))
+                     for i, s in todo]
+            for k, v in zip(todo, self._execute(items)):
+                known[k] = bool(v.correct)
+        return known
+
+    def _score_candidates(self, examples: list[Example], candidates: dict[str, list[str]], dropped: dict[str, list[str]],
+                          out: list[dict[str, Any]], preds: dict[str, str]) -> None:
+        known = {(i, preds.get(ex.qid, "")): out[i]["correct"] for i, ex in enumerate(examples)
+                 if out[i]["correct"] is not None}
+        wanted = [(i, s) for i, ex in enumerate(examples) if out[i]["correct"] is not None
+                  for s in [*candidates.get(ex.qid, []), *dropped.get(ex.qid, [])]]
+        known = self._verdicts(examples, wanted, known)
+        for i, ex in enumerate(examples):
+            if out[i]["correct"] is None:
+                continue
+            out[i]["candidate_correct"] = [known[(i, s)] for s in candidates.get(ex.qid, [])]
+            if dropped.get(ex.qid):
+                out[i]["dropped_correct"] = [known[(i, s)] for s in dropped[ex.qid]]
+            out[i]["oracle"] = bool(out[i]["correct"]) or any(out[i]["candidate_correct"])
 
     def _attribute(self, examples: list[Example], traces: list[list[Any]], out: list[dict[str, Any]],
                    preds: dict[str, str]) -> None:
@@ -164,12 +206,7 @@ class Scorer:
                     if s is not None:
                         wanted[(i, s)] = None
         known = {(i, preds.get(ex.qid, "")): out[i]["correct"] for i, ex in enumerate(examples) if out[i]["correct"] is not None}
-        todo = [k for k in wanted if k not in known]
-        if todo:
-            items = [(examples[i].gold_sql or "", s, list(examples[i].meta.get("db_paths") or [examples[i].db_path]))
-                     for i, s in todo]
-            for k, v in zip(todo, self._execute(items)):
-                known[k] = bool(v.correct)
+        known = self._verdicts(examples, list(wanted), known)
         for i, stage, plugin, before, after in plan:
             out[i].setdefault("stage_outcomes", []).append({
                 "stage": stage, "plugin": plugin,
@@ -191,7 +228,9 @@ class Scorer:
         exs = [by_qid[r["qid"]] for r in stale]
         traces = store.traces()
         scores = self.score(exs, {r["qid"]: r.get("final_sql", "") for r in stale},
-                            traces=[traces.get(r["qid"], {}).get("events", []) for r in stale])
+                            traces=[traces.get(r["qid"], {}).get("events", []) for r in stale],
+                            candidates={r["qid"]: [c["sql"] for c in r.get("candidates") or []] for r in stale},
+                            dropped={r["qid"]: [c["sql"] for c in r.get("dropped") or []] for r in stale})
         fresh = {r["qid"]: {**{k: v for k, v in r.items() if k in RECORD_KEYS}, **s} for r, s in zip(stale, scores)}
         store.rewrite_predictions([fresh.get(r["qid"], r) for r in store.records()])
         return [fresh.get(r["qid"], r) for r in records]
@@ -291,6 +330,19 @@ def attribution(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def candidate_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Candidate pools: mean pool size, share of correct candidates, and how generations ended (`finish_reason` in
+    each candidate's metadata: "stop", "length" = ran to max_new_tokens, "loop" = stopped by the repetition guard)."""
+    sizes = [len(r.get("candidates") or []) for r in records]
+    verdicts = [v for r in records for v in (r.get("candidate_correct") or [])]
+    reasons = Counter(str((c.get("meta") or {}).get("finish_reason")) for r in records for c in r.get("candidates") or []
+                      if (c.get("meta") or {}).get("finish_reason"))
+    return {"mean_pool": (sum(sizes) / len(sizes)) if sizes else 0.0, "total": sum(sizes),
+            "correct_share": _pct(sum(verdicts), len(verdicts)),
+            "finish_reasons": dict(reasons), "stopped_by_loop": reasons.get("loop", 0),
+            "hit_max_tokens": reasons.get("length", 0)}
+
+
 def summarize(records: list[dict[str, Any]], traces: dict[str, dict[str, Any]], *, skipped: list[dict[str, Any]],
               dataset: str, scorer: Scorer, config: dict[str, Any] | None = None) -> dict[str, Any]:
     """The metrics of a run: EX, exact match, breakdowns, error categories, timeouts, skipped, cost, attribution."""
@@ -307,8 +359,13 @@ def summarize(records: list[dict[str, Any]], traces: dict[str, dict[str, Any]], 
         "scored": len(scored),
         "correct": n_ok,
         "ex": _pct(n_ok, len(scored)),
+        "oracle": _pct(sum(bool(r.get("oracle")) for r in scored), len(scored))
+        if any("oracle" in r for r in scored) else None,
+        "candidates": candidate_summary(scored),
         "exact_match": _pct(sum(bool(r["exact"]) for r in exact), len(exact)) if exact else None,
         "timeouts": sum(r.get("status") == "timeout" for r in scored),
+        "resource_limits": sum(r.get("status") == "resource_limit" for r in scored),
+        "empty_predictions": empty_prediction_summary(scored),
         "rejected": sum(r.get("status") == "rejected" for r in scored),
         "pred_errors": sum(r.get("status") == "error" for r in scored),
         "pipeline_errors": {"count": sum(bool(r.get("pipeline_error")) for r in records),

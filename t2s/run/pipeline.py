@@ -1,62 +1,38 @@
-"""Building stages from config and running them over batches of tasks, with traces."""
+"""Building stages from config and running them over batches of tasks, with traces.
+
+`ConfigError` and `check_arguments` live in `t2s.run.checks` and are re-exported here.
+"""
 
 from __future__ import annotations
 
 import copy
-import inspect
 import logging
 import time
 from typing import Any
 
 from hydra.errors import InstantiationException
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from t2s.stages import STAGE_GROUPS, STAGE_KINDS, Stage
+from t2s.run.checks import (  # noqa: F401 - ConfigError and check_arguments are re-exported
+    ConfigError,
+    check_arguments,
+    module_name,
+    option_choices,
+    option_name,
+)
+from t2s.stages import STAGE_GROUPS, WRITABLE_FIELDS, Stage, stage_kind
 from t2s.types import Task, TraceEvent, Usage
 
 log = logging.getLogger("t2s")
 
-#: the task fields stages write; restored when a stage raises
-_OWNED_FIELDS = ("values", "examples", "schemas", "findings", "candidates", "final_sql")
 
+def build_stage(group: str, node: DictConfig | dict[str, Any], name: str | None = None) -> Stage:
+    """Instantiate the stage of config group `group` and check it is a plugin of that kind.
 
-class ConfigError(ValueError):
-    """A config value that cannot work, with the key or file that holds it and what to do."""
-
-
-def option_name(node: Any) -> str:
-    """The plugin option name of a config node: the module name of its `_target_` (plugins/generator/zero_shot.py -> zero_shot)."""
-    target = str(node.get("_target_", "")) if isinstance(node, (dict, DictConfig)) else ""
-    parts = target.split(".")
-    return parts[-2] if len(parts) >= 2 else target
-
-
-def check_arguments(group: str, node: DictConfig | dict[str, Any], *, where: str | None = None) -> None:
-    """Bind a node's keys against its `_target_`'s constructor so a misspelled key fails before anything loads."""
-    target = node.get("_target_")
-    if not target:
-        raise ConfigError(f"config group '{group}' has no _target_; every option file in conf/{group}/ needs one")
-    try:
-        cls = get_class(str(target))
-    except Exception as e:  # noqa: BLE001 - hydra raises several kinds here
-        raise ConfigError(f"{group}._target_={target}: cannot import it ({e})") from None
-    keys = [k for k in node.keys() if not str(k).startswith("_")]
-    params = inspect.signature(cls.__init__).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    accepted = {n for n, p in params.items() if n != "self"}
-    unknown = sorted(set(map(str, keys)) - accepted)
-    if unknown:
-        raise ConfigError(
-            f"{group} ({target}): unknown key(s) {unknown}; accepted keys are {sorted(accepted)} "
-            f"(check {where or f'conf/{group}/{option_name(node)}.yaml'} and your overrides)"
-        )
-
-
-def build_stage(group: str, node: DictConfig | dict[str, Any]) -> Stage:
-    """Instantiate the stage of config group `group` and check it is a plugin of that kind."""
-    kind = STAGE_KINDS[STAGE_GROUPS.index(group)]
+    `name` is the option's name (its YAML file's name); by default the `_target_`'s module name.
+    """
+    kind = stage_kind(group)
     check_arguments(group, node)
     try:
         stage = instantiate(node, _convert_="all")
@@ -64,28 +40,29 @@ def build_stage(group: str, node: DictConfig | dict[str, Any]) -> Stage:
         raise ConfigError(f"{group}: building {node.get('_target_')} failed: {e.__cause__ or e}") from e
     if not isinstance(stage, kind):
         raise ConfigError(f"{group}: {node.get('_target_')} is a {type(stage).__name__}, not a {kind.__name__}")
-    stage.name = option_name(node)
+    stage.name = name or module_name(node)
     return stage
 
 
-def build_stages(cfg: DictConfig) -> list[Stage]:
-    """Every configured stage in pipeline order (a group set to null is left out)."""
+def build_stages(cfg: DictConfig, choices: dict[str, str] | None = None) -> list[Stage]:
+    """Every configured stage in pipeline order (a group set to null is left out), named after its option file."""
+    choices = option_choices(cfg) if choices is None else choices
     out = []
     for group in STAGE_GROUPS:
         node = cfg.get(group)
         if node is None:
             continue
-        out.append(build_stage(group, node))
+        out.append(build_stage(group, node, option_name(group, node, choices)))
     return out
 
 
 def _sqls(task: Task, stage: Stage) -> list[str]:
-    if stage.kind == "selector":
+    if "final_sql" in stage.writes:
         return [task.final_sql] if task.final_sql is not None else []
     return [c.sql for c in task.candidates]
 
 
-def _describe(task: Task, before: dict[str, Any], after: dict[str, Any]) -> str:
+def _describe(before: dict[str, Any], after: dict[str, Any]) -> str:
     changes = []
     for key, b in before.items():
         a = after[key]
@@ -93,19 +70,31 @@ def _describe(task: Task, before: dict[str, Any], after: dict[str, Any]) -> str:
             continue
         if key == "final_sql":
             changes.append("final_sql set")
-        elif isinstance(a, int) and isinstance(b, int):
-            changes.append(f"{key} {a - b:+d}")
+        elif isinstance(a, list) and isinstance(b, list) and len(a) != len(b):
+            changes.append(f"{key} {len(a) - len(b):+d}")
         else:
             changes.append(f"{key} changed")
     return ", ".join(changes) or "unchanged"
 
 
-def _state(task: Task) -> dict[str, Any]:
-    return {
-        "values": len(task.values), "examples": len(task.examples), "schemas": len(task.schemas),
-        "findings": len(task.findings), "candidates": len(task.candidates),
-        "candidate_sql": [c.sql for c in task.candidates], "final_sql": task.final_sql,
-    }
+def _state(task: Task, fields: tuple[str, ...]) -> dict[str, Any]:
+    """What a stage may change of a task (its kind's `writes`), comparable before and after the stage."""
+    out: dict[str, Any] = {}
+    for f in fields:
+        v = getattr(task, f)
+        out[f] = [c.to_dict() if hasattr(c, "to_dict") else c for c in v] if isinstance(v, list) else v
+    return out
+
+
+def _saved(task: Task) -> dict[str, Any]:
+    return copy.deepcopy({f: getattr(task, f) for f in (*WRITABLE_FIELDS, "dropped", "next_id")})
+
+
+def _settle_candidates(task: Task, ids_before: list[str], pool_before: list[Any]) -> None:
+    """After a stage: number new candidates and keep the ones that left the pool in `task.dropped`."""
+    task.number_candidates()
+    now = {c.id for c in task.candidates}
+    task.dropped.extend(c for c, cid in zip(pool_before, ids_before) if cid not in now)
 
 
 class Pipeline:
@@ -130,11 +119,13 @@ class Pipeline:
             active = [t for t in active if t.error is None]
 
     def _run_stage(self, stage: Stage, tasks: list[Task]) -> None:
-        saved = [copy.deepcopy({f: getattr(t, f) for f in _OWNED_FIELDS}) for t in tasks]
+        saved = [_saved(t) for t in tasks]
         befores = []
         for task in tasks:
             task.usage = Usage()
-            befores.append((_state(task), [c.sql for c in task.candidates]))
+            task.number_candidates()
+            befores.append((_state(task, stage.writes), [c.sql for c in task.candidates], [c.id for c in task.candidates],
+                            list(task.candidates)))
         start = time.perf_counter()
         try:
             stage.run(tasks)
@@ -161,10 +152,11 @@ class Pipeline:
                                          sql_after=befores[0][1], error=task.error))
             return
         per_task = (time.perf_counter() - start) / max(1, len(tasks))
-        for task, (state, sql_before) in zip(tasks, befores):
+        for task, (state, sql_before, ids_before, pool_before) in zip(tasks, befores):
+            _settle_candidates(task, ids_before, pool_before)
             u = task.usage
             task.trace.append(TraceEvent(
-                stage=stage.kind, plugin=stage.name, change=_describe(task, state, _state(task)),
+                stage=stage.kind, plugin=stage.name, change=_describe(state, _state(task, stage.writes)),
                 seconds=per_task, llm_calls=u.llm_calls, cached_calls=u.cached_calls,
                 prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens,
                 model_seconds=u.model_seconds, db_seconds=u.db_seconds, db_queries=u.db_queries,

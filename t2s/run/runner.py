@@ -6,6 +6,8 @@ notebooks call it directly with a composed config and a run directory.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import platform
 import random
@@ -21,18 +23,23 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from t2s.artifacts import ArtifactStore, BuildRecord, offline_cost
 from t2s.config import PROJECT_ROOT, register_configs
 from t2s.data.base import Dataset, LoadedDataset
 from t2s.db.execute import SQLExecutor
+from t2s.embed import EmbedderPool
 from t2s.env import Env
 from t2s.eval.report import write_report
 from t2s.eval.scorer import Scorer, summarize
 from t2s.llm.pool import LLMPool
-from t2s.track.loggers import RunLogger
-from t2s.run.pipeline import ConfigError, Pipeline, build_stages, check_arguments, resolved
+from t2s.run.checks import ConfigError, check_arguments, check_config, option_choices
+from t2s.run.pipeline import Pipeline, build_stages, resolved
+from t2s.run.store import ARTIFACTS, CONFIG, METRICS, REPORT, RunStore, write_json
 from t2s.sql.schema_format import SchemaFormat
+from t2s.stages import STAGE_GROUPS
+from t2s.track.lockfile import warn_if_versions_differ
+from t2s.track.loggers import RunLogger
 from t2s.track.secrets import scrub_overrides, strip_secrets
-from t2s.run.store import CONFIG, METRICS, REPORT, RunStore, write_json
 from t2s.types import Example, Task
 
 log = logging.getLogger("t2s")
@@ -70,7 +77,7 @@ def provenance() -> dict[str, Any]:
     except (OSError, subprocess.SubprocessError):
         pass
     return {"versions": versions, "git_commit": commit, "git_dirty": dirty, "python": platform.python_version(),
-            "argv": scrub_overrides(sys.argv)}
+            "argv": scrub_overrides(sys.argv), "lock_mismatches": warn_if_versions_differ(versions)}
 
 
 def load_dataset(cfg: DictConfig) -> LoadedDataset:
@@ -98,6 +105,7 @@ def _record(task: Task, score: dict[str, Any]) -> dict[str, Any]:
         "qid": ex.qid, "db_id": ex.db_id, "question": ex.question, "evidence": ex.evidence,
         "gold_sql": ex.gold_sql, "final_sql": task.final_sql or "", "pipeline_error": task.error,
         "candidates": [c.to_dict() for c in task.candidates],
+        "dropped": [c.to_dict() for c in task.dropped],
         **score,
     }
 
@@ -110,6 +118,9 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None, logger: RunLogger | 
     """
     register_configs()
     start = time.perf_counter()
+    choices = option_choices(cfg)
+    # every plugin, LLM and embedder reference is checked before anything loads; all problems are reported at once
+    check_config(cfg, choices)
     directory = _run_dir(run_dir)
     # secrets (api keys, tokens) never reach the run directory, its fingerprint or a logger
     config = strip_secrets(resolved(cfg))
@@ -137,11 +148,13 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None, logger: RunLogger | 
         this_call = {"questions_run": 0, "llm_calls": 0, "new_llm_calls": 0}
         if todo:
             log.info("%d question(s) to run, %d already finished in %s", len(todo), n_done, directory)
-            this_call = _generate(cfg, data.examples, todo, store, scorer, directory)
+            this_call = _generate(cfg, data.examples, todo, store, scorer, directory, choices)
         records = [r for r in store.records() if r["qid"] in current]
         records = scorer.rescore_stale(data.examples, records, store)
         traces = {q: t for q, t in store.traces().items() if q in current}
         metrics = summarize(records, traces, skipped=data.skipped, dataset=data.name, scorer=scorer, config=config)
+        metrics["offline"] = read_offline(directory)
+        metrics["options"] = {g: choices[g] for g in STAGE_GROUPS if g in choices}
         metrics["this_call"] = {**this_call, "wall_seconds": time.perf_counter() - start}
         write_json(directory / METRICS, metrics)
         images = write_report(directory / REPORT, metrics, records, error_examples=int(cfg.eval.error_examples))
@@ -162,7 +175,8 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None, logger: RunLogger | 
 
 
 def make_env(cfg: DictConfig, examples: list[Example], run_dir: Path) -> Env:
-    """The shared resources of a run: schema format, LLM pool (lazy), SQL executor. Close it with `env.close()`."""
+    """The shared resources of a run: schema format, LLM and embedder pools (lazy), SQL executor, artifact store.
+    Close it with `env.close()`."""
     check_arguments("schema_format", cfg.schema_format)
     fmt = instantiate(cfg.schema_format, _convert_="all")
     if not isinstance(fmt, SchemaFormat):
@@ -173,17 +187,46 @@ def make_env(cfg: DictConfig, examples: list[Example], run_dir: Path) -> Env:
     cache_dir = Path(cfg.paths.cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     pool = LLMPool(configs=cfg.llms, cache_path=cache_dir / "llm_cache.sqlite", enabled_cache=bool(cfg.run.llm_cache))
-    executor = SQLExecutor(timeout=float(cfg.db.timeout), max_rows=int(cfg.db.max_rows), workers=int(cfg.db.workers))
+    embedders = EmbedderPool(configs=cfg.get("embedders") or {}, cache_path=cache_dir / "embeddings.sqlite")
+    executor = SQLExecutor(timeout=float(cfg.db.timeout), max_rows=int(cfg.db.max_rows), workers=int(cfg.db.workers),
+                           max_memory_mb=int(cfg.db.max_memory_mb), max_result_mb=float(cfg.db.max_result_mb))
     return Env(llms=pool, executor=executor, schema_format=fmt, cache_dir=cache_dir, run_dir=run_dir,
-               seed=int(cfg.seed), examples=examples, sample_values=int(cfg.db.sample_values))
+               seed=int(cfg.seed), examples=examples, sample_values=int(cfg.db.sample_values),
+               sample_rows=int(cfg.db.get("sample_rows", 3)), embedders=embedders,
+               artifacts=ArtifactStore(cache_dir / "artifacts"))
 
 
-def build_pipeline(cfg: DictConfig, examples: list[Example], run_dir: Path) -> tuple[Pipeline, Env]:
+def read_offline(directory: Path) -> dict[str, Any]:
+    """The offline cost of a run directory's artifacts (`artifacts.json`, written as the run uses them)."""
+    path = directory / ARTIFACTS
+    records = json.loads(path.read_text()) if path.is_file() else []
+    return offline_cost([BuildRecord(**r) for r in records])
+
+
+def _save_offline(directory: Path, env: Env) -> None:
+    """Merge the artifacts this call used into the run directory's `artifacts.json` (one entry per artifact)."""
+    assert env.artifacts is not None
+    path = directory / ARTIFACTS
+    old = {(r["name"], r["path"]): r for r in (json.loads(path.read_text()) if path.is_file() else [])}
+    for r in env.artifacts.records():
+        prev = old.get((r.name, r.path))
+        entry = dataclasses.asdict(r)
+        entry["built_now"] = bool(r.built_now or (prev and prev.get("built_now")))
+        old[(r.name, r.path)] = entry
+    if old:
+        write_json(path, list(old.values()))
+
+
+def build_pipeline(cfg: DictConfig, examples: list[Example], run_dir: Path,
+                   choices: dict[str, str] | None = None) -> tuple[Pipeline, Env]:
     """The configured pipeline, set up on its environment: what `t2s run` uses and what `t2s serve` must reuse.
 
-    Every plugin's arguments are checked before anything loads. The caller closes the environment (`env.close()`).
+    Every plugin's arguments are checked before anything loads; stages are named after their option files
+    (`choices`, default: from the config). The caller closes the environment (`env.close()`).
     """
-    stages = build_stages(cfg)
+    choices = option_choices(cfg) if choices is None else choices
+    check_config(cfg, choices)
+    stages = build_stages(cfg, choices)
     env = make_env(cfg, examples, run_dir)
     try:
         pipeline = Pipeline(stages)
@@ -195,13 +238,13 @@ def build_pipeline(cfg: DictConfig, examples: list[Example], run_dir: Path) -> t
 
 
 def _generate(cfg: DictConfig, examples: list[Example], todo: list[Example], store: RunStore, scorer: Scorer,
-              directory: Path) -> dict[str, int]:
+              directory: Path, choices: dict[str, str] | None = None) -> dict[str, int]:
     """Build the stages and the environment, then run, score and append one batch at a time.
 
     Returns what this call did: questions run, LLM calls, and LLM calls that reached a model (not the cache).
     """
     done = {"questions_run": 0, "llm_calls": 0, "new_llm_calls": 0}
-    pipeline, env = build_pipeline(cfg, examples, directory)
+    pipeline, env = build_pipeline(cfg, examples, directory, choices)
     try:
         size = max(1, int(cfg.run.batch_size))
         with tqdm(total=len(todo), desc="questions", unit="q", disable=not cfg.run.progress) as bar:
@@ -209,7 +252,9 @@ def _generate(cfg: DictConfig, examples: list[Example], todo: list[Example], sto
                 batch = todo[i: i + size]
                 tasks = [Task(example=ex) for ex in batch]
                 pipeline.run_batch(tasks)
-                scores = scorer.score(batch, {t.qid: t.final_sql or "" for t in tasks}, traces=[t.trace for t in tasks])
+                scores = scorer.score(batch, {t.qid: t.final_sql or "" for t in tasks}, traces=[t.trace for t in tasks],
+                                      candidates={t.qid: [c.sql for c in t.candidates] for t in tasks},
+                                      dropped={t.qid: [c.sql for c in t.dropped] for t in tasks})
                 store.append(
                     [_record(t, s) for t, s in zip(tasks, scores)],
                     [{"qid": t.qid, "events": [e.to_dict() for e in t.trace]} for t in tasks],
@@ -221,6 +266,7 @@ def _generate(cfg: DictConfig, examples: list[Example], todo: list[Example], sto
                         done["llm_calls"] += e.llm_calls
                         done["new_llm_calls"] += e.llm_calls - e.cached_calls
     finally:
+        _save_offline(directory, env)
         env.close()
     return done
 

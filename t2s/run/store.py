@@ -12,12 +12,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from t2s.files import atomic_write
+
 PREDICTIONS = "predictions.jsonl"
 TRACES = "traces.jsonl"
 METRICS = "metrics.json"
 STATE = "run.json"
 CONFIG = "config.yaml"
 REPORT = "report.md"
+#: the artifacts a run used, with their build cost (offline cost in metrics.json)
+ARTIFACTS = "artifacts.json"
 
 log = logging.getLogger("t2s")
 
@@ -98,9 +102,7 @@ def append_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
 
 def write_json(path: Path, obj: Any) -> None:
     """Write JSON atomically (temp file + rename)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str))
 
 
 class RunStore:

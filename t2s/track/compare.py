@@ -45,6 +45,8 @@ def _mean(name: str) -> Callable[[dict[str, Any]], Any]:
 METRIC_COLUMNS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
     ("questions", lambda m: m.get("scored", m.get("n"))),
     ("EX %", lambda m: m.get("ex")),
+    ("oracle %", lambda m: m.get("oracle")),
+    ("pool/q", lambda m: (m.get("candidates") or {}).get("mean_pool")),
     ("exact %", lambda m: m.get("exact_match")),
     ("pred errors", lambda m: m.get("pred_errors")),
     ("timeouts", lambda m: m.get("timeouts")),

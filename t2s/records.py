@@ -1,0 +1,71 @@
+"""`JsonRecord`: dataclasses that round-trip through JSON, nested records included.
+
+`to_dict()` gives plain JSON-ready containers (tuples become lists); `from_dict(d)` rebuilds the record from its
+type hints, so nested records (`list[Candidate]`, `SchemaView.schema`, `dict[str, Usage]`) come back as records and
+tuple-typed fields as tuples. Keys a record does not have are ignored (so records written by newer code still load);
+missing keys take the field's default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import types
+import typing
+from typing import Any, Self, Union
+
+
+class JsonRecord:
+    """Mixin for dataclasses that round-trip through JSON (see the module docstring)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Self:
+        if isinstance(d, cls):
+            return d
+        if not isinstance(d, dict):
+            raise TypeError(f"{cls.__name__}.from_dict needs a dict, got {type(d).__name__}")
+        hints = _hints(cls)
+        kwargs = {f.name: decode(hints.get(f.name, Any), d[f.name])
+                  for f in dataclasses.fields(cls) if f.init and f.name in d}  # type: ignore[arg-type]
+        return cls(**kwargs)
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def decode(tp: Any, value: Any) -> Any:
+    """`value` (plain JSON data) as type `tp`: records rebuilt, tuples restored, everything else as is."""
+    if value is None or tp is Any:
+        return value
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        for a in args:
+            if isinstance(a, type) and dataclasses.is_dataclass(a) and isinstance(value, dict):
+                return decode(a, value)
+        return decode(args[0], value) if len(args) == 1 else value
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if hasattr(tp, "from_dict"):
+            return tp.from_dict(value)
+        hints = _hints(tp)
+        return tp(**{f.name: decode(hints.get(f.name, Any), value[f.name])
+                     for f in dataclasses.fields(tp) if f.init and f.name in value})
+    args = typing.get_args(tp)
+    if origin is list and args:
+        return [decode(args[0], v) for v in value]
+    if origin is tuple and args:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(decode(args[0], v) for v in value)
+        return tuple(decode(a, v) for a, v in zip(args, value))
+    if origin is tuple:
+        return tuple(value)
+    if origin is dict and len(args) == 2:
+        return {k: decode(args[1], v) for k, v in value.items()}
+    return value
