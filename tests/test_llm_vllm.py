@@ -9,8 +9,8 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
-
 from conftest_llm import project_cache
+
 from t2s.llm.base import GenParams, LLMRequest, ScoreRequest
 
 

@@ -13,7 +13,6 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-
 #: why a completion ended: an eos token, a stop string or the closing code fence ("stop"); `max_new_tokens`
 #: ("length"); the repetition detector of `t2s.llm.stops` ("loop")
 FINISH_REASONS = ("stop", "length", "loop")

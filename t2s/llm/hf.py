@@ -26,7 +26,6 @@ import hashlib
 import inspect
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
