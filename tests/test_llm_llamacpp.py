@@ -179,3 +179,26 @@ def test_pipeline_runs_through_llm_openai(llama_server: Any, make_cfg: Any, tmp_
     assert all(p["final_sql"].upper().startswith("SELECT") for p in preds), [p["final_sql"] for p in preds]
     assert metrics["correct"] >= 2  # the three first demo questions are easy single-table ones
     assert time.perf_counter() - start < 120
+
+
+@pytest.mark.slow
+def test_hf_and_llamacpp_agree_on_the_embedded_model(embedded_llamacpp: LlamaCppLLM) -> None:
+    """Same prompt tokens, same greedy SQL, same finish reasons; the fence stop works on hf too; scores agree."""
+    from conftest_llm import project_cache
+
+    from t2s.llm.hf import HFLLM
+
+    hf = HFLLM(model="embedded", cache_dir=str(project_cache()), batch_size=2)
+    requests = [sql_request(q, max_new_tokens=48, stop_after_fence=fence)
+                for q in ("How many singers are there?", "List the names of singers older than 30.")
+                for fence in (False, True)]
+    assert [hf.render(r) for r in requests] == [embedded_llamacpp.render(r) for r in requests]
+    ours, theirs = hf.generate(requests), embedded_llamacpp.generate(requests)
+    assert [r.prompt_tokens for r in ours] == [r.prompt_tokens for r in theirs]
+    assert [r.text for r in ours] == [r.text for r in theirs]
+    assert [r.finish_reasons for r in ours] == [r.finish_reasons for r in theirs] == [["stop"]] * 4
+    assert [r.completion_tokens for r in ours] == [r.completion_tokens for r in theirs]
+    question = [{"role": "user", "content": "Is 2 + 2 equal to 4? Answer with A (yes) or B (no) only."}]
+    a = hf.score([ScoreRequest.chat(question, ["A", "B"])])[0].logprobs
+    b = embedded_llamacpp.score([ScoreRequest.chat(question, ["A", "B"])])[0].logprobs
+    assert a == pytest.approx(b, abs=0.3)  # bf16 vs the GGUF's quantized kernels
