@@ -17,7 +17,7 @@ from t2s.run.pipeline import build_stage
 from t2s.run.runner import load_dataset, make_env
 from t2s.sql.skeleton import SchemaNames, question_skeleton, sql_literals, sql_skeleton
 from t2s.testing import stage_contract
-from t2s.types import FewShot, Task
+from t2s.types import FewShot, Finding, Task
 
 DEMO_TRAIN = "dataset@example_retriever.train=demo"
 
@@ -184,10 +184,14 @@ def test_few_shot_generator_shows_examples_nearest_last_and_parses_sql(session_c
         task = Task(example=data.examples[0])
         task.examples = [FewShot(question="Nearest question?", sql="SELECT 1", score=0.9, source="x:1"),
                          FewShot(question="Farther question?", sql="SELECT 2", score=0.5, source="x:2")]
+        task.findings = [Finding(sql="", status="malformed", note="junk reply"),
+                         Finding(sql="SELECT country FROM authors LIMIT 5", status="ok", note="1 row(s) (country): ('Japan')")]
         bare = Task(example=data.examples[1])
         gen.run([task, bare])
         prompt = env.llm("generator").inner.calls[0]
         assert prompt.index("Farther question?") < prompt.index("Nearest question?") < prompt.index("Database schema")
+        assert "SELECT country FROM authors LIMIT 5\n  -> 1 row(s) (country): ('Japan')" in prompt
+        assert "junk reply" not in prompt  # a malformed probe says nothing about the data
         assert task.candidates[0].sql == "SELECT count(*) FROM books"
         assert task.candidates[0].meta["prompt"] == "few_shot_v1"
         assert task.candidates[0].meta["examples"] == ["x:1", "x:2"]

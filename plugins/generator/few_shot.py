@@ -11,6 +11,10 @@ from t2s.stages import Generator
 from t2s.types import Candidate, Task
 
 
+#: finding statuses the prompt shows
+SHOWN_FINDINGS = ("ok", "empty", "error")
+
+
 class FewShotGenerator(Generator):
     """In-context learning: the retrieved examples (`task.examples`, e.g. from `example_retriever=skeleton_knn`),
     then the schema view, matched values, probe findings and evidence, then the question, in its own versioned
@@ -51,11 +55,14 @@ class FewShotGenerator(Generator):
         self.nearest_last = nearest_last
 
     def shown(self, task: Task) -> Task:
-        """The task as the prompt shows it: its first `max_examples` examples, reversed with `nearest_last`."""
+        """The task as the prompt shows it: its first `max_examples` examples, reversed with `nearest_last`; only the
+        findings of probes that ran (status ok, empty or error: a malformed or rejected reply tells the generator
+        nothing about the data)."""
         examples = task.examples[: self.limits.max_examples]
         if self.nearest_last:
             examples = examples[::-1]
-        return dataclasses.replace(task, examples=examples)
+        findings = [f for f in task.findings if f.sql and f.status in SHOWN_FINDINGS]
+        return dataclasses.replace(task, examples=examples, findings=findings)
 
     def requests(self, tasks: list[Task]) -> list[tuple[Task, str, LLMRequest]]:
         """One request per (task, schema view), with the run's seed driving sampling."""

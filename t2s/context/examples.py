@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from t2s.env import Env
 
 #: bump when `question_skeleton`'s masking changes what is stored
-SKELETON_VERSION = 1
+SKELETON_VERSION = 2
 
 
 @dataclass

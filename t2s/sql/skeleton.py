@@ -43,7 +43,8 @@ a an the of in on at to for by with from and or not no is are was were be been d
 who whom whose when where why how many much number count total sum average avg mean max maximum min minimum most
 least more less fewer greater larger smaller bigger higher lower than each every all any both either some other
 different distinct unique list show give find return tell order sorted sort ascending descending top first last
-between greater equal same per that this these those there their its it them they
+between greater equal same per that this these those there their its it them they highest lowest largest smallest
+oldest youngest biggest longest shortest best worst latest earliest
 """.split())
 
 _QUOTED = re.compile(r"\"[^\"]{1,80}\"|“[^”]{1,80}”|‘[^’]{1,80}’|(?<![\w])'[^']{1,80}'(?![\w])")
