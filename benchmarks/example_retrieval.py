@@ -108,7 +108,7 @@ def main() -> None:
                 f"{res['ms_per_question']:.1f} ms/question; store {res['store']})", flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2))
-    print(f"\n| retriever | " + " | ".join(f"match@{k}" for k in args.k) + " |")
+    print("\n| retriever | " + " | ".join(f"match@{k}" for k in args.k) + " |")
     print("|---|" + "---|" * len(args.k))
     for name, res in results.items():
         cells = [f"{100 * res['match'][k]:.1f} %" + (f" ± {100 * res['match_sd'][k]:.1f}" if res["match_sd"][k] else "")

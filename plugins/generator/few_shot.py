@@ -10,7 +10,6 @@ from t2s.prompts import load_prompt
 from t2s.stages import Generator
 from t2s.types import Candidate, Task
 
-
 #: finding statuses the prompt shows
 SHOWN_FINDINGS = ("ok", "empty", "error")
 

@@ -13,7 +13,7 @@ from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
 from t2s.db.types import ExecResult
-from t2s.llm.base import GenParams
+from t2s.llm.base import GenParams, LLMRequest
 from t2s.prompts import load_prompt
 from t2s.sql.extract import extract_sql
 from t2s.stages import Prober
@@ -158,8 +158,6 @@ class PVProber(Prober):
             values_block=self.template.block("values", values), findings_block=self.template.block("findings", findings))
 
     def run(self, tasks: list[Task]) -> None:
-        from t2s.llm.base import LLMRequest
-
         params = dataclasses.replace(self.params, seed=self.env.seed)
         active = list(tasks)
         failures = {id(t): 0 for t in tasks}
