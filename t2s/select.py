@@ -213,3 +213,25 @@ class SelectionLog:
                     r = json.loads(line)
                     out[str(r.get("qid"))] = r
         return out
+
+
+def format_result(result: ExecResult | None, *, max_rows: int = 5, max_cell_chars: int = 40) -> str:
+    """A short text of an execution result for prompts: row count, column names, the first `max_rows` rows with
+    each cell cut to `max_cell_chars` characters (or the error)."""
+    if result is None:
+        return "not executed"
+    if not result.ok:
+        return "timed out" if result.timed_out else f"error: {(result.error or '')[:200]}"
+    n = len(result.rows)
+    head = f"{n}{'+' if result.truncated else ''} row{'s' if n != 1 else ''}"
+    if result.columns:
+        head += f", columns ({', '.join(result.columns)})"
+    if not n:
+        return head + " (empty)"
+
+    def cell(v: Any) -> str:
+        s = repr(v) if isinstance(v, str) else str(v)
+        return s if len(s) <= max_cell_chars else s[: max_cell_chars - 3] + "..."
+
+    rows = "; ".join("(" + ", ".join(cell(v) for v in r) + ")" for r in result.rows[:max_rows])
+    return f"{head}: {rows}{' ...' if n > max_rows else ''}"
