@@ -231,7 +231,7 @@ def format_result(result: ExecResult | None, *, max_rows: int = 5, max_cell_char
 
     def cell(v: Any) -> str:
         s = repr(v) if isinstance(v, str) else str(v)
-        return s if len(s) <= max_cell_chars else s[: max_cell_chars - 3] + "..."
+        return s if len(s) <= max_cell_chars else s[:max_cell_chars] + "..."
 
     rows = "; ".join("(" + ", ".join(cell(v) for v in r) + ")" for r in result.rows[:max_rows])
     return f"{head}: {rows}{' ...' if n > max_rows else ''}"

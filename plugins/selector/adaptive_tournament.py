@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from t2s.db.types import ExecResult
-from t2s.generation import ContextLimits, context_blocks
+from t2s.generation import ContextLimits
 from t2s.llm import base as llm_base
 from t2s.llm.base import GenParams, LLMRequest
 from t2s.prompts import load_prompt
@@ -109,10 +109,11 @@ class AdaptiveTournamentSelector(Selector):
     def messages(self, task: Task, a: int, b: int, results: list[ExecResult | None]) -> list[dict[str, str]]:
         """The judge's chat messages for candidates `a` (shown as A) and `b` (shown as B) of `task`."""
         cands = task.candidates
-        blocks = context_blocks(self.template, task, self.limits)
+        ex = task.example
+        evidence = [{"evidence": ex.evidence}] if self.limits.use_evidence and ex.evidence else []
         return self.template.render(
-            dialect=self.dialect, schema=self.env.full_view(task.example).text, question=task.example.question,
-            evidence_block=blocks["evidence_block"], sql_a=cands[a].sql, sql_b=cands[b].sql,
+            dialect=self.dialect, schema=self.env.full_view(ex).text, question=ex.question,
+            evidence_block=self.template.block("evidence", evidence), sql_a=cands[a].sql, sql_b=cands[b].sql,
             result_a=format_result(results[a], max_rows=self.max_result_rows, max_cell_chars=self.max_cell_chars),
             result_b=format_result(results[b], max_rows=self.max_result_rows, max_cell_chars=self.max_cell_chars))
 
