@@ -158,7 +158,8 @@ class EnsembleGenerator(Generator):
     prompt, temperature and n, few_shot, a fine-tuned adapter's LLM name, mcts, ...). Two optional reserved keys per
     member, read here and not passed on: `_views_` (schema view names the member uses, e.g. [S1]; default all of the
     task's views; the full schema when the task has none of them) and `_schema_format_` (an option name from
-    conf/schema_format/ or a node; default the run's `schema_format`). Members are listed best first: the position is
+    conf/schema_format/ or a node; default the run's `schema_format`). A member set to null is left out (how an
+    experiment drops a member of the default list: `generator.members.ddl_sampled=null`). Members are listed best first: the position is
     the member rank that selectors use to break ties (`meta["member_rank"]`).
 
     Members run concurrently in threads over the same batch; their `env.generate` calls are joined so members that
@@ -170,11 +171,12 @@ class EnsembleGenerator(Generator):
 
     def __init__(self, *, members: Mapping[str, Any]) -> None:
         members = _plain(members)
-        if not isinstance(members, Mapping) or not members:
+        if not isinstance(members, Mapping) or not any(v is not None for v in members.values()):
             raise ConfigError("generator.members must map member names to generator configs (with `_target_`); "
                               "see conf/generator/ensemble.yaml")
         self.members: list[Member] = []
-        for rank, (name, node) in enumerate(members.items()):
+        # a member set to null is left out (how an experiment drops a member of a composed default)
+        for rank, (name, node) in enumerate((k, v) for k, v in members.items() if v is not None):
             if not isinstance(node, Mapping) or "_target_" not in node:
                 raise ConfigError(f"generator.members.{name} must be a generator config with a `_target_` "
                                   f"(e.g. the content of conf/generator/zero_shot.yaml)")
