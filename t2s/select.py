@@ -235,3 +235,60 @@ def format_result(result: ExecResult | None, *, max_rows: int = 5, max_cell_char
 
     rows = "; ".join("(" + ", ".join(cell(v) for v in r) + ")" for r in result.rows[:max_rows])
     return f"{head}: {rows}{' ...' if n > max_rows else ''}"
+
+
+def selection_report(run_dir: Any) -> dict[str, Any]:
+    """One row of the selection table of a run directory: EX, the pool's oracle upper bound, LLM calls and model +
+    database seconds per question (cache-independent: cached answers keep their first cost), and, from the
+    selectors' records (`selection/*.jsonl`), the share of questions decided without a model call (fast path), the
+    mean number of clusters and of comparisons per question."""
+    import json
+    from pathlib import Path
+
+    d = Path(run_dir)
+    m = json.loads((d / "metrics.json").read_text())
+    means = (m.get("cost") or {}).get("means", {})
+    row: dict[str, Any] = {"run": d.name, "options": m.get("options", {}), "n": m.get("scored", m.get("n")),
+                           "ex": m.get("ex"), "oracle": m.get("oracle"),
+                           "llm_calls_per_question": means.get("llm_calls_per_question"),
+                           "seconds_per_question": (means.get("model_seconds_per_question", 0.0)
+                                                    + means.get("db_seconds_per_question", 0.0))}
+    row["members"] = member_contributions(d / "predictions.jsonl")
+    for log in sorted((d / "selection").glob("*.jsonl")) if (d / "selection").is_dir() else []:
+        recs = list(SelectionLog.read(log).values())
+        if not recs:
+            continue
+        row["fast_path_rate"] = 100.0 * sum(bool(r.get("fast_path", r.get("unanimous"))) for r in recs) / len(recs)
+        row["mean_clusters"] = sum(len(r.get("clusters", [])) for r in recs) / len(recs)
+        row["comparisons_per_question"] = sum(len(r.get("comparisons", [])) for r in recs) / len(recs)
+    return row
+
+
+def member_contributions(predictions: Any) -> dict[str, dict[str, int]]:
+    """What each generator member (`meta["member"]`, else the candidate's origin) contributes to a run's pools, from
+    its `predictions.jsonl`: candidates, correct candidates, questions it has a correct candidate for, and questions
+    only it has a correct candidate for (`unique`)."""
+    import json
+    from pathlib import Path
+
+    out: dict[str, dict[str, int]] = {}
+    p = Path(predictions)
+    if not p.is_file():
+        return out
+    for line in p.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        r = json.loads(line)
+        verdicts = r.get("candidate_correct") or []
+        solved: dict[str, bool] = {}
+        for c, ok in zip(r.get("candidates") or [], verdicts):
+            name = (c.get("meta") or {}).get("member") or c.get("origin", "?")
+            s = out.setdefault(name, {"candidates": 0, "correct": 0, "questions": 0, "unique": 0})
+            s["candidates"] += 1
+            s["correct"] += bool(ok)
+            solved[name] = solved.get(name, False) or bool(ok)
+        for name, ok in solved.items():
+            out[name]["questions"] += ok
+        if sum(solved.values()) == 1:
+            out[next(n for n, ok in solved.items() if ok)]["unique"] += 1
+    return out

@@ -440,3 +440,18 @@ def test_mcts_depth_limit_and_config_errors() -> None:
     assert gen.valid_actions(tree, sql) == []                 # depth 2 = max_depth: terminal
     with pytest.raises(ValueError, match="not a reasoning action"):
         MCTSGenerator(actions=["sql"])
+
+
+def test_member_contributions_count_unique_correct_questions(tmp_path: Path) -> None:
+    from t2s.select import member_contributions
+
+    def cand(member: str) -> dict[str, Any]:
+        return {"sql": "x", "origin": f"generator/ensemble:{member}", "meta": {"member": member}}
+
+    rows = [{"qid": "1", "candidates": [cand("a"), cand("a"), cand("b")], "candidate_correct": [False, True, False]},
+            {"qid": "2", "candidates": [cand("a"), cand("b")], "candidate_correct": [True, True]},
+            {"qid": "3", "candidates": [cand("a"), cand("b")], "candidate_correct": [False, False]}]
+    p = tmp_path / "predictions.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert member_contributions(p) == {"a": {"candidates": 4, "correct": 2, "questions": 2, "unique": 1},
+                                       "b": {"candidates": 3, "correct": 1, "questions": 1, "unique": 0}}
