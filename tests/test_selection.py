@@ -455,3 +455,17 @@ def test_member_contributions_count_unique_correct_questions(tmp_path: Path) -> 
     p.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert member_contributions(p) == {"a": {"candidates": 4, "correct": 2, "questions": 2, "unique": 1},
                                        "b": {"candidates": 3, "correct": 1, "questions": 1, "unique": 0}}
+
+
+def test_an_mcts_member_runs_inside_the_ensemble(db: str, executor: SQLExecutor, tmp_path: Path) -> None:
+    env = mcts_env(tmp_path, executor)
+    gen = EnsembleGenerator(members={
+        "search": {"_target_": "plugins.generator.mcts.MCTSGenerator", "simulations": 2, "actions": ["plan"]},
+        "direct": zs()})
+    gen.name = "ensemble"
+    res = stage_contract(gen, env, [make_task(db, []).example, make_task(db, [], qid="q2").example])
+    for t in res.tasks:
+        members = [c.meta["member"] for c in t.candidates]
+        assert members[0] == "search" and members[-1] == "direct" and "mcts" in t.candidates[0].meta
+    # the scripted "plan" replies are consumed in batch order: the first question got the age plan, whose SQL runs
+    assert res.tasks[0].candidates[0].sql == "SELECT name FROM person WHERE age = 30"

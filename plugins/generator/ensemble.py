@@ -37,6 +37,9 @@ class _Batcher:
         self.pending: dict[int, tuple[str, list[tuple[Task, Any]]]] = {}
         self.results: dict[int, Any] = {}
         self.cond = threading.Condition()
+        #: held around every model call and every execution of a member: backends (llama.cpp) and the SQL
+        #: executor are not safe to call from several threads at once
+        self.io = threading.RLock()
         #: number of `env.generate` calls sent and their sizes (for tests and the docs' batching claim)
         self.flushes: list[tuple[str, int]] = []
 
@@ -67,7 +70,8 @@ class _Batcher:
         for name, group in by_llm.items():
             joined = [it for _, items in group for it in items]
             try:
-                responses = self.env.generate(name, joined) if joined else []
+                with self.io:
+                    responses = self.env.generate(name, joined) if joined else []
                 self.flushes.append((name, len(joined)))
             except BaseException as e:  # noqa: BLE001 - handed to every member of the failed call
                 for member, _ in group:
@@ -82,7 +86,8 @@ class _Batcher:
 
 class MemberEnv:
     """The environment one member sees: the run's `Env` with the member's schema views (`_views_`: names to keep)
-    and schema format (`_schema_format_`), and `generate` routed through the ensemble's batcher."""
+    and schema format (`_schema_format_`), `generate` routed through the ensemble's batcher, and model scoring and
+    SQL execution serialized across the member threads."""
 
     def __init__(self, env: Env, *, index: int, views: list[str] | None, schema_format: SchemaFormat | None,
                  batcher: _Batcher | None = None) -> None:
@@ -103,6 +108,21 @@ class MemberEnv:
         if self._batcher is None:
             return self._env.generate(name, items)
         return self._batcher.generate(self._index, name, items)
+
+    def score(self, name: str, items: Sequence[tuple[Task, Any]]) -> list[Any]:
+        if self._batcher is None:
+            return self._env.score(name, items)
+        with self._batcher.io:
+            return self._env.score(name, items)
+
+    def execute(self, task: Task, sql: str, **kw: Any) -> Any:
+        return self.execute_many([(task, sql)], **kw)[0]
+
+    def execute_many(self, items: Sequence[tuple[Task, str]], **kw: Any) -> list[Any]:
+        if self._batcher is None:
+            return self._env.execute_many(items, **kw)
+        with self._batcher.io:
+            return self._env.execute_many(items, **kw)
 
     def view(self, name: str, schema: Any) -> SchemaView:
         return SchemaView(name=name, schema=schema, text=self.schema_format.format(schema))
