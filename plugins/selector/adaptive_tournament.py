@@ -49,8 +49,7 @@ class _Plan:
 
 
 class AdaptiveTournamentSelector(Selector):
-    """Clusters candidates by execution result; a unanimous pool takes the fast path, otherwise cluster
-    representatives play a pairwise round-robin judged by the selection LLM.
+    """Fast path when the pool agrees, else a round-robin of cluster representatives judged by the selection LLM.
 
     1. Execute every candidate (memoized) and cluster by result under the run's scoring semantics (`t2s.select`).
     2. Fast path: when all executing candidates fall in one cluster (non-executing ones never win), return its
