@@ -27,8 +27,8 @@ from t2s.generation import parse_sql
 from t2s.llm.base import GenParams, LLMRequest
 from t2s.prompts import PromptTemplate, load_prompt
 from t2s.sql.trajectory import (
-    Col,
     MASK_TOKEN,
+    Col,
     Join,
     Mask,
     RenderError,
