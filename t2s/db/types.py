@@ -32,9 +32,13 @@ class ForeignKey(JsonRecord):
 
 @dataclass
 class Table(JsonRecord):
+    """A table: its columns, a description (from the dataset, when it has one) and its first rows (as introspected,
+    `db.sample_rows` of them, values cut like samples; for "CREATE TABLE + example rows" prompts)."""
+
     name: str
     columns: list[Column]
     description: str = ""
+    rows: list[list[Any]] = field(default_factory=list)
 
     def column(self, name: str) -> Column | None:
         low = name.lower()
@@ -86,8 +90,9 @@ class SchemaView(JsonRecord):
 class ExecResult(JsonRecord):
     """Outcome of running one SQL query.
 
-    Exactly one of: `ok` (rows fetched; `truncated` if the row cap cut them), `error` (SQLite's message, or
-    "rejected: ..." for a statement that would modify the database), `timed_out`.
+    Exactly one of: `ok` (rows fetched; `truncated` if the row cap cut them), `error` (SQLite's message,
+    "rejected: ..." for a statement that would modify the database, or "resource limit: ..." for a query
+    stopped by a memory bound of `SQLExecutor`), `timed_out`.
     `seconds` is wall time including any process overhead.
     """
 
@@ -104,9 +109,11 @@ class ExecResult(JsonRecord):
 
     @property
     def status(self) -> str:
-        """"ok", "timeout", "rejected" or "error"."""
+        """"ok", "timeout", "resource_limit" (a memory bound stopped it), "rejected" or "error"."""
         if self.timed_out:
             return "timeout"
         if self.error is not None:
-            return "rejected" if self.error.startswith("rejected:") else "error"
+            if self.error.startswith("rejected:"):
+                return "rejected"
+            return "resource_limit" if self.error.startswith("resource limit:") else "error"
         return "ok"
