@@ -147,6 +147,9 @@ def test_last_sql_takes_the_answer_after_the_reflection() -> None:
     reply = "The query ```sql\nSELECT nme FROM t\n``` uses nme.\n```sql\nSELECT name FROM t\n```"
     assert last_sql(reply) == "SELECT name FROM t"
     assert last_sql("SELECT a FROM b") == "SELECT a FROM b" and last_sql("no sql here") == ""
+    # a small model echoing the schema in a fence: the DDL is not the answer
+    assert last_sql("```sql\nSELECT x FROM t\n```\n```sql\nCREATE TABLE t (x INT)\n```") == "SELECT x FROM t"
+    assert last_sql("```sql\nCREATE TABLE t (x INT)\n```") == ""
 
 
 # ---------------------------------------------------------------------- pv
@@ -258,6 +261,11 @@ def test_share_keeps_the_input_when_a_step_does_not_parse(world: dict[str, Path]
     _, recs = run_stage(world, session_cache, {"france": preds["france"]}, rules, ["corrector=share"], "share_badcol")
     assert recs["france"]["candidates"][0]["sql"] == preds["france"]
     assert stage_calls(world, "share_badcol", "corrector") == {"france": 1}
+    # a regeneration that echoes the schema's DDL instead of a query keeps the input
+    rules = [SAM_RULE, lom_rule("France"),
+             {"match": "Corrected trajectory:", "reply": "```sql\nCREATE TABLE singer (name TEXT)\n```"}]
+    _, recs = run_stage(world, session_cache, {"france": preds["france"]}, rules, ["corrector=share"], "share_ddl")
+    assert recs["france"]["candidates"][0]["sql"] == preds["france"]
 
 
 def test_share_with_rounds_runs_the_chain_again_until_its_limit(world: dict[str, Path], session_cache: Path) -> None:

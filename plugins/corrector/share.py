@@ -49,6 +49,7 @@ from t2s.types import Task
 _FENCE = re.compile(r"```[ \t]*[A-Za-z0-9_+-]*[ \t]*\n?(.*?)(?:```|\Z)", re.S)
 _STATEMENT = re.compile(r"^\s*[A-Za-z_]\w*\s*=\s*[A-Za-z_]\w*\s*\.")
 _REF = re.compile(r"(?:`[^`]+`|[A-Za-z_]\w*)(?:\s*\.\s*(?:`[^`]+`|[A-Za-z_]\w*))?")
+_QUERY = re.compile(r"\s*(SELECT|WITH)\b", re.I)
 _NUMBERING = re.compile(r"^\s*(?:\d+\s*[.):]|[-*])\s*")
 
 
@@ -264,8 +265,8 @@ class ShareCorrector(Corrector):
         fields = {i: {"sql": it.sql, "trajectory": format_trajectory(it.traj)} for i, it in enumerate(items)}  # type: ignore[arg-type]
         for it, text in zip(items, self._ask(self.llm_name, "regen", items, fields)):
             it.new_sql = parse_sql(text)
-            if not it.new_sql:
-                it.failed = "regenerate: no SQL in the reply"
+            if not _QUERY.match(it.new_sql):  # nothing, or e.g. the schema's CREATE TABLEs echoed back
+                it.failed = "regenerate: no SELECT query in the reply"
 
     def _one_round(self, items: list[_Item]) -> None:
         """BAM -> SAM -> LOM -> regenerate for every item; sets `new_sql` or `failed`."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 from t2s.db.types import ExecResult
@@ -11,6 +12,8 @@ from t2s.llm.base import GenParams, LLMRequest
 from t2s.prompts import load_prompt
 from t2s.stages import Fixer
 from t2s.types import Candidate, Task
+
+_FENCE_BODY = re.compile(r"```[ \t]*[A-Za-z0-9_+-]*[ \t]*\n?(.*?)(?:```|\Z)", re.S)
 
 #: how good an execution outcome is, for keeping the best attempt of a repair chain (higher is better)
 _RANK = {"rows": 2, "empty": 1, "error": 0}
@@ -31,14 +34,18 @@ def problem_text(result: ExecResult) -> str:
 
 
 def last_sql(text: str) -> str:
-    """The SQL of a reflect-then-answer reply: the last ```sql block when there is one (the reflection may quote
-    the broken query first), else `parse_sql` of the whole reply ("" when there is none)."""
-    marker = text.rfind("```sql")
-    if marker > 0:
-        found = parse_sql(text[marker:])
-        if found:
-            return found
-    return parse_sql(text)
+    """The SQL of a reflect-then-answer reply: the query of the last code fence holding a SELECT/WITH query (the
+    reflection may quote the broken query first, and small models echo the schema's CREATE TABLEs in a fence), else
+    the first query in the reply; "" when the reply holds no query."""
+    queries = [q for q in (parse_sql(f"```sql\n{body}\n```") for body in _FENCE_BODY.findall(text)) if _is_query(q)]
+    if queries:
+        return queries[-1]
+    found = parse_sql(text)
+    return found if _is_query(found) else ""
+
+
+def _is_query(sql: str) -> bool:
+    return bool(re.match(r"\s*(SELECT|WITH)\b", sql, re.I))
 
 
 @dataclasses.dataclass
