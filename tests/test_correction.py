@@ -293,6 +293,8 @@ def test_share_llm_bam_parses_the_models_trajectory(world: dict[str, Path], sess
 def test_share_reply_parsers(world: dict[str, Path]) -> None:
     assert parse_mask_answers("```\n1. singer.Name\n2) [MASK] -> `my t`.`a b`\n- concert\n```") == [
         "singer.Name", "`my t`.`a b`", "concert"]
+    # SQL instead of answers is not an answer (the 0.5B model does this): it cannot fill a mask
+    assert parse_mask_answers("SELECT count(*) FROM singer") == ["SELECT count(*) FROM singer"]
     traj = parse_trajectory_reply("Sure.\n```\n# step\ndf1 = df.where(element = singer.age, op = '>', filter = 30)\n"
                                   "res = df1.select(singer.name)\n```\nDone.")
     assert traj == parse_trajectory("df1 = df.where(element = singer.age, op = '>', filter = 30)\n"

@@ -69,14 +69,15 @@ def parse_trajectory_reply(text: str) -> Trajectory:
 
 
 def parse_mask_answers(text: str) -> list[str]:
-    """SAM's answers: one reference per non-empty line of the first fence (or the reply), numbering stripped; the
-    last `table.column` or `table` on each line (so "[MASK] -> singer.Name" gives "singer.Name")."""
+    """SAM's answers: one per non-empty line of the first fence (or the reply), numbering and a "[MASK] ->" or
+    "[MASK] =" lead stripped; a line that is not one `table.column` or `table` reference is kept as written, so
+    `fill_masks` rejects it (a reply that writes SQL instead of answers fills nothing)."""
     out = []
     for line in reply_body(text).splitlines():
         line = _NUMBERING.sub("", line.replace("[MASK]", " ")).strip()
-        refs = _REF.findall(line)
-        if refs:
-            out.append(re.sub(r"\s*\.\s*", ".", refs[-1]))
+        line = re.sub(r"^[\s=>:-]+", "", line).rstrip(" ,.;").strip()
+        if line:
+            out.append(re.sub(r"\s*\.\s*", ".", line) if _REF.fullmatch(line) else line)
     return out
 
 
