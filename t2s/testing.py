@@ -28,6 +28,9 @@ from t2s.types import Candidate, CellValue, Example, FewShot, Finding, Task
 #: the gold SQL of the contract's questions, `{rules}` a scripted-LLM rules file
 OPTION_OVERRIDES: dict[tuple[str, str], list[str]] = {
     ("generator", "from_file"): ["generator.path={preds}"],
+    # the example store from the demo questions instead of Spider train (no benchmark data needed, builds in seconds)
+    ("example_retriever", "skeleton_knn"): ["dataset@example_retriever.train=demo"],
+    ("example_retriever", "random"): ["dataset@example_retriever.train=demo"],
 }
 
 #: SQL that fails on every database (a candidate the contract adds after the generator)
