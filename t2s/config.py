@@ -40,7 +40,9 @@ class DBConf:
     timeout: float = 10.0
     max_rows: int = 1000
     workers: int = 1
+    #: distinct sample values per column and first rows per table that introspection keeps (schema formats show them)
     sample_values: int = 3
+    sample_rows: int = 3
 
 
 @dataclass

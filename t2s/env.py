@@ -53,6 +53,7 @@ class Env:
     seed: int = 0
     examples: list[Example] = field(default_factory=list)
     sample_values: int = 3
+    sample_rows: int = 3
     embedders: EmbedderPool | None = None
     artifacts: ArtifactStore | None = None
     _schemas: dict[str, DatabaseSchema] = field(default_factory=dict, repr=False)
@@ -107,7 +108,8 @@ class Env:
         key = example.db_path
         if key not in self._schemas:
             self._schemas[key] = introspect(
-                example.db_path, example.db_id, n_samples=self.sample_values, cache_dir=self.cache_dir / "schemas"
+                example.db_path, example.db_id, n_samples=self.sample_values, n_rows=self.sample_rows,
+                cache_dir=self.cache_dir / "schemas"
             )
         return self._schemas[key]
 

@@ -336,5 +336,24 @@ def test_formats_on_real_spider_database() -> None:
 def test_every_schema_format_config_builds(path: Path) -> None:
     assert path.read_text().startswith("#")
     fmt = instantiate(OmegaConf.load(path))
-    assert isinstance(fmt, SchemaFormat) and fmt.name == path.stem
+    assert isinstance(fmt, SchemaFormat) and path.stem.startswith(fmt.name)  # variants: ddl_rows is a ddl
     assert fmt.format(TINY).strip()
+
+
+def test_ddl_rows_shows_each_tables_first_rows(tmp_path: Path) -> None:
+    import sqlite3
+
+    from t2s.db.introspect import introspect
+
+    db = tmp_path / "r.sqlite"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE singer (id INTEGER PRIMARY KEY, name TEXT, bio TEXT)")
+    conn.executemany("INSERT INTO singer VALUES (?, ?, ?)", [(1, "Joe", "a\nb"), (2, "Ann", None), (3, "Bo", "x"), (4, "Z", "y")])
+    conn.commit()
+    conn.close()
+    schema = introspect(str(db), "r", n_samples=0, n_rows=3, cache_dir=tmp_path / "cache")
+    text = instantiate(OmegaConf.load(PROJECT / "conf" / "schema_format" / "ddl_rows.yaml")).format(schema)
+    assert "/*\n3 example rows:\nSELECT * FROM singer LIMIT 3;\nid\tname\tbio\n1\tJoe\ta\\nb\n2\tAnn\tNULL\n3\tBo\tx\n*/" in text
+    plain = instantiate(OmegaConf.load(PROJECT / "conf" / "schema_format" / "ddl_plain.yaml")).format(schema)
+    assert "example rows" not in plain and "examples:" not in plain
+    assert introspect(str(db), "r", n_samples=0, n_rows=0, cache_dir=tmp_path / "cache").tables[0].rows == []

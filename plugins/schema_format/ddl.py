@@ -16,16 +16,31 @@ class DDLFormat(SchemaFormat):
     statement. Tables are separated by a blank line, in schema order. Identifiers that are not plain or are
     SQLite keywords are double-quoted, so the text is valid SQLite (an untyped column is written without a
     type).
+
+    With `example_rows > 0`, each statement is followed by the table's first rows in the "CREATE TABLE + SELECT 3"
+    layout of Rajkumar et al. (2022): a comment holding `N example rows:`, `SELECT * FROM t LIMIT N;`, the column
+    names and the rows, values separated by tabs (at most `db.sample_rows` rows are introspected).
     """
 
     name = "ddl"
 
-    def __init__(self, *, include_samples: bool = True, max_samples: int = 3, include_descriptions: bool = True) -> None:
-        if max_samples < 0:
-            raise ValueError(f"schema_format.max_samples must be >= 0, got {max_samples}")
+    def __init__(self, *, include_samples: bool = True, max_samples: int = 3, include_descriptions: bool = True,
+                 example_rows: int = 0) -> None:
+        if max_samples < 0 or example_rows < 0:
+            raise ValueError(f"schema_format.max_samples and example_rows must be >= 0, got {max_samples}, {example_rows}")
         self.include_samples = include_samples
         self.max_samples = max_samples
         self.include_descriptions = include_descriptions
+        self.example_rows = example_rows
+
+    def _rows(self, table: Table) -> list[str]:
+        rows = table.rows[: self.example_rows]
+        if not self.example_rows or not rows:
+            return []
+        def cell(v: object) -> str:
+            return "NULL" if v is None else one_line(str(v))
+        return ["/*", f"{len(rows)} example rows:", f"SELECT * FROM {quote_identifier(table.name)} LIMIT {len(rows)};",
+                "\t".join(c.name for c in table.columns), *("\t".join(cell(v) for v in r) for r in rows), "*/"]
 
     def _comment(self, col: Column) -> str:
         parts: list[str] = []
@@ -55,6 +70,7 @@ class DDLFormat(SchemaFormat):
             sep = "," if i < len(items) - 1 else ""
             lines.append(f"  {definition}{sep}{comment}")
         lines.append(");")
+        lines += self._rows(table)
         return "\n".join(lines)
 
     def format(self, schema: DatabaseSchema) -> str:

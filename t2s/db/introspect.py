@@ -75,7 +75,19 @@ def _samples(conn: sqlite3.Connection, table: str, column: str, n: int) -> list[
         return []
 
 
-def _read_schema(conn: sqlite3.Connection, db_id: str, n_samples: int) -> DatabaseSchema:
+def _rows(conn: sqlite3.Connection, table: str, n: int) -> list[list[Any]]:
+    """The first `n` rows of a table (rowid order), values as in samples (long strings cut, blobs as "<blob>")."""
+    if n <= 0:
+        return []
+    try:
+        cur = conn.execute(f"SELECT * FROM {quote_sqlite_identifier(table)} LIMIT {int(n)}")
+        return [["<blob>" if isinstance(v, bytes) else _sample_value(v) for v in row] for row in cur.fetchall()]
+    except sqlite3.DatabaseError as e:  # a broken table must not stop introspection
+        log.debug("cannot read rows of %s: %s", table, e)
+        return []
+
+
+def _read_schema(conn: sqlite3.Connection, db_id: str, n_samples: int, n_rows: int = 0) -> DatabaseSchema:
     names = [
         r[0]
         for r in conn.execute(
@@ -93,7 +105,7 @@ def _read_schema(conn: sqlite3.Connection, db_id: str, n_samples: int) -> Databa
             for r in info
         ]
         pk_cols[name.lower()] = [r[1] for r in sorted((r for r in info if r[5] > 0), key=lambda r: r[5])]
-        tables.append(Table(name=name, columns=cols))
+        tables.append(Table(name=name, columns=cols, rows=_rows(conn, name, n_rows)))
 
     by_name = {t.name.lower(): t for t in tables}
     fks: list[ForeignKey] = []
@@ -124,10 +136,11 @@ def _read_schema(conn: sqlite3.Connection, db_id: str, n_samples: int) -> Databa
     return DatabaseSchema(db_id=db_id, tables=tables, foreign_keys=fks)
 
 
-def introspect(db_path: str, db_id: str, *, n_samples: int = 3, cache_dir: Path | None = None) -> DatabaseSchema:
+def introspect(db_path: str, db_id: str, *, n_samples: int = 3, n_rows: int = 0,
+               cache_dir: Path | None = None) -> DatabaseSchema:
     """The schema of the SQLite database at `db_path`: tables in creation order (internal `sqlite_*`
     tables skipped), columns with declared types (as written, possibly ""), primary keys, foreign keys,
-    and up to `n_samples` distinct sample values per column.
+    up to `n_samples` distinct sample values per column, and each table's first `n_rows` rows.
 
     Foreign keys come from `PRAGMA foreign_key_list`, per table in declaration order; a reference without
     a parent column resolves to the parent's primary key; names are normalized to the tables' own
@@ -144,7 +157,7 @@ def introspect(db_path: str, db_id: str, *, n_samples: int = 3, cache_dir: Path 
         raise FileNotFoundError(f"database file not found: {p.absolute()} (db_id {db_id!r})")
     cache_file: Path | None = None
     if cache_dir is not None:
-        cache_file = Path(cache_dir) / f"{content_hash(p)}-s{n_samples}-v{_CACHE_VERSION}.json"
+        cache_file = Path(cache_dir) / f"{content_hash(p)}-s{n_samples}-r{n_rows}-v{_CACHE_VERSION}.json"
         if cache_file.is_file():
             try:
                 d = json.loads(cache_file.read_text(encoding="utf-8"))
@@ -154,7 +167,7 @@ def introspect(db_path: str, db_id: str, *, n_samples: int = 3, cache_dir: Path 
                 log.warning("ignoring unreadable schema cache %s (%s); rebuilding it", cache_file, e)
     conn = connect_readonly(p)
     try:
-        schema = _read_schema(conn, db_id, n_samples)
+        schema = _read_schema(conn, db_id, n_samples, n_rows)
     except sqlite3.DatabaseError as e:
         raise sqlite3.DatabaseError(f"cannot read the schema of {p.absolute()} (db_id {db_id!r}): {e}") from e
     finally:

@@ -32,9 +32,13 @@ class ForeignKey(JsonRecord):
 
 @dataclass
 class Table(JsonRecord):
+    """A table: its columns, a description (from the dataset, when it has one) and its first rows (as introspected,
+    `db.sample_rows` of them, values cut like samples; for "CREATE TABLE + example rows" prompts)."""
+
     name: str
     columns: list[Column]
     description: str = ""
+    rows: list[list[Any]] = field(default_factory=list)
 
     def column(self, name: str) -> Column | None:
         low = name.lower()

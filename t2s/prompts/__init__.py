@@ -39,7 +39,8 @@ class Block:
 
 @dataclass(frozen=True)
 class PromptTemplate:
-    """A chat prompt template: `render(**fields)` gives the [system, user] messages."""
+    """A chat prompt template: `render(**fields)` gives the [system, user] messages (just [user] when `system` is
+    empty, so the model's chat template supplies its default system prompt)."""
 
     name: str
     version: int
@@ -71,10 +72,10 @@ class PromptTemplate:
         missing = self.fields() - fields.keys()
         if missing:
             raise KeyError(f"prompt {self.path} needs fields {sorted(missing)} that the caller did not give")
-        return [
-            {"role": "system", "content": self.system.format(**fields)},
-            {"role": "user", "content": self.user.format(**fields)},
-        ]
+        user = {"role": "user", "content": self.user.format(**fields)}
+        if not self.system.strip():  # no system message: the chat template's default applies
+            return [user]
+        return [{"role": "system", "content": self.system.format(**fields)}, user]
 
 
 def load_prompt(name_or_path: str) -> PromptTemplate:

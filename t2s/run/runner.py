@@ -189,7 +189,8 @@ def make_env(cfg: DictConfig, examples: list[Example], run_dir: Path) -> Env:
     embedders = EmbedderPool(configs=cfg.get("embedders") or {}, cache_path=cache_dir / "embeddings.sqlite")
     executor = SQLExecutor(timeout=float(cfg.db.timeout), max_rows=int(cfg.db.max_rows), workers=int(cfg.db.workers))
     return Env(llms=pool, executor=executor, schema_format=fmt, cache_dir=cache_dir, run_dir=run_dir,
-               seed=int(cfg.seed), examples=examples, sample_values=int(cfg.db.sample_values), embedders=embedders,
+               seed=int(cfg.seed), examples=examples, sample_values=int(cfg.db.sample_values),
+               sample_rows=int(cfg.db.get("sample_rows", 3)), embedders=embedders,
                artifacts=ArtifactStore(cache_dir / "artifacts"))
 
 
