@@ -321,3 +321,17 @@ def test_pipeline_keeps_the_views_for_the_generator(demo_world: Any, tmp_path: P
         # the generator saw each view's own schema text: S2 has the column pass 2 added, S1 does not
         prompts = [p for p in calls if "Question: " + t.example.question in p and "CREATE TABLE" in p]
         assert len(prompts) == 2 and "year" not in prompts[0] and "year" in prompts[1]
+
+
+def test_prepare_builds_the_field_index_of_every_database_once(tmp_path: Path) -> None:
+    from t2s.run.prepare import prepare
+
+    cfg = compose_config(["schema_linker=embedding"], cache_dir=tmp_path / "cache")
+    first = prepare(cfg, progress=False)
+    assert first["artifacts"]["field_index"]["built_now"] == 3  # the three demo databases
+    again = prepare(compose_config(["schema_linker=dual"], cache_dir=tmp_path / "cache"), progress=False)
+    assert again["artifacts"]["field_index"]["built_now"] == 0  # dual uses the same index
+    # another embedder is another index
+    other = prepare(compose_config(["schema_linker=embedding", "embedder.dim=64"], cache_dir=tmp_path / "cache"),
+                    progress=False)
+    assert other["artifacts"]["field_index"]["built_now"] == 3
