@@ -335,3 +335,14 @@ def test_prepare_builds_the_field_index_of_every_database_once(tmp_path: Path) -
     other = prepare(compose_config(["schema_linker=embedding", "embedder.dim=64"], cache_dir=tmp_path / "cache"),
                     progress=False)
     assert other["artifacts"]["field_index"]["built_now"] == 3
+
+
+def test_pruned_views_keep_example_rows_aligned_with_their_columns(school: Any) -> None:
+    from t2s.db.types import DatabaseSchema
+
+    with_rows = DatabaseSchema.from_dict(school.to_dict())
+    teachers = with_rows.table("teachers")
+    teachers.rows = [[1, "Dr. Park", "Physics"]]
+    pruned = prune(with_rows, [("teachers", "department")])
+    t = pruned.table("teachers")
+    assert [c.name for c in t.columns] == ["teacher_id", "department"] and t.rows == [[1, "Physics"]]
