@@ -12,8 +12,8 @@ Figures are means over questions. The full schema is the reference row (recall 1
     T2S_DATA=/work/shared/data .venv/bin/python benchmarks/schema_linking.py dual \
         --dataset spider_dev_sample100 --llm embedded [--limit 30]
 
-`--json out.json` also writes per-question rows. Config overrides after `--` go to the composed config
-(e.g. `-- paths.cache_dir=/tmp/cache`).
+`--json out.json` also writes per-question rows. `-o KEY=VALUE` (repeatable) adds a config override
+(e.g. `-o llm.n_threads=1`, `-o paths.cache_dir=/tmp/cache`).
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--limit", type=int, default=None, help="first N questions of the dataset")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--json", type=Path, default=None)
-    p.add_argument("overrides", nargs="*", help="config overrides (after --)")
+    p.add_argument("-o", "--override", dest="overrides", action="append", default=[], help="a config override")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> None:
                                                                    for c in tb.columns)}
                 if hasattr(stage, "outcomes"):
                     row["outcome"] = stage.outcomes.get(t.qid)
+                    row["replies"] = stage.replies.get(t.qid)
                 per_question.append(row)
             calls = mean(t.usage.llm_calls for t in tasks)
             for view, scores in views.items():

@@ -245,6 +245,7 @@ def test_dual_linker_parses_a_selection_into_s1_and_a_wider_s2(demo_world: Any, 
                 ("enrollments", "course_id"), ("students", "student_id"), ("courses", "course_id")} == c1
         assert c1 < c2 and c2 - c1 == {("students", "year")}
         assert stage.outcomes[t.qid] == {"s1": "ok", "s2": "ok"}
+        assert stage.replies[t.qid]["s1"].startswith("Sure!") and "students.year" in stage.replies[t.qid]["s2"]
         assert t.trace[0].llm_calls == 2
 
 

@@ -36,7 +36,8 @@ class DualSchemaLinker(SchemaLinker):
     whole pre-filtered set (S1 = S2 = pre-filter, and pass 2 is skipped), pass 2 falls back to S1 + the pre-filtered
     set. An explicit "NONE" in pass 2 leaves S2 = S1. When pass 1 leaves no candidate, pass 2 is not asked. At most
     2 LLM calls per question, all questions of a batch in one LLM batch per pass. What happened per question
-    (ok / fallback / skipped) is kept in `outcomes` (qid -> {"s1": ..., "s2": ...}) and logged as counts.
+    (ok / fallback / none / skipped) is kept in `outcomes` (qid -> {"s1": ..., "s2": ...}) and logged as counts; the
+    model's replies in `replies` (qid -> {"s1": text, "s2": text}), for error analysis.
     """
 
     def __init__(self, *, llm: str = "generator", embedder: str = "default", prefilter_k: int = 30,
@@ -55,6 +56,7 @@ class DualSchemaLinker(SchemaLinker):
         self.use_evidence = use_evidence
         self.index_spec = FieldIndexArtifact(embedder=embedder, samples=3)
         self.outcomes: dict[str, dict[str, str]] = {}
+        self.replies: dict[str, dict[str, str]] = {}
 
     def artifacts(self) -> list[Artifact]:
         return [self.index_spec]
@@ -71,19 +73,22 @@ class DualSchemaLinker(SchemaLinker):
         return [[f for f, _ in self.env.artifact(self.index_spec, t.example).rank(v, self.prefilter_k)]
                 for t, v in zip(tasks, vectors)]
 
-    def _ask(self, template: Any, items: list[tuple[Task, list[Field], list[tuple[str, str]]]]) -> list[Selection]:
+    def _ask(self, template: Any, items: list[tuple[Task, list[Field], list[tuple[str, str]]]],
+             pass_name: str) -> list[Selection]:
         params = dataclasses.replace(self.params, seed=self.env.seed)
         reqs = [(t, selection_request(template, t, self.env.schema(t.example), fields, params, selected=selected,
                                       use_evidence=self.use_evidence, samples=self.samples))
                 for t, fields, selected in items]
         responses = self.env.generate(self.llm_name, reqs)
+        for (t, _, _), r in zip(items, responses):
+            self.replies.setdefault(t.qid, {})[pass_name] = r.text
         return [parse_selection(r.text, fields) for r, (_, fields, _) in zip(responses, items)]
 
     def run(self, tasks: list[Task]) -> None:
         if not tasks:
             return
         candidates = self.prefilter(tasks)
-        first = self._ask(self.s1_template, [(t, c, []) for t, c in zip(tasks, candidates)])
+        first = self._ask(self.s1_template, [(t, c, []) for t, c in zip(tasks, candidates)], "s1")
         s1: list[list[tuple[str, str]]] = []
         second_items: list[tuple[Task, list[Field], list[tuple[str, str]]]] = []
         outcome: dict[str, dict[str, str]] = {}
@@ -96,7 +101,7 @@ class DualSchemaLinker(SchemaLinker):
             outcome[t.qid] = {"s1": "ok" if ok else "fallback", "s2": "skipped"}
             if ok and rest:
                 second_items.append((t, rest, cols))
-        second = dict(zip([t.qid for t, _, _ in second_items], self._ask(self.s2_template, second_items)))
+        second = dict(zip([t.qid for t, _, _ in second_items], self._ask(self.s2_template, second_items, "s2")))
         for t, cands, cols in zip(tasks, candidates, s1):
             extra: list[tuple[str, str]] = []
             sel2 = second.get(t.qid)
