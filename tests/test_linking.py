@@ -150,6 +150,11 @@ def test_parse_selection_reads_references_in_many_shapes_and_calls_junk_junk(sch
     assert parse_selection('["COURSES.CREDITS", "nosuch.col"]', fields).columns == (("courses", "credits"),)
     # a bare column name counts when one candidate has it (club_name), not when several do (name)
     assert parse_selection("club_name\nname", fields).columns == (("clubs", "club_name"),)
+    assert parse_selection("grade, club_name", fields).columns == (("enrollments", "grade"), ("clubs", "club_name"))
+    # a wrong table before a known column: every candidate of that name (the model's table is not trusted)
+    assert parse_selection("courses.grade, teachers.year", fields).columns == (("enrollments", "grade"),
+                                                                               ("students", "year"))
+    assert set(parse_selection("clubs.name", fields).columns) == {("teachers", "name"), ("students", "name")}
     assert parse_selection("NONE", fields).status == "none"
     for junk in ["", "SELECT count(*) FROM t", "the the the )))", "name name"]:
         assert parse_selection(junk, fields) == parse_selection("", fields) and parse_selection(junk, fields).status == "junk"

@@ -6,7 +6,9 @@ a column-selection model could be trained on exactly the prompts it is served (t
 `selection_request` too) and so the parser is tested on its own.
 
 What the parser accepts: `table.column` references anywhere in the reply (bare, quoted with "", `` or [], in JSON
-lists, with bullets or numbers), and a line holding only a column name when exactly one candidate has that name.
+lists, with bullets or numbers); a reference whose table is wrong but whose column is a candidate's (small models
+often write `pets.fname` for `student.fname`) counts for every candidate column of that name; and comma- or
+line-separated bare column names when exactly one candidate has that name.
 "NONE" alone (or an empty JSON list) is an explicit empty choice. Anything else (prose, SQL that names no
 candidate, the random tiny model's noise) is `junk`: the caller falls back instead of trusting it.
 """
@@ -98,11 +100,15 @@ def parse_selection(text: str, candidates: Sequence[Field]) -> Selection:
         key = (_unquote(m.group(1)).strip().lower(), _unquote(m.group(2)).strip().lower())
         if key in by_key:
             take(by_key[key])
+        else:
+            for f in by_column.get(key[1], []):  # wrong table, known column
+                take(f)
     for line in (text or "").splitlines():
-        bare = _BULLET.sub("", line).strip().strip(",;'\"`").strip()
-        owners = by_column.get(bare.lower(), [])
-        if len(owners) == 1:
-            take(owners[0])
+        for item in re.split(r"[,;]", line):
+            bare = _BULLET.sub("", item).strip().strip("'\"`[]").strip()
+            owners = by_column.get(bare.lower(), [])
+            if len(owners) == 1:
+                take(owners[0])
     if chosen:
         return Selection(columns=tuple(chosen), status="ok")
     stripped = (text or "").strip().strip("`").strip()
