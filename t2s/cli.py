@@ -1,8 +1,15 @@
-"""The `t2s` command: `run` (the Hydra app), `eval` (score any system's predictions), `plugins` (list the registry)."""
+"""The `t2s` command: `run` (the Hydra app), `eval` (score any system's predictions), `plugins` (list the registry).
+
+Errors reach the user as one message on stderr and a non-zero exit status (1; 2 for usage errors); the
+traceback only with `T2S_DEBUG=1` or `HYDRA_FULL_ERROR=1`. Secrets are never written: `key=value` overrides of
+secret keys leave the argument list before Hydra sees it (docs/security.md), and `~/.config/t2s/secrets.env`
+(or `$T2S_SECRETS_FILE`) is loaded into the environment at start.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -46,9 +53,21 @@ def _sweep_args(args: list[str]) -> list[str]:
 
 def cmd_run(args: list[str]) -> int:
     from t2s.run import app as run_app
+    from t2s.track.secrets import export_secret_overrides, split_secret_overrides
 
+    args, secrets = split_secret_overrides(args)
+    export_secret_overrides(secrets)
     sys.argv = ["t2s run", *_sweep_args(args)]
-    run_app.main()
+    # Hydra prints a (shortened) traceback itself unless this is set; then the error reaches `main`
+    before = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        run_app.main()
+    finally:
+        if before is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = before
     return 0
 
 
@@ -116,8 +135,44 @@ def cmd_compare(args: list[str]) -> int:
     return 0
 
 
+DEBUG_VARIABLES = ("T2S_DEBUG", "HYDRA_FULL_ERROR")
+
+
+def debug_requested() -> bool:
+    """Whether the user asked for tracebacks (`T2S_DEBUG=1` or `HYDRA_FULL_ERROR=1` in the environment)."""
+    return any(os.environ.get(k, "").strip().lower() not in ("", "0", "false", "no") for k in DEBUG_VARIABLES)
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from t2s.run.checks import ConfigError
+    from t2s.run.store import RunDirError
+    from t2s.track.compare import CompareError
+
+    return HydraException, OmegaConfBaseException, ConfigError, RunDirError, CompareError, OSError, ValueError
+
+
+def error_message(e: BaseException) -> str:
+    """One readable message for an exception: its text, then the text of its causes when they add something
+    (Hydra wraps a plugin's error in "Error in call to target ...")."""
+    parts: list[str] = []
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen and len(parts) < 4:
+        seen.add(id(cur))
+        text = str(cur).strip() or type(cur).__name__
+        if isinstance(cur, (KeyError, AttributeError, TypeError, NameError)) or not str(cur).strip():
+            text = f"{type(cur).__name__}: {text}"
+        if not any(text in p for p in parts):
+            parts.append(text)
+        cur = cur.__cause__ or (None if cur.__suppress_context__ else cur.__context__)
+    return "\n".join(parts)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `t2s` console script."""
+    """Entry point of the `t2s` console script: one message and exit status 1 on error (traceback only in debug)."""
     register_configs()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -128,7 +183,25 @@ def main(argv: list[str] | None = None) -> int:
     if cmd not in commands:
         print(f"t2s: unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
         return 2
-    return commands[cmd](rest)
+    debug = debug_requested()  # read before `cmd_run` sets HYDRA_FULL_ERROR for its own use
+    try:
+        from t2s.track.secrets import load_secrets_file
+
+        load_secrets_file()
+        return commands[cmd](rest)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"t2s {cmd}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - every error becomes one message
+        if debug:
+            raise
+        print(f"t2s {cmd}: error: {error_message(e)}", file=sys.stderr)
+        if not isinstance(e, _user_error_types()):
+            print(f"(unexpected {type(e).__name__}: this may be a bug in t2s or a plugin; rerun with T2S_DEBUG=1 "
+                  "for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

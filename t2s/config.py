@@ -35,7 +35,8 @@ class RunConf:
 
 @dataclass
 class DBConf:
-    """Execution of model-written SQL by stages (fixers, probers, selectors): time limit (s), row cap, worker processes."""
+    """Execution of model-written SQL by stages (fixers, probers, selectors): time limit (s), row cap, worker processes,
+    memory bounds (a query over one gets status `resource_limit`)."""
 
     timeout: float = 10.0
     max_rows: int = 1000
@@ -43,6 +44,9 @@ class DBConf:
     #: distinct sample values per column and first rows per table that introspection keeps (schema formats show them)
     sample_values: int = 3
     sample_rows: int = 3
+    #: address-space limit of each executor worker process (MB; 0 = none) and byte budget of one query's rows (MB)
+    max_memory_mb: int = 1024
+    max_result_mb: float = 256.0
 
 
 @dataclass
@@ -59,6 +63,9 @@ class EvalConf:
     soft_f1: bool = False
     #: examples of each error category kept in the report
     error_examples: int = 3
+    #: memory bounds of the scoring workers, as `db.max_memory_mb` / `db.max_result_mb` (not part of the eval fingerprint)
+    max_memory_mb: int = 1024
+    max_result_mb: float = 256.0
 
 
 @dataclass

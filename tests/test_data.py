@@ -296,11 +296,16 @@ def test_every_dataset_config_builds(path: Path, tmp_path: Path) -> None:
     node = OmegaConf.load(path)
     for key in ("_target_", "limit", "sample", "seed", "on_missing_db"):
         assert key in node, f"{path.name} lacks {key}"
-    assert node.limit is None and node.sample is None and node.on_missing_db == "skip"
+    #: fixed samples pin their own size and seed (they must not follow the run's seed)
+    fixed = {"spider_dev_sample100": (100, 100)}
+    assert node.limit is None and node.on_missing_db == "skip"
+    assert (node.sample, None if path.stem not in fixed else node.seed) == fixed.get(path.stem, (None, None))
     assert path.read_text().startswith("#"), f"{path.name} needs a comment header"
     root = OmegaConf.create({"seed": 3, "paths": {"data_root": str(DATA), "cache_dir": str(tmp_path)}, "dataset": node})
     ds = instantiate(root.dataset)
-    assert ds.seed == 3 and ds.name == path.stem
+    assert ds.seed == (fixed[path.stem][1] if path.stem in fixed else 3) and ds.name == path.stem
     if path.stem == "demo" or (path.stem.startswith("spider") and (DATA / "spider").is_dir()):
         loaded = ds.load()
         assert loaded.examples and loaded.name == path.stem
+        if path.stem in fixed:
+            assert len(loaded.examples) == 100 and loaded.examples[0].qid == "dev_1"

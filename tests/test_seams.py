@@ -332,3 +332,27 @@ def test_minilm_embedder_ranks_a_paraphrase_above_an_unrelated_text() -> None:
     assert v.shape == (3, 384)
     assert float(v[0] @ v[1]) > float(v[0] @ v[2]) + 0.1
     assert emb.model_id.startswith("minilm@")
+
+
+def test_prompt_blocks_from_the_template_render_exactly_the_text_of_the_code_they_replaced() -> None:
+    """zero_shot_v1's blocks moved from code into the template: the prompt text (hence cache keys and answers) is
+    byte-identical to what the code rendered before."""
+    from t2s.generation import ContextLimits, sql_messages
+    from t2s.prompts import load_prompt
+
+    task = Task(example=Example(qid="q", question="How many?", db_id="d", db_path="/x", evidence="x > 1"),
+                values=[CellValue("singer", "name", "Zoë"), CellValue("singer", "age", 3)],
+                examples=[FewShot("Count singers", "SELECT count(*) FROM singer")],
+                findings=[Finding("SELECT 1", "ok", note="one row"), Finding("SELECT 2", "error")])
+    view = SchemaView("full", DatabaseSchema("d", []), "CREATE TABLE singer (name TEXT);")
+    user = sql_messages(load_prompt("zero_shot_v1"), task, view, limits=ContextLimits())[1]["content"]
+    before = ("Database schema:\nCREATE TABLE singer (name TEXT);\n"
+              "\nDatabase values that match the question:\n- singer.name = \"Zoë\"\n- singer.age = 3\n"
+              "\nExamples:\nQuestion: Count singers\nSQL: SELECT count(*) FROM singer\n"
+              "\nWhat exploration queries showed:\n- one row\n- SELECT 2\n"
+              "\nEvidence: x > 1\n"
+              "\nQuestion: How many?")
+    assert user == before
+    bare = Task(example=Example(qid="q", question="How many?", db_id="d", db_path="/x"))
+    assert sql_messages(load_prompt("zero_shot_v1"), bare, view)[1]["content"] == (
+        "Database schema:\nCREATE TABLE singer (name TEXT);\n\nQuestion: How many?")

@@ -10,6 +10,12 @@ for every loader (docs/data_formats.md, "Selection"):
 3. `sample`: a seeded random subset of that many of the remaining questions, kept in file order;
 4. `limit`: the first that many of what is left.
 
+Checks on what is left after step 2 (docs/decisions.md, "Bad inputs"): a database file of 0 bytes is
+treated like a missing one (SQLite would open it as an empty database, and a model would be shown an
+empty schema); in a labelled dataset (some questions have gold SQL) a question without gold SQL fails the
+load for benchmark loaders (Spider, BIRD: their files are labelled throughout) and is a warning naming
+the questions for JSONL files (where gold SQL is optional per question), since it runs but is not scored.
+
 So `sample` and `limit` count questions that can run, and a larger `sample` with the same seed contains
 every question of a smaller one.
 """
@@ -83,6 +89,9 @@ class Dataset(abc.ABC):
     module docstring.
     """
 
+    #: a question without gold SQL in a file where others have it fails the load (else: a warning)
+    gold_for_all: bool = False
+
     def __init__(
         self,
         *,
@@ -117,6 +126,7 @@ class Dataset(abc.ABC):
         for i, ex in enumerate(examples):
             ex.meta.setdefault("index", i)  # position in the file: what Spider-style line predictions follow
         examples, skipped = self._check_databases(examples)
+        self._check_labels(examples)
         if self.sample is not None and self.sample < len(examples):
             order = list(range(len(examples)))
             random.Random(self.seed).shuffle(order)
@@ -126,38 +136,75 @@ class Dataset(abc.ABC):
             examples = examples[: self.limit]
         return LoadedDataset(name=self.name, examples=examples, skipped=skipped, tables_path=self.tables_path())
 
+    def source(self) -> str:
+        """The questions file (what messages about the dataset's content name)."""
+        return str(getattr(self, "questions", None) or getattr(self, "path", None) or self.name)
+
+    def _check_labels(self, examples: list[Example]) -> None:
+        """A labelled dataset must label every question: fail (`gold_for_all`) or warn, naming the questions."""
+        unlabelled = [ex for ex in examples if not (ex.gold_sql or "").strip()]
+        if not unlabelled or len(unlabelled) == len(examples):
+            return
+        listing = _first((f"{ex.qid} (question {ex.meta.get('index', '?')})" for ex in unlabelled), 10)
+        msg = (f"dataset {self.name!r}: {len(unlabelled)} of {len(examples)} questions in {self.source()} have no "
+               f"gold SQL while the others have: {listing}")
+        if self.gold_for_all:
+            raise ValueError(msg + ". Add their gold SQL (or remove them from the file): a question without it "
+                                   "would run but not be scored, and EX would count fewer questions than ran.")
+        log.warning("%s. They run but are not scored: EX counts only the labelled questions.", msg)
+
     def _check_databases(self, examples: list[Example]) -> tuple[list[Example], list[dict[str, Any]]]:
-        """Split `examples` into those whose database files exist and skip records; one stat per file."""
-        exists: dict[str, bool] = {}
+        """Split `examples` into those whose database files exist (and are not empty) and skip records; one
+        stat per file."""
+        exists: dict[str, str | None] = {}  # path -> None (usable) or why not
         missing: dict[str, list[Example]] = {}
         kept: list[Example] = []
         skipped: list[dict[str, Any]] = []
         for ex in examples:
             paths = [ex.db_path, *ex.meta.get("db_paths", [])]
-            absent = [p for p in dict.fromkeys(paths) if not exists.setdefault(p, os.path.isfile(p))]
+            for p in dict.fromkeys(paths):
+                if p not in exists:
+                    exists[p] = _database_problem(p)
+            absent = [p for p in dict.fromkeys(paths) if exists[p] is not None]
             if absent:
                 missing.setdefault(absent[0], []).append(ex)
-                skipped.append({"qid": ex.qid, "db_id": ex.db_id, "reason": "missing database", "path": absent[0]})
+                skipped.append({"qid": ex.qid, "db_id": ex.db_id, "reason": exists[absent[0]], "path": absent[0]})
             else:
                 kept.append(ex)
         if not missing:
             return kept, []
         n = len(skipped)
-        listing = _first(f"{path} ({len(exs)} questions, db_id {exs[0].db_id})" for path, exs in missing.items())
+        listing = _first(f"{path} ({len(exs)} questions, db_id {exs[0].db_id}{_unless_missing(exists[path])})"
+                         for path, exs in missing.items())
         if self.on_missing_db == "error":
             raise MissingDatabaseError(
-                f"dataset {self.name!r}: {n} of {len(examples)} questions need database files that do not exist: "
+                f"dataset {self.name!r}: {n} of {len(examples)} questions need database files that do not exist or are empty: "
                 f"{listing}. Put the databases there (see docs/data_formats.md for the layout), or set "
                 f"`dataset.on_missing_db=skip` to run without those questions."
             )
-        names = _first(f"{exs[0].db_id} ({len(exs)})" for exs in missing.values())
+        names = _first(f"{exs[0].db_id} ({len(exs)}{_unless_missing(exists[path])})" for path, exs in missing.items())
         where = next(iter(missing)) if len(missing) == 1 else f"files under {os.path.commonpath(list(missing))}"
         hint = " No question is left: check the database folder, or get the databases." if n == len(examples) else ""
         log.warning(
-            "dataset %s: skipped %d of %d questions whose database file is missing: %s (looked for %s).%s",
+            "dataset %s: skipped %d of %d questions whose database file is missing or empty: %s (looked for %s).%s",
             self.name, n, len(examples), names, where, hint,
         )
         return kept, skipped
+
+
+def _database_problem(path: str) -> str | None:
+    """None when `path` is a usable database file; else "missing database" or "empty database file (0 bytes)"."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "missing database"
+    if not os.path.isfile(path):
+        return "missing database"
+    return "empty database file (0 bytes)" if st.st_size == 0 else None
+
+
+def _unless_missing(reason: str | None) -> str:
+    return "" if reason in (None, "missing database") else f": {reason}"
 
 
 def _first(items: Iterable[str], n: int = 20) -> str:

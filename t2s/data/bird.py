@@ -39,6 +39,8 @@ class BirdDataset(Dataset):
         self.db_dir = self.root / db_dir
         self.split = split if split is not None else Path(questions).stem
 
+    gold_for_all = True
+
     def tables_path(self) -> str | None:
         """The tables file under the root when it exists."""
         return str(self.tables) if self.tables.is_file() else None

@@ -64,6 +64,8 @@ class SpiderDataset(Dataset):
         self.db_dir = self.root / db_dir
         self.split = split if split is not None else Path(questions).stem
 
+    gold_for_all = True
+
     def tables_path(self) -> str | None:
         """`tables.json` under the root when it exists."""
         return str(self.tables) if self.tables.is_file() else None

@@ -22,10 +22,29 @@ child started with `subprocess` (fork + exec) is safe after torch has started th
 need no `if __name__ == "__main__"` guard. An executor copied into a forked process starts its own
 workers there and leaves the parent's alone. POSIX only (pipes are polled with `selectors`).
 
-Strings and blobs a query builds are capped at 256 MB (`randomblob(1e9)` fails instead of eating memory).
+Memory is bounded three ways, and a query that hits a bound gets the status `resource_limit` (its error
+starts with "resource limit:"), never a dead machine:
+
+- each worker process runs under an address-space limit (`max_memory_mb`, `RLIMIT_AS`, default 1024 MB):
+  an allocation past it fails inside the worker (SQLite's "out of memory" or Python's `MemoryError`), the
+  worker answers, and is replaced by a fresh process once its queue is empty (so its heap goes back);
+- the rows fetched for one query may weigh at most `max_result_mb` (default 256 MB; text and blob lengths
+  plus 8 bytes per other value), checked while fetching, so neither the worker nor the parent that
+  unpickles the answer holds more;
+- strings and blobs a query builds are capped at 256 MB (`randomblob(1e9)` fails instead of eating memory).
+
+With `workers=0` only the result budget and the value cap apply (the caller's process is not limited).
 
 Only one statement runs per call: text with several statements returns an error saying so (SQLite's
-"You can only execute one statement at a time"); a trailing `;` or comment is fine.
+"You can only execute one statement at a time"); a trailing `;` or comment is fine. `SELECT 1; ;` (an
+empty statement after the query) is refused the same way, as `sqlite3` and the official evaluators do,
+but the message says what is there: an extra `;`, not a second statement.
+
+Read-only table-valued PRAGMA functions (`SELECT * FROM pragma_table_info('singer')`) and other eponymous
+virtual tables (`json_each`) run: SQLite offers table-valued forms only for PRAGMAs without side effects,
+and the first use of such a table on a connection shows up in the authorizer as an UPDATE of the schema
+table inside a SELECT, which is allowed (SQLite never lets a statement write `sqlite_master` without
+`PRAGMA writable_schema`, itself refused, and the connection is read-only anyway).
 `workers=0` runs queries in the calling process (cooperative deadline only, no protection against a
 crash or a C-level hang); it exists for measurements and environments that cannot start processes.
 """
@@ -36,6 +55,7 @@ import codecs
 import os
 import pickle
 import re
+import resource
 import selectors
 import signal
 import sqlite3
@@ -65,12 +85,21 @@ _MAX_OPEN_DBS = 64
 #: Largest string / blob a query may build (SQLite's default is 1 GB: `randomblob(1e9)` would exhaust memory).
 _MAX_VALUE_BYTES = 256 * 1024 * 1024
 _STATEMENT_HEAD = re.compile(r"[\w\"`\[\]]+")
+#: default address-space limit of a worker process (MB) and default byte budget of one query's fetched rows (MB)
+DEFAULT_MAX_MEMORY_MB = 1024
+DEFAULT_MAX_RESULT_MB = 256
+#: how the error of a query stopped by a memory bound starts (`ExecResult.status == "resource_limit"`)
+RESOURCE_LIMIT_PREFIX = "resource limit:"
+_FETCH_CHUNK = 256
+_SCHEMA_TABLES = ("sqlite_master", "sqlite_temp_master", "sqlite_schema", "sqlite_temp_schema")
 
 _SQLITE_READ_ONLY_ACTIONS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
 #: PRAGMAs that take an argument but only read (e.g. `PRAGMA table_info(singer)`).
 _READ_PRAGMAS_WITH_ARG = {
     "table_info", "table_xinfo", "table_list", "index_list", "index_info", "index_xinfo",
     "foreign_key_list", "foreign_key_check", "integrity_check", "quick_check",
+    # the argument of these table-valued forms is a schema name (`pragma_database_list('main')`)
+    "database_list", "collation_list", "function_list", "module_list", "pragma_list", "compile_options",
 }
 _ACTION_NAMES: dict[int, str] = {
     sqlite3.SQLITE_CREATE_INDEX: "CREATE INDEX", sqlite3.SQLITE_CREATE_TABLE: "CREATE TABLE",
@@ -97,7 +126,9 @@ _ACTION_NAMES: dict[int, str] = {
 class _Runner:
     """Runs jobs against cached read-only connections; one instance per worker process."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_memory_mb: int | None = None) -> None:
+        self.max_memory_mb = max_memory_mb  # the address-space limit this process runs under (None: none)
+        self._first_action: int | None = None  # the first authorizer action of the statement being prepared
         self._conns: OrderedDict[tuple[str, int, int], sqlite3.Connection] = OrderedDict()
         self._decode: dict[int, str] = {}  # id(connection) -> decode error handler in force
         self._deadline = float("inf")
@@ -112,7 +143,13 @@ class _Runner:
         return 0
 
     def _authorize(self, action: int, arg1: str | None, arg2: str | None, _db: str | None, _trigger: str | None) -> int:
+        if self._first_action is None:
+            self._first_action = action
         if action in _SQLITE_READ_ONLY_ACTIONS:
+            return sqlite3.SQLITE_OK
+        if (action == sqlite3.SQLITE_UPDATE and self._first_action == sqlite3.SQLITE_SELECT and _trigger is None
+                and (arg1 or "").lower() in _SCHEMA_TABLES):
+            # an eponymous virtual table (pragma_table_info, json_each) set up inside a SELECT: not a write
             return sqlite3.SQLITE_OK
         if action == sqlite3.SQLITE_PRAGMA and (arg2 is None or (arg1 or "").lower() in _READ_PRAGMAS_WITH_ARG):
             return sqlite3.SQLITE_OK
@@ -137,6 +174,8 @@ class _Runner:
             return f"database file not found: {db_path} (check the dataset's database directory / db_path)"
         if not os.path.isfile(db_path):
             return f"database path is not a file: {db_path}"
+        if st.st_size == 0:
+            return f"database file is empty (0 bytes): {db_path} (replace it with the real database)"
         key = (db_path, st.st_dev, st.st_ino)
         conn = self._conns.get(key)
         if conn is None:
@@ -165,6 +204,7 @@ class _Runner:
         self._deadline = time.monotonic() + timeout
         self._expired = False
         self._denied = None
+        self._first_action = None
 
     def _failure(self, e: Exception, sql: str) -> tuple[str | None, bool]:
         """(error message, timed_out) for an exception raised while running `sql`."""
@@ -178,13 +218,49 @@ class _Runner:
                 what = " ".join(_STATEMENT_HEAD.findall(sql)[:3])[:80] or what
             return f"rejected: statement would modify the database ({what})", False
         msg = str(e)
+        if isinstance(e, _ResultTooBig):
+            return msg, False
+        if isinstance(e, MemoryError) or (isinstance(e, sqlite3.Error) and _MEMORY_ERRORS.search(msg)):
+            bound = (f"under the worker's bound of {self.max_memory_mb} MB (db.max_memory_mb / eval.max_memory_mb)"
+                     if self.max_memory_mb else "(no per-process bound with workers=0)")
+            return f"{RESOURCE_LIMIT_PREFIX} the query ran out of memory {bound}; sqlite3: {msg or type(e).__name__}", False
         if isinstance(e, sqlite3.ProgrammingError) and "one statement at a time" in msg:
+            if not _strip_empty_statements(_after_first_statement(sql)):
+                return ("empty statement after the query (an extra `;`): only one SQL statement per query is run; "
+                        f"remove the extra `;` (sqlite3: {msg})"), False
             return ("several statements: only one SQL statement per query is run; "
                     f"send them one by one (sqlite3: {msg})"), False
+        if msg.endswith("may not be modified"):  # SQLite's own refusal to touch its schema table
+            what = " ".join(_STATEMENT_HEAD.findall(sql)[:3])[:80]
+            return f"rejected: statement would modify the database ({what}; sqlite3: {msg})", False
+        if msg == "not authorized":
+            return ("not authorized: SQLite refused a function or feature that is disabled here "
+                    "(e.g. load_extension)"), False
         return msg or type(e).__name__, False
 
     # -- jobs -----------------------------------------------------------------------------------
-    def execute(self, db_path: str, sql: str, timeout: float, max_rows: int, decode_errors: str) -> dict[str, Any]:
+    @staticmethod
+    def _fetch(cur: sqlite3.Cursor, max_rows: int, max_result_bytes: int) -> list[Any]:
+        """Up to `max_rows + 1` rows, fetched in chunks; `_ResultTooBig` once they weigh over `max_result_bytes`
+        (text / blob lengths plus 8 bytes per other value and per column)."""
+        rows: list[Any] = []
+        size = 0
+        while len(rows) <= max_rows:
+            chunk = cur.fetchmany(min(_FETCH_CHUNK, max_rows + 1 - len(rows)))
+            if not chunk:
+                break
+            for row in chunk:
+                for v in row:
+                    size += len(v) + 8 if type(v) is str or type(v) is bytes else 8
+            rows.extend(chunk)
+            if size > max_result_bytes:
+                raise _ResultTooBig(
+                    f"{RESOURCE_LIMIT_PREFIX} the result passed the budget of {max_result_bytes / 2**20:g} MB of fetched "
+                    f"rows after {len(rows)} row(s) (db.max_result_mb / eval.max_result_mb)")
+        return rows
+
+    def execute(self, db_path: str, sql: str, timeout: float, max_rows: int, decode_errors: str,
+                max_result_bytes: int = DEFAULT_MAX_RESULT_MB << 20) -> dict[str, Any]:
         """Run one query; returns the fields of an `ExecResult` (seconds = time inside this process)."""
         t0 = time.perf_counter()
         out: dict[str, Any] = {"rows": [], "columns": [], "error": None, "timed_out": False, "truncated": False}
@@ -196,7 +272,7 @@ class _Runner:
             cur = None
             try:
                 cur = conn.execute(sql)
-                rows = cur.fetchmany(max_rows + 1)
+                rows = self._fetch(cur, max_rows, max_result_bytes)
                 if len(rows) > max_rows:
                     rows = rows[:max_rows]
                     out["truncated"] = True
@@ -258,8 +334,8 @@ def _read_exact(fd: int, n: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def _write_msg(fd: int, obj: Any) -> None:
-    view = memoryview(_frame(obj))
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
 
@@ -272,12 +348,20 @@ def _read_msg(fd: int) -> Any | None:
     return None if body is None else pickle.loads(body)
 
 
-def _worker_main() -> None:
-    """Entry point of a worker process: read jobs from stdin, answer on (the original) stdout."""
+def _worker_main(max_memory_mb: int = 0) -> None:
+    """Entry point of a worker process: read jobs from stdin, answer on (the original) stdout.
+
+    `max_memory_mb` > 0 limits the process's address space (`RLIMIT_AS`) to that many MB.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # parent gone: end quietly, no BrokenPipeError traceback
+    if max_memory_mb > 0:
+        limit = max_memory_mb << 20
+        hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+        resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
     out_fd = os.dup(1)
     os.dup2(2, 1)  # stray prints must not corrupt the protocol
-    runner = _Runner()
+    runner = _Runner(max_memory_mb if max_memory_mb > 0 else None)
     while True:
         msg = _read_msg(0)
         if msg is None:
@@ -286,9 +370,53 @@ def _worker_main() -> None:
         try:
             reply = runner.run(job)
         except Exception as e:  # noqa: BLE001 - keep serving
-            reply = {"rows": [], "columns": [], "error": f"internal worker error: {e!r}", "timed_out": False,
-                     "truncated": False, "seconds": 0.0, "times": [], "index": None}
-        _write_msg(out_fd, (job_id, reply))
+            reply = _error_reply(f"internal worker error: {e!r}")
+        try:
+            data = _frame((job_id, reply))
+        except MemoryError:
+            reply = _error_reply(f"{RESOURCE_LIMIT_PREFIX} the result did not fit in the worker's memory bound of "
+                                 f"{max_memory_mb} MB when sent back (db.max_memory_mb / eval.max_memory_mb)")
+            data = _frame((job_id, reply))
+        try:
+            _write_all(out_fd, data)
+        except BrokenPipeError:
+            return
+
+
+def _error_reply(error: str) -> dict[str, Any]:
+    return {"rows": [], "columns": [], "error": error, "timed_out": False, "truncated": False, "seconds": 0.0,
+            "times": [], "index": None}
+
+
+class _ResultTooBig(Exception):
+    """The rows fetched for one query passed its byte budget."""
+
+
+#: SQLite's messages for a failed allocation (SQLITE_NOMEM) and for a value over SQLITE_LIMIT_LENGTH
+_MEMORY_ERRORS = re.compile(r"out of memory|string or blob too big", re.I)
+
+
+def _after_first_statement(sql: str) -> str:
+    """The text after the first complete statement (after its `;`), or "" when there is none."""
+    for i, ch in enumerate(sql):
+        if ch == ";" and sqlite3.complete_statement(sql[: i + 1]):
+            return sql[i + 1:]
+    return ""
+
+
+def _strip_empty_statements(text: str) -> str:
+    """`text` without leading whitespace, `;` and comments: "" when nothing but empty statements is left."""
+    while True:
+        text = text.lstrip()
+        if text.startswith(";"):
+            text = text[1:]
+        elif text.startswith("--"):
+            text = text.partition("\n")[2]
+        elif text.startswith("/*"):
+            end = text.find("*/", 2)
+            text = "" if end < 0 else text[end + 2:]
+        else:
+            return text
 
 
 # --------------------------------------------------------------------------------------------------
@@ -325,10 +453,12 @@ class _Job:
 class _Worker:
     """One worker process, the jobs sent to it (a FIFO; the head is the one running) and unread output."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], max_memory_mb: int = 0) -> None:
+        self.recycle = False  # replace this worker once its queue is empty (it hit a memory bound)
         self.proc = subprocess.Popen(
             # -S: no site-packages (the worker needs the standard library and t2s, found via PYTHONPATH)
-            [sys.executable, "-S", "-c", "from t2s.db.execute import _worker_main; _worker_main()"],
+            [sys.executable, "-S", "-c",
+             f"from t2s.db.execute import _worker_main; _worker_main({int(max_memory_mb)})"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True,
         )
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -418,24 +548,35 @@ class SQLExecutor:
     keeps its connections open per database file. `workers=0` executes in the calling process (no
     protection against crashes or C-level hangs). `decode_errors` is the `bytes.decode` error handler for
     TEXT values that are not valid UTF-8 ("replace" by default; the Spider test-suite evaluation uses
-    "ignore"). Not for concurrent use from several threads (calls are serialized by a lock).
+    "ignore"; either way two different invalid byte strings can decode to the same text and then compare
+    equal, as they do in the official evaluators). `max_memory_mb` is each worker's address-space limit
+    (0: none) and `max_result_mb` the budget of one query's fetched rows; a query over either gets status
+    `resource_limit` (see the module docstring). Not for concurrent use from several threads (calls are
+    serialized by a lock).
     """
 
     def __init__(self, *, timeout: float = 30.0, max_rows: int = 10_000, workers: int = 1,
-                 decode_errors: str = "replace", kill_grace: float = 0.5) -> None:
+                 decode_errors: str = "replace", kill_grace: float = 0.5,
+                 max_memory_mb: int = DEFAULT_MAX_MEMORY_MB, max_result_mb: float = DEFAULT_MAX_RESULT_MB) -> None:
         if timeout <= 0:
             raise ValueError(f"SQLExecutor: timeout must be > 0 seconds, got {timeout}")
         if max_rows < 0:
             raise ValueError(f"SQLExecutor: max_rows must be >= 0, got {max_rows}")
         if workers < 0:
             raise ValueError(f"SQLExecutor: workers must be >= 0 (0 = run in this process), got {workers}")
+        if max_memory_mb < 0 or max_result_mb <= 0:
+            raise ValueError(f"SQLExecutor: max_memory_mb must be >= 0 (0 = no limit) and max_result_mb > 0, "
+                             f"got {max_memory_mb} and {max_result_mb}")
         codecs.lookup_error(decode_errors)  # LookupError for an unknown handler name
+        self.max_memory_mb = int(max_memory_mb)
+        self.max_result_bytes = int(max_result_mb * 2**20)
         self.timeout = float(timeout)
         self.max_rows = int(max_rows)
         self.workers = int(workers)
         self.decode_errors = decode_errors
         self.kill_grace = float(kill_grace)
         self.restarts = 0  # workers killed or crashed and replaced, over the executor's life
+        self.recycled = 0  # workers replaced after a query hit a memory bound
         self._job_seconds = 0.01  # running mean of job wall time, sizes the per-worker queues
         self._pool: list[_Worker] = []
         self._owner_pid = os.getpid()
@@ -465,7 +606,8 @@ class SQLExecutor:
         t = self.timeout if timeout is None else float(timeout)
         m = self.max_rows if max_rows is None else int(max_rows)
         specs = [
-            _Job("exec", ("exec", os.fspath(db), sql, t, m, self.decode_errors), t, len(sql)) for db, sql in jobs
+            _Job("exec", ("exec", os.fspath(db), sql, t, m, self.decode_errors, self.max_result_bytes), t, len(sql))
+            for db, sql in jobs
         ]
         for i, raw in self._run(specs):
             yield i, _to_exec_result(raw)
@@ -516,7 +658,7 @@ class SQLExecutor:
         with self._lock:
             if self.workers == 0:
                 if self._local is None:
-                    self._local = _Runner()
+                    self._local = _Runner(None)
                 for i, job in enumerate(specs):
                     t0 = time.perf_counter()
                     raw = self._local.run(job.payload)
@@ -542,7 +684,7 @@ class SQLExecutor:
         env = dict(os.environ)
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        return _Worker(env)
+        return _Worker(env, self.max_memory_mb)
 
     def _run_pool(self, specs: list[_Job]) -> Iterator[tuple[int, dict[str, Any]]]:
         """Schedule jobs over the workers.
@@ -565,7 +707,7 @@ class SQLExecutor:
                 for w in self._pool:
                     batch: list[tuple[int, float, bytes]] = []
                     size = w.inflight_bytes
-                    while pending and len(w.inflight) + len(batch) < depth:
+                    while pending and not w.recycle and len(w.inflight) + len(batch) < depth:
                         i = pending[0]
                         msg = messages.pop(i, None) or _frame((i, specs[i].payload))
                         if (w.inflight or batch) and size + len(msg) > _BIG_MESSAGE:
@@ -606,7 +748,16 @@ class SQLExecutor:
                                 self._job_seconds = 0.9 * self._job_seconds + 0.1 * raw["seconds"]
                                 w.head_started = now
                                 remaining -= 1
+                                if str(raw.get("error") or "").startswith(RESOURCE_LIMIT_PREFIX):
+                                    w.recycle = True
                                 yield job_id, raw
+                            if w.recycle and not w.inflight:
+                                # its heap may still hold what the query took: a fresh process gives it back
+                                sel.unregister(w.out_fd)
+                                watched.discard(w.out_fd)
+                                w.stop(wait=1.0)
+                                self._pool[idx] = self._spawn()
+                                self.recycled += 1
                             continue
                         code = w.proc.wait()
                         reason: str | None = f"the worker process died while running this query (exit code {code})"

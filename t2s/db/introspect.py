@@ -155,6 +155,9 @@ def introspect(db_path: str, db_id: str, *, n_samples: int = 3, n_rows: int = 0,
     p = Path(db_path)
     if not p.is_file():
         raise FileNotFoundError(f"database file not found: {p.absolute()} (db_id {db_id!r})")
+    if p.stat().st_size == 0:
+        raise ValueError(f"database file is empty (0 bytes): {p.absolute()} (db_id {db_id!r}); a model would be shown "
+                         f"an empty schema. Replace it with the real database.")
     cache_file: Path | None = None
     if cache_dir is not None:
         cache_file = Path(cache_dir) / f"{content_hash(p)}-s{n_samples}-r{n_rows}-v{_CACHE_VERSION}.json"

@@ -94,8 +94,9 @@ class SchemaView(JsonRecord):
 class ExecResult(JsonRecord):
     """Outcome of running one SQL query.
 
-    Exactly one of: `ok` (rows fetched; `truncated` if the row cap cut them), `error` (SQLite's message, or
-    "rejected: ..." for a statement that would modify the database), `timed_out`.
+    Exactly one of: `ok` (rows fetched; `truncated` if the row cap cut them), `error` (SQLite's message,
+    "rejected: ..." for a statement that would modify the database, or "resource limit: ..." for a query
+    stopped by a memory bound of `SQLExecutor`), `timed_out`.
     `seconds` is wall time including any process overhead.
     """
 
@@ -112,9 +113,11 @@ class ExecResult(JsonRecord):
 
     @property
     def status(self) -> str:
-        """"ok", "timeout", "rejected" or "error"."""
+        """"ok", "timeout", "resource_limit" (a memory bound stopped it), "rejected" or "error"."""
         if self.timed_out:
             return "timeout"
         if self.error is not None:
-            return "rejected" if self.error.startswith("rejected:") else "error"
+            if self.error.startswith("rejected:"):
+                return "rejected"
+            return "resource_limit" if self.error.startswith("resource limit:") else "error"
         return "ok"

@@ -28,7 +28,9 @@ __all__ = ["ERROR_CATEGORIES", "categorize_error"]
 #: every category `categorize_error` returns, in order of precedence
 ERROR_CATEGORIES: tuple[str, ...] = (
     "rejected",
+    "not_authorized",
     "timeout",
+    "resource_limit",
     "syntax_error",
     "unknown_table_or_column",
     "wrong_table_set",
@@ -43,6 +45,7 @@ ERROR_CATEGORIES: tuple[str, ...] = (
 
 _SYNTAX = re.compile(r"syntax error|incomplete input|unrecognized token|unterminated", re.I)
 _UNKNOWN = re.compile(r"no such (table|column)", re.I)
+_NOT_AUTHORIZED = re.compile(r"^not authorized", re.I)
 
 
 def _all_tables(s: SpiderSQL) -> set[str]:
@@ -131,7 +134,10 @@ def categorize_error(pred_sql: str, gold_sql: str, schema: DatabaseSchema | None
     `ExecResult.status`), `pred_error` SQLite's message when it failed.
 
     - rejected: `status == "rejected"` (a statement that would modify the database);
+    - not_authorized: SQLite's authorizer or its own switches refused the statement without it being a write
+      (message "not authorized ...", e.g. `load_extension`);
     - timeout: `status == "timeout"`;
+    - resource_limit: `status == "resource_limit"` (a memory bound of the executor stopped the query);
     - syntax_error: sqlglot cannot parse the prediction (empty text included), or SQLite reports a syntax
       error / incomplete input / unrecognized token;
     - unknown_table_or_column: SQLite reports "no such table/column", or the prediction names a table, a
@@ -157,9 +163,13 @@ def categorize_error(pred_sql: str, gold_sql: str, schema: DatabaseSchema | None
     """
     if status == "rejected":
         return "rejected"
+    message = pred_error or ""
+    if _NOT_AUTHORIZED.search(message):
+        return "not_authorized"
     if status == "timeout":
         return "timeout"
-    message = pred_error or ""
+    if status == "resource_limit":
+        return "resource_limit"
     try:
         parse_sql_tree(pred_sql)
     except SqlSyntaxError:

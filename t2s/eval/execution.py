@@ -48,7 +48,7 @@ from t2s.db.types import ExecResult
 from t2s.files import content_hash, forget_content_hashes
 
 SEMANTICS = ("spider", "bird")
-STATUSES = ("ok", "timeout", "error", "rejected", "gold_error")
+STATUSES = ("ok", "timeout", "resource_limit", "error", "rejected", "gold_error")
 Row = tuple[Any, ...]
 
 _CUR_YEAR = re.compile(r"YEAR\s*\(\s*CURDATE\s*\(\s*\)\s*\)\s*", flags=re.IGNORECASE)
@@ -280,9 +280,10 @@ class GoldCache:
         return out
 
     def put_many(self, items: dict[str, ExecResult]) -> None:
-        """Store results (timeouts are skipped: they depend on the machine's load, not on the query)."""
+        """Store results (timeouts and memory-bound stops are skipped: they depend on the machine's load and on
+        the executor's bounds, not only on the query)."""
         data = [(k, pickle.dumps((r.rows, r.columns, r.error, r.truncated, r.seconds), protocol=pickle.HIGHEST_PROTOCOL))
-                for k, r in items.items() if not r.timed_out]
+                for k, r in items.items() if r.status not in ("timeout", "resource_limit")]
         if data:
             with self._conn:
                 self._conn.execute("BEGIN")
@@ -310,7 +311,8 @@ class ExecVerdict:
     """The execution-accuracy verdict for one question.
 
     `status`: "ok" (both ran; `correct` says whether the results match on every database), "timeout",
-    "error" or "rejected" (the prediction timed out / failed / tried to write, on some database: wrong),
+    "resource_limit", "error" or "rejected" (the prediction timed out / hit a memory bound of the executor /
+    failed / tried to write, on some database: wrong),
     "gold_error" (the gold failed, timed out or exceeded max_rows: not scorable, report it apart).
     `seconds`: the prediction's execution wall time summed over the databases. `gold_rows` / `pred_rows`:
     row counts on the first database (None when not run). `failed_db`: the first database where the

@@ -64,6 +64,17 @@ def write_report(path: Path, metrics: dict[str, Any], records: list[dict[str, An
           metrics.get("skipped", {}).get("count")]]))
     parts += ["", f"Execution semantics: **{ev.get('semantics')}** (time limit {ev.get('timeout')} s per query, "
                   f"DISTINCT {'kept' if ev.get('keep_distinct') else 'stripped'})."]
+    if metrics.get("resource_limits"):
+        parts.append(f"{metrics['resource_limits']} prediction(s) stopped at a memory bound (status `resource_limit`, "
+                     f"counted wrong like timeouts; bounds `eval.max_memory_mb` / `eval.max_result_mb`).")
+    empty = metrics.get("empty_predictions") or {}
+    if empty.get("correct"):
+        rest = metrics.get("scored", 0) - empty["correct"]
+        ex_rest = 100.0 * (metrics.get("correct", 0) - empty["correct"]) / rest if rest else None
+        parts.append(f"**Empty predictions counted correct: {empty['correct']}** (of {empty['count']} empty "
+                     f"predictions): an empty SQL text scores correct when the gold result is empty too, as in the "
+                     f"official evaluators. EX without them: {_fmt(ex_rest)} % on {rest} questions. "
+                     f"Questions: {', '.join(empty.get('correct_qids', [])[:10])}.")
     cands = metrics.get("candidates") or {}
     if metrics.get("oracle") is not None:
         parts += ["", f"Candidate pools: {cands.get('mean_pool', 0):.2f} candidate(s) per question, "

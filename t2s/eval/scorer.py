@@ -23,6 +23,7 @@ from t2s.eval.exact_match import aggregate_partial, exact_match
 from t2s.eval.execution import score_execution
 from t2s.eval.features import sql_features
 from t2s.eval.hardness import spider_hardness
+from t2s.eval.predictions import empty_prediction_summary
 from t2s.eval.ves import score_soft_f1, score_ves
 from t2s.stages import SQL_STAGES
 from t2s.types import Example
@@ -43,8 +44,8 @@ class Scorer:
 
     def __init__(self, *, semantics: str = "spider", timeout: float = 30.0, workers: int = 2,
                  keep_distinct: bool = False, exact_match: bool = True, ves: bool = False, ves_iterations: int = 100,
-                 soft_f1: bool = False, error_examples: int = 3,
-                 cache_dir: Path | None = None) -> None:
+                 soft_f1: bool = False, error_examples: int = 3, max_memory_mb: int = 1024,
+                 max_result_mb: float = 256.0, cache_dir: Path | None = None) -> None:
         if semantics not in ("spider", "bird"):
             raise ValueError(f"eval.semantics={semantics!r}: use 'spider' (test-suite) or 'bird' (set comparison)")
         self.semantics = semantics
@@ -57,6 +58,8 @@ class Scorer:
         self.soft_f1 = soft_f1
         self.error_examples = error_examples
         self.cache_dir = cache_dir
+        self.max_memory_mb = max_memory_mb
+        self.max_result_mb = max_result_mb
         self._schemas: dict[str, DatabaseSchema] = {}
         self._executor: SQLExecutor | None = None
 
@@ -65,7 +68,8 @@ class Scorer:
         """One worker pool for the scorer's lifetime (started on first use, stopped by `close`)."""
         if self._executor is None:
             self._executor = SQLExecutor(timeout=self.timeout, max_rows=100_000, workers=self.workers,
-                                         decode_errors="ignore" if self.semantics == "spider" else "replace")
+                                         decode_errors="ignore" if self.semantics == "spider" else "replace",
+                                         max_memory_mb=self.max_memory_mb, max_result_mb=self.max_result_mb)
         return self._executor
 
     @classmethod
@@ -360,6 +364,8 @@ def summarize(records: list[dict[str, Any]], traces: dict[str, dict[str, Any]], 
         "candidates": candidate_summary(scored),
         "exact_match": _pct(sum(bool(r["exact"]) for r in exact), len(exact)) if exact else None,
         "timeouts": sum(r.get("status") == "timeout" for r in scored),
+        "resource_limits": sum(r.get("status") == "resource_limit" for r in scored),
+        "empty_predictions": empty_prediction_summary(scored),
         "rejected": sum(r.get("status") == "rejected" for r in scored),
         "pred_errors": sum(r.get("status") == "error" for r in scored),
         "pipeline_errors": {"count": sum(bool(r.get("pipeline_error")) for r in records),

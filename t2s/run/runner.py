@@ -37,6 +37,7 @@ from t2s.run.pipeline import Pipeline, build_stages, resolved
 from t2s.run.store import ARTIFACTS, CONFIG, METRICS, REPORT, RunStore, write_json
 from t2s.sql.schema_format import SchemaFormat
 from t2s.stages import STAGE_GROUPS
+from t2s.track.lockfile import warn_if_versions_differ
 from t2s.track.loggers import RunLogger
 from t2s.track.secrets import scrub_overrides, strip_secrets
 from t2s.types import Example, Task
@@ -76,7 +77,7 @@ def provenance() -> dict[str, Any]:
     except (OSError, subprocess.SubprocessError):
         pass
     return {"versions": versions, "git_commit": commit, "git_dirty": dirty, "python": platform.python_version(),
-            "argv": scrub_overrides(sys.argv)}
+            "argv": scrub_overrides(sys.argv), "lock_mismatches": warn_if_versions_differ(versions)}
 
 
 def load_dataset(cfg: DictConfig) -> LoadedDataset:
@@ -187,7 +188,8 @@ def make_env(cfg: DictConfig, examples: list[Example], run_dir: Path) -> Env:
     cache_dir.mkdir(parents=True, exist_ok=True)
     pool = LLMPool(configs=cfg.llms, cache_path=cache_dir / "llm_cache.sqlite", enabled_cache=bool(cfg.run.llm_cache))
     embedders = EmbedderPool(configs=cfg.get("embedders") or {}, cache_path=cache_dir / "embeddings.sqlite")
-    executor = SQLExecutor(timeout=float(cfg.db.timeout), max_rows=int(cfg.db.max_rows), workers=int(cfg.db.workers))
+    executor = SQLExecutor(timeout=float(cfg.db.timeout), max_rows=int(cfg.db.max_rows), workers=int(cfg.db.workers),
+                           max_memory_mb=int(cfg.db.max_memory_mb), max_result_mb=float(cfg.db.max_result_mb))
     return Env(llms=pool, executor=executor, schema_format=fmt, cache_dir=cache_dir, run_dir=run_dir,
                seed=int(cfg.seed), examples=examples, sample_values=int(cfg.db.sample_values),
                sample_rows=int(cfg.db.get("sample_rows", 3)), embedders=embedders,
