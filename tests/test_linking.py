@@ -156,6 +156,13 @@ def test_parse_selection_reads_references_in_many_shapes_and_calls_junk_junk(sch
                                                                                ("students", "year"))
     assert set(parse_selection("clubs.name", fields).columns) == {("teachers", "name"), ("students", "name")}
     assert parse_selection("NONE", fields).status == "none"
+    # pass 2 repeating the columns selected before is an empty choice, not junk
+    rest = [f for f in fields if f.key != ("courses", "title")]
+    assert parse_selection("courses.title", rest, [("courses", "title")]).status == "none"
+    assert parse_selection("courses.title, teachers.name", rest, [("courses", "title")]).columns == (("teachers", "name"),)
+    # a repeated selected column does not pull in other candidates of the same name
+    no_teacher_name = [f for f in fields if f.key != ("teachers", "name")]
+    assert parse_selection("teachers.name", no_teacher_name, [("teachers", "name")]).status == "none"
     for junk in ["", "SELECT count(*) FROM t", "the the the )))", "name name"]:
         assert parse_selection(junk, fields) == parse_selection("", fields) and parse_selection(junk, fields).status == "junk"
 

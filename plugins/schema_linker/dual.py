@@ -34,7 +34,7 @@ class DualSchemaLinker(SchemaLinker):
     Two views, "S1" and "S2", go into `task.schemas`; a generator makes one candidate per view (zero_shot tags each
     with its view). A reply that names no candidate column (junk) never fails the question: pass 1 falls back to the
     whole pre-filtered set (S1 = S2 = pre-filter, and pass 2 is skipped), pass 2 falls back to S1 + the pre-filtered
-    set. An explicit "NONE" in pass 2 leaves S2 = S1. When pass 1 leaves no candidate, pass 2 is not asked. At most
+    set. An explicit "NONE" in pass 2 (or a reply repeating only pass-1 columns) leaves S2 = S1. When pass 1 leaves no candidate, pass 2 is not asked. At most
     2 LLM calls per question, all questions of a batch in one LLM batch per pass. What happened per question
     (ok / fallback / none / skipped) is kept in `outcomes` (qid -> {"s1": ..., "s2": ...}) and logged as counts; the
     model's replies in `replies` (qid -> {"s1": text, "s2": text}), for error analysis.
@@ -82,7 +82,7 @@ class DualSchemaLinker(SchemaLinker):
         responses = self.env.generate(self.llm_name, reqs)
         for (t, _, _), r in zip(items, responses):
             self.replies.setdefault(t.qid, {})[pass_name] = r.text
-        return [parse_selection(r.text, fields) for r, (_, fields, _) in zip(responses, items)]
+        return [parse_selection(r.text, fields, selected) for r, (_, fields, selected) in zip(responses, items)]
 
     def run(self, tasks: list[Task]) -> None:
         if not tasks:

@@ -9,7 +9,8 @@ What the parser accepts: `table.column` references anywhere in the reply (bare, 
 lists, with bullets or numbers); a reference whose table is wrong but whose column is a candidate's (small models
 often write `pets.fname` for `student.fname`) counts for every candidate column of that name; and comma- or
 line-separated bare column names when exactly one candidate has that name.
-"NONE" alone (or an empty JSON list) is an explicit empty choice. Anything else (prose, SQL that names no
+"NONE" alone (or an empty JSON list) is an explicit empty choice, and so is a reply that names only columns
+given as `selected` (pass 2 models often repeat the pass-1 columns instead of saying NONE). Anything else (prose, SQL that names no
 candidate, the random tiny model's noise) is `junk`: the caller falls back instead of trusting it.
 """
 
@@ -84,13 +85,15 @@ def _unquote(name: str) -> str:
     return name
 
 
-def parse_selection(text: str, candidates: Sequence[Field]) -> Selection:
-    """The candidate columns a reply names (see the module docstring); never raises."""
+def parse_selection(text: str, candidates: Sequence[Field], selected: Sequence[tuple[str, str]] = ()) -> Selection:
+    """The candidate columns a reply names (see the module docstring); never raises. `selected`: columns chosen
+    before (pass 2), which are not candidates; a reply naming only those is an empty choice ("none")."""
     by_key = {f.key: f for f in candidates}
     by_column: dict[str, list[Field]] = {}
     for f in candidates:
         by_column.setdefault(f.column.lower(), []).append(f)
     chosen: list[tuple[str, str]] = []
+    known_before = {(t.lower(), c.lower()) for t, c in selected}
 
     def take(f: Field) -> None:
         if (f.table, f.column) not in chosen:
@@ -100,7 +103,7 @@ def parse_selection(text: str, candidates: Sequence[Field]) -> Selection:
         key = (_unquote(m.group(1)).strip().lower(), _unquote(m.group(2)).strip().lower())
         if key in by_key:
             take(by_key[key])
-        else:
+        elif key not in known_before:
             for f in by_column.get(key[1], []):  # wrong table, known column
                 take(f)
     for line in (text or "").splitlines():
@@ -111,6 +114,10 @@ def parse_selection(text: str, candidates: Sequence[Field]) -> Selection:
                 take(owners[0])
     if chosen:
         return Selection(columns=tuple(chosen), status="ok")
+    if selected:
+        before = [Field(table=t, column=c, text="") for t, c in selected]
+        if parse_selection(text, before).status == "ok":
+            return Selection(columns=(), status="none")
     stripped = (text or "").strip().strip("`").strip()
     if re.fullmatch(r"(?is)(?:none\.?|\[\s*\]|no (?:other|additional) columns?\.?)", stripped):
         return Selection(columns=(), status="none")
