@@ -61,7 +61,9 @@ class Artifact(abc.ABC):
     - `params()`: everything that changes the built files (JSON-able); part of the cache key.
     - `libraries()`: packages whose stored formats `load` reads back (e.g. a pickled datasketch index), as
       {package: version prefix}; part of the key, so upgrading across a format change rebuilds instead of failing.
-    - `sources(env, examples)`: what to build it from; default: each distinct database of the examples.
+    - `source(example)`: what a question's artifact is built from; default: its database file (`Source.database`).
+      An artifact that also reads other files (dataset-supplied descriptions) hashes them into the source here.
+    - `sources(env, examples)`: what to build it from; default: `source` of each distinct database of the examples.
     """
 
     name: ClassVar[str] = ""
@@ -73,11 +75,14 @@ class Artifact(abc.ABC):
     def libraries(self) -> dict[str, str]:
         return {}
 
+    def source(self, example: Example) -> Source:
+        return Source.database(example)
+
     def sources(self, env: Env, examples: list[Example]) -> list[Source]:
         seen: dict[str, Source] = {}
         for ex in examples:
             if ex.db_path not in seen:
-                seen[ex.db_path] = Source.database(ex)
+                seen[ex.db_path] = self.source(ex)
         return list(seen.values())
 
     @abc.abstractmethod

@@ -22,6 +22,8 @@ commands:
   eval predictions=FILE [overrides] [out=DIR]
                            score another system's predictions against a dataset config
   prepare [overrides]      build every artifact the configured pipeline needs (indexes, profiles) ahead of time
+  serve [overrides]        the configured pipeline behind an HTTP API and a demo page (serve.host, serve.port),
+                           e.g. t2s serve llm=tiny serve.port=8080
   plugins                  list every config group, its options and each plugin's one-line description
   compare DIR [DIR...] [--out DIR]
                            one table (+ CSV, accuracy/cost and attribution plots) over run directories or a sweep
@@ -83,6 +85,16 @@ def cmd_prepare(args: list[str]) -> int:
     from t2s.run.prepare import format_summary, prepare
 
     print(format_summary(prepare(compose_config(args))))
+    return 0
+
+
+def cmd_serve(args: list[str]) -> int:
+    """`t2s serve [overrides]`: the pipeline `t2s run` would build from the same overrides, over HTTP."""
+    from t2s.config import compose_config
+    from t2s.serve.server import serve, serve_run_dir
+
+    cfg = compose_config(args)
+    serve(cfg, serve_run_dir(cfg, args))
     return 0
 
 
@@ -179,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0 if argv else 2
     cmd, rest = argv[0], argv[1:]
-    commands = {"run": cmd_run, "eval": cmd_eval, "prepare": cmd_prepare, "plugins": cmd_plugins, "compare": cmd_compare}
+    commands = {"run": cmd_run, "eval": cmd_eval, "prepare": cmd_prepare, "plugins": cmd_plugins, "compare": cmd_compare,
+                "serve": cmd_serve}
     if cmd not in commands:
         print(f"t2s: unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
         return 2

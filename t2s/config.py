@@ -69,6 +69,19 @@ class EvalConf:
 
 
 @dataclass
+class ServeConf:
+    """`t2s serve`: address, micro-batching (questions arriving within `max_wait_ms` share one pipeline batch of at
+    most `max_batch`), the row cap of returned results. Queries run with `db.timeout` as their time limit."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_batch: int = 8
+    max_wait_ms: float = 5.0
+    max_rows: int = 1000
+    log_level: str = "info"
+
+
+@dataclass
 class PathsConf:
     data_root: str = "data"
     cache_dir: str = ".cache"
@@ -101,6 +114,7 @@ class T2SConfig:
     db: DBConf = field(default_factory=DBConf)
     eval: EvalConf = field(default_factory=EvalConf)
     paths: PathsConf = field(default_factory=PathsConf)
+    serve: ServeConf = field(default_factory=ServeConf)
     #: USD per 1M tokens by model id: {model_id: {prompt: float, completion: float}}; turns tokens into money
     prices: dict[str, Any] = field(default_factory=dict)
     #: free-form notes recorded with the run (e.g. what an experiment reproduces)

@@ -113,11 +113,23 @@ class Env:
             )
         return self._schemas[key]
 
-    def view(self, name: str, schema: DatabaseSchema) -> SchemaView:
-        return SchemaView(name=name, schema=schema, text=self.schema_format.format(schema))
+    def view(self, name: str, schema: DatabaseSchema, example: Example | None = None) -> SchemaView:
+        """`schema` (the full schema or a filtered one) serialized in the run's schema format. A format that reads
+        per-database artifacts (`SchemaFormat.artifacts`, e.g. the profile) gets them for `example`'s database, by
+        default the first run question on `schema.db_id`."""
+        specs = self.schema_format.artifacts(self)
+        if not specs:
+            return SchemaView(name=name, schema=schema, text=self.schema_format.format(schema))
+        if example is None:
+            example = next((e for e in self.examples if e.db_id == schema.db_id), None)
+        if example is None:
+            raise KeyError(f"schema format {type(self.schema_format).__name__} reads artifacts of database "
+                           f"{schema.db_id!r}, but no question of this run is on it; pass `example=` to Env.view")
+        loaded = [self.artifact(spec, example) for spec in specs]
+        return SchemaView(name=name, schema=schema, text=self.schema_format.format_with(schema, loaded))
 
     def full_view(self, example: Example) -> SchemaView:
-        return self.view("full", self.schema(example))
+        return self.view("full", self.schema(example), example)
 
     def views(self, task: Task) -> list[SchemaView]:
         """The schema views a generator should use: the linker's, or the full schema when there are none."""
@@ -160,7 +172,7 @@ class Env:
     def artifact(self, spec: Artifact, where: Example | Source) -> Any:
         """The artifact `spec` for a question's database (or for an explicit `Source`), built once."""
         assert self.artifacts is not None
-        source = where if isinstance(where, Source) else Source.database(where)
+        source = where if isinstance(where, Source) else spec.source(where)
         return self.artifacts.get(spec, source, self)
 
     def close(self) -> None:

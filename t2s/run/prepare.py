@@ -18,8 +18,8 @@ from t2s.run.runner import load_dataset, make_env
 
 
 def prepare(cfg: DictConfig, *, progress: bool = True) -> dict[str, Any]:
-    """Build the artifacts of every configured stage for the dataset's databases. Returns the offline cost summary
-    (`t2s.artifacts.offline_cost`) plus `seconds` (wall time of this call) and `artifacts_needed`."""
+    """Build the artifacts of every configured stage and of the schema format for the dataset's databases. Returns
+    the offline cost summary (`t2s.artifacts.offline_cost`) plus `seconds` (wall time of this call) and `artifacts_needed`."""
     start = time.perf_counter()
     choices = option_choices(cfg)
     check_config(cfg, choices)
@@ -27,9 +27,9 @@ def prepare(cfg: DictConfig, *, progress: bool = True) -> dict[str, Any]:
     stages = build_stages(cfg, choices)
     env = make_env(cfg, data.examples, Path(cfg.paths.cache_dir) / "prepare")
     try:
-        plan = [(stage, art, src) for stage in stages for art in stage.artifacts()
-                for src in art.sources(env, data.examples)]
-        for _stage, art, src in tqdm(plan, desc="artifacts", unit="db", disable=not progress):
+        needs = [art for stage in stages for art in stage.artifacts()] + env.schema_format.artifacts(env)
+        plan = [(art, src) for art in needs for src in art.sources(env, data.examples)]
+        for art, src in tqdm(plan, desc="artifacts", unit="db", disable=not progress):
             env.artifact(art, src)
         assert env.artifacts is not None
         summary = offline_cost(env.artifacts.records())

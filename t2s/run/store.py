@@ -28,7 +28,7 @@ log = logging.getLogger("t2s")
 #: config keys that do not change what a question's pipeline produces; a resumed run may differ in these
 NON_RESULT_KEYS = (
     "run.progress", "run.resume", "run.batch_size", "run.llm_cache", "db.workers", "eval", "logger", "paths.output_root",
-    "notes", "prices", "dataset.limit", "dataset.sample", "dataset.on_missing_db",
+    "notes", "prices", "dataset.limit", "dataset.sample", "dataset.on_missing_db", "serve",
 )
 
 

@@ -5,19 +5,36 @@ from __future__ import annotations
 
 import abc
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from t2s.db.types import DatabaseSchema
 
+if TYPE_CHECKING:
+    from t2s.artifacts import Artifact
+    from t2s.env import Env
+
 
 class SchemaFormat(abc.ABC):
-    """Turns a `DatabaseSchema` (or a filtered view of one) into prompt text."""
+    """Turns a `DatabaseSchema` (or a filtered view of one) into prompt text.
+
+    A format that reads per-database artifacts (the database profile, for summaries and top values) lists them in
+    `artifacts(env)` and renders in `format_with(schema, loaded)`; `Env.view` loads them for the view's database and
+    `t2s prepare` builds them. Formats that need nothing but the schema implement `format` only.
+    """
 
     name: str = ""
 
     @abc.abstractmethod
     def format(self, schema: DatabaseSchema) -> str:
         """Serialize the schema. Must be deterministic (it is part of prompts, hence of cache keys)."""
+
+    def artifacts(self, env: Env) -> list[Artifact]:
+        """The per-database artifacts `format_with` reads, in order. Default: none."""
+        return []
+
+    def format_with(self, schema: DatabaseSchema, loaded: list[Any]) -> str:
+        """Serialize the schema with its database's loaded artifacts (in `artifacts()` order). Default: `format`."""
+        return self.format(schema)
 
 
 #: SQLite's keywords (https://sqlite.org/lang_keywords.html); as identifiers they are quoted in SQL text
