@@ -7,4 +7,8 @@ operations 0 and 1).
   and its query with re-ranking.
 - `t2s.context.examples`: the example store artifact (skeleton-masked training questions, embedded, in a faiss
   index), built once per training set.
+- `t2s.context.fields`: the field index artifact (faiss over one text per column, seed 004 op 1 / seed 003 phase 2).
+- `t2s.context.linking`: closing a column selection under keys and foreign-key join paths; scoring a linked schema
+  against the gold SQL's tables and columns.
+- `t2s.context.selection`: LLM column selection requests and reply parsing (dual schema linking, seed 004 op 6).
 """
