@@ -178,7 +178,10 @@ JUDGE_RULES = [
 
 
 def tournament(tmp_path: Path, executor: SQLExecutor, rules: list[dict[str, Any]], **kw: Any) -> tuple[Any, Env]:
+    """A tournament judged by the scripted LLM. Reply rules judge by generated answers (`scoring=generate`, the
+    default here); tests of log-probability judging pass `scores:` rules and `scoring="logprob"`."""
     env = make_env(tmp_path, executor, {"generator": {"rules": rules, "default": "A"}})
+    kw.setdefault("scoring", "generate")
     sel = AdaptiveTournamentSelector(**kw)
     sel.name = "adaptive_tournament"
     sel.setup(env)
@@ -469,3 +472,17 @@ def test_an_mcts_member_runs_inside_the_ensemble(db: str, executor: SQLExecutor,
         assert members[0] == "search" and members[-1] == "direct" and "mcts" in t.candidates[0].meta
     # the scripted "plan" replies are consumed in batch order: the first question got the age plan, whose SQL runs
     assert res.tasks[0].candidates[0].sql == "SELECT name FROM person WHERE age = 30"
+
+
+def test_the_judge_can_score_a_and_b_by_log_probability(db: str, executor: SQLExecutor, tmp_path: Path) -> None:
+    oslo = "SELECT name FROM person WHERE city = 'Oslo' AND id < 4"
+    rules = [{"match": r"Candidate A:\s*```sql\s*" + oslo, "scores": {"A": -0.1, "B": -3.0}},
+             {"match": r"Candidate B:\s*```sql\s*" + oslo, "scores": {"A": -3.0, "B": -0.1}},
+             {"match": "Candidate", "scores": {"A": -0.5, "B": -1.0}}]
+    sel, env = tournament(tmp_path, executor, rules, scoring="logprob")
+    task = make_task(db, ["SELECT name FROM person WHERE age = 25", "SELECT name FROM person WHERE age=25",
+                          "SELECT name FROM person WHERE city = 'Oslo' AND id < 2", oslo])
+    sel.run([task])
+    rec = SelectionLog.read(env.run_dir / "selection" / "adaptive_tournament.jsonl")["q1"]
+    assert task.final_sql == oslo and rec["wins"]["c3"] == 2
+    assert task.usage.llm_calls == 3 and task.usage.completion_tokens == 0  # scored, not generated
