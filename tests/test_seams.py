@@ -356,3 +356,22 @@ def test_prompt_blocks_from_the_template_render_exactly_the_text_of_the_code_the
     bare = Task(example=Example(qid="q", question="How many?", db_id="d", db_path="/x"))
     assert sql_messages(load_prompt("zero_shot_v1"), bare, view)[1]["content"] == (
         "Database schema:\nCREATE TABLE singer (name TEXT);\n\nQuestion: How many?")
+
+
+def test_env_score_charges_each_question(session_cache: Path, tmp_path: Path) -> None:
+    from t2s.llm.base import ScoreRequest
+
+    rules = [{"match": "Which", "scores": {"A": -0.2, "B": -1.5}}]
+    cfg = compose_config(["llm=scripted", f"llm.path={_scripted_rules(tmp_path, rules)}", ],
+                         cache_dir=session_cache)
+    env = make_env(cfg, [], tmp_path)
+    tasks = [Task(example=Example(qid=f"q{i}", question="?", db_id="d", db_path="/x")) for i in range(2)]
+    try:
+        out = env.score("generator", [(t, ScoreRequest(prompt="Which one? A or B", continuations=("A", "B")))
+                                      for t in tasks])
+        assert [o.logprobs for o in out] == [[-0.2, -1.5], [-0.2, -1.5]]
+        assert all(t.usage.llm_calls == 1 and t.usage.prompt_tokens == 5 and t.usage.completion_tokens == 0
+                   for t in tasks)
+        assert env.can_score("generator")
+    finally:
+        env.close()

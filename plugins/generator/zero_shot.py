@@ -40,7 +40,9 @@ class ZeroShotGenerator(Generator):
         self.llm_name = llm
         self.template = load_prompt(prompt)
         self.dialect = dialect
-        self.params = GenParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, n=n)
+        # the answer ends at the closing code fence the prompt asks for (no tokens spent on prose after it)
+        self.params = GenParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, n=n,
+                                stop_after_fence=True)
         self.limits = ContextLimits(use_evidence=use_evidence, max_values=max_values, max_examples=max_examples,
                                     max_findings=max_findings)
 

@@ -59,15 +59,19 @@ class DatabaseSchema(JsonRecord):
 
     def subset(self, keep: dict[str, list[str] | None]) -> DatabaseSchema:
         """A view keeping only the named tables (case-insensitive); for each, the listed columns, or all
-        columns when the list is None. Primary keys and foreign keys between kept columns are kept too."""
+        columns when the list is None. Primary keys and foreign keys between kept columns are kept too; example rows
+        keep the kept columns' cells."""
         want = {t.lower(): (None if cols is None else {c.lower() for c in cols}) for t, cols in keep.items()}
         tables: list[Table] = []
         for t in self.tables:
             if t.name.lower() not in want:
                 continue
             cols = want[t.name.lower()]
-            kept = [c for c in t.columns if cols is None or c.name.lower() in cols or c.primary_key]
-            tables.append(dataclasses.replace(t, columns=kept))
+            idx = [i for i, c in enumerate(t.columns) if cols is None or c.name.lower() in cols or c.primary_key]
+            kept = [t.columns[i] for i in idx]
+            # example rows keep only the kept columns' cells, so they stay aligned with the column header
+            rows = [[r[i] for i in idx if i < len(r)] for r in t.rows]
+            tables.append(dataclasses.replace(t, columns=kept, rows=rows))
         names = {(t.name.lower(), c.name.lower()) for t in tables for c in t.columns}
         fks = [
             fk for fk in self.foreign_keys

@@ -1,6 +1,7 @@
 """One request/response type for every LLM backend, and the backend interface.
 
-Backends (`t2s.llm.hf.HFLLM`, `t2s.llm.openai.OpenAILLM`, `t2s.llm.llamacpp.LlamaCppLLM`) are built
+Backends (`t2s.llm.hf.HFLLM`, `t2s.llm.llamacpp.LlamaCppLLM`, `t2s.llm.openai.OpenAILLM`, `t2s.llm.vllm.VLLM`)
+generate (`LLMRequest` -> `LLMResponse`) and score given continuations (`ScoreRequest` -> `ScoreResponse`); they are built
 from `conf/llm/*.yaml` by `t2s.llm.pool.LLMPool`; stages never build models, they ask the pool for an
 LLM by name (`env.llm("generator")`).
 """
@@ -12,10 +13,21 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+#: why a completion ended: an eos token, a stop string or the closing code fence ("stop"); `max_new_tokens`
+#: ("length"); the repetition detector of `t2s.llm.stops` ("loop")
+FINISH_REASONS = ("stop", "length", "loop")
+
 
 @dataclass(frozen=True)
 class GenParams:
-    """Generation parameters. `temperature == 0` means greedy decoding; `n` completions per prompt."""
+    """Generation parameters. `temperature == 0` means greedy decoding; `n` completions per prompt.
+
+    `stop`: strings that end a completion (the text is cut before the first one). `stop_after_fence`: end a
+    completion right after the code block it opens is closed (```` ```sql ... ``` ````, text kept up to and
+    including the closing fence), for prompts that ask for the answer in a code block. Every backend also ends a
+    completion whose tokens have started to repeat in a loop (`t2s.llm.stops.find_loop`), with finish reason
+    "loop".
+    """
 
     max_new_tokens: int = 256
     temperature: float = 0.0
@@ -23,6 +35,7 @@ class GenParams:
     n: int = 1
     stop: tuple[str, ...] = ()
     seed: int = 0
+    stop_after_fence: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -56,7 +69,8 @@ class LLMResponse:
 
     `prompt_tokens` counts the rendered prompt once; `completion_tokens` sums over the `n` completions.
     `seconds` is the model time the request took when it was first computed (a cached response keeps it,
-    with `cached=True`), so cost figures do not depend on cache state.
+    with `cached=True`), so cost figures do not depend on cache state. `finish_reasons` has one entry per text,
+    each one of `FINISH_REASONS` ("stop", "length", "loop"); cached responses keep them.
     """
 
     texts: list[str]
@@ -66,10 +80,49 @@ class LLMResponse:
     cached: bool = False
     #: the `model_id` of the LLM that answered (set by the pool's caching wrapper); keys the price table
     model: str = ""
+    finish_reasons: list[str] = field(default_factory=list)
 
     @property
     def text(self) -> str:
         return self.texts[0] if self.texts else ""
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    """Continuations to score after one prompt: chat `messages` or a raw `prompt`, like `LLMRequest`.
+
+    Chat messages are rendered with the backend's chat template including the assistant turn start
+    (`add_generation_prompt`), so a continuation is scored as the first words of the assistant's answer.
+    Each continuation is tokenized on its own (no special tokens) and appended to the prompt's tokens.
+    """
+
+    messages: tuple[tuple[str, str], ...] = ()
+    prompt: str | None = None
+    continuations: tuple[str, ...] = ()
+
+    @staticmethod
+    def chat(messages: list[dict[str, str]], continuations: list[str] | tuple[str, ...]) -> ScoreRequest:
+        return ScoreRequest(messages=tuple((m["role"], m["content"]) for m in messages),
+                            continuations=tuple(continuations))
+
+    def message_dicts(self) -> list[dict[str, str]]:
+        return [{"role": r, "content": c} for r, c in self.messages]
+
+
+@dataclass
+class ScoreResponse:
+    """Log-probabilities of a `ScoreRequest`'s continuations, in its order.
+
+    `logprobs[i]` is the summed natural-log probability of continuation i's tokens right after the rendered
+    prompt (0.0 for an empty continuation). `prompt_tokens` counts the rendered prompt once; `seconds` is the
+    model time when first computed (kept by the cache, with `cached=True`); `model` is set by the pool's wrapper.
+    """
+
+    logprobs: list[float]
+    prompt_tokens: int
+    seconds: float
+    cached: bool = False
+    model: str = ""
 
 
 class LLM(abc.ABC):
@@ -77,6 +130,8 @@ class LLM(abc.ABC):
 
     #: backend name used in cache keys ("hf", "openai", "llamacpp", "vllm")
     backend: str = ""
+    #: whether `score` works for this backend (and configuration)
+    supports_scoring: bool = False
 
     @property
     @abc.abstractmethod
@@ -86,6 +141,13 @@ class LLM(abc.ABC):
     @abc.abstractmethod
     def generate(self, requests: list[LLMRequest]) -> list[LLMResponse]:
         """Generate completions for every request, in order."""
+
+    def score(self, requests: list[ScoreRequest]) -> list[ScoreResponse]:
+        """Log-probabilities of each request's continuations, in order (see `ScoreResponse`)."""
+        raise NotImplementedError(
+            f"the {self.backend or type(self).__name__} backend cannot score continuations; use llm=hf, llamacpp, "
+            f"vllm, or openai against a server that returns prompt logprobs"
+        )
 
     def close(self) -> None:
         """Release resources (GPU memory, connections). Default: nothing."""

@@ -1,6 +1,8 @@
 """The persistent LLM response cache, and the `CachedLLM` wrapper the pool puts around every backend.
 
-Keys are sha256 of (backend, model_id, generation parameters, messages or prompt); see `request_key`.
+Keys are sha256 of (backend, model_id, generation parameters, messages or prompt); see `request_key`. Scores
+(`LLM.score`) are cached the same way in a second table, keyed by (backend, model_id, prompt, continuations);
+see `score_key`.
 Sampled requests (`temperature > 0`) are cached too, keyed with `params.seed`: the same seed gives the same
 stored completions, so a re-run or a resumed sweep is deterministic and free, and asking for different
 samples means passing a different seed. For greedy requests the seed and `top_p` do not change the output
@@ -24,10 +26,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from t2s.llm.base import LLM, LLMRequest, LLMResponse
+from t2s.llm.base import LLM, LLMRequest, LLMResponse, ScoreRequest, ScoreResponse
 
-#: bump when the key layout changes (old entries are then simply never hit)
-KEY_VERSION = 1
+#: bump when the key layout or what a stored answer means changes (old entries are then simply never hit).
+#: 2: responses carry finish reasons, and completions that loop are cut by the loop detector.
+KEY_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
@@ -39,8 +42,19 @@ CREATE TABLE IF NOT EXISTS responses (
     prompt_tokens INTEGER NOT NULL,
     completion_tokens INTEGER NOT NULL,
     seconds REAL NOT NULL,
+    created REAL NOT NULL,
+    finish_reasons TEXT NOT NULL DEFAULT '[]'
+);
+CREATE TABLE IF NOT EXISTS scores (
+    key TEXT PRIMARY KEY,
+    backend TEXT NOT NULL,
+    model_id TEXT NOT NULL,
+    request TEXT NOT NULL,
+    logprobs TEXT NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    seconds REAL NOT NULL,
     created REAL NOT NULL
-)
+);
 """
 
 
@@ -71,6 +85,25 @@ def request_key(backend: str, model_id: str, request: LLMRequest) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+def score_payload(backend: str, model_id: str, request: ScoreRequest) -> dict[str, Any]:
+    """The canonical content a score cache key hashes (also stored with the entry)."""
+    return {
+        "v": KEY_VERSION,
+        "kind": "score",
+        "backend": backend,
+        "model_id": model_id,
+        "messages": [list(m) for m in request.messages],
+        "prompt": request.prompt,
+        "continuations": list(request.continuations),
+    }
+
+
+def score_key(backend: str, model_id: str, request: ScoreRequest) -> str:
+    """sha256 hex digest of `score_payload(...)` as canonical JSON."""
+    payload = json.dumps(score_payload(backend, model_id, request), sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
 class ResponseCache:
     """A persistent key -> `LLMResponse` store in one SQLite file (WAL mode, safe across processes).
 
@@ -97,7 +130,13 @@ class ResponseCache:
         conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute(_SCHEMA)
+        conn.executescript(_SCHEMA)
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(responses)")}
+        if "finish_reasons" not in columns:  # a cache file written before finish reasons existed
+            try:
+                conn.execute("ALTER TABLE responses ADD COLUMN finish_reasons TEXT NOT NULL DEFAULT '[]'")
+            except sqlite3.OperationalError:  # another process added it first
+                pass
         self._local.conn = conn
         self._local.pid = os.getpid()
         return conn
@@ -110,13 +149,13 @@ class ResponseCache:
         for start in range(0, len(wanted), 500):
             part = wanted[start:start + 500]
             rows = conn.execute(
-                "SELECT key, texts, prompt_tokens, completion_tokens, seconds FROM responses "
+                "SELECT key, texts, prompt_tokens, completion_tokens, seconds, finish_reasons FROM responses "
                 f"WHERE key IN ({','.join('?' * len(part))})",
                 part,
             ).fetchall()
-            for key, texts, pt, ct, sec in rows:
+            for key, texts, pt, ct, sec, reasons in rows:
                 found[key] = LLMResponse(texts=json.loads(texts), prompt_tokens=pt, completion_tokens=ct,
-                                         seconds=sec, cached=True)
+                                         seconds=sec, cached=True, finish_reasons=json.loads(reasons))
         return found
 
     def get(self, key: str) -> LLMResponse | None:
@@ -131,19 +170,49 @@ class ResponseCache:
         now = time.time()
         rows = [
             (key, backend, model_id, json.dumps(payload, ensure_ascii=False), json.dumps(resp.texts,
-             ensure_ascii=False), resp.prompt_tokens, resp.completion_tokens, resp.seconds, now)
+             ensure_ascii=False), resp.prompt_tokens, resp.completion_tokens, resp.seconds, now,
+             json.dumps(resp.finish_reasons))
             for key, backend, model_id, payload, resp in entries
         ]
+        self._insert("INSERT OR IGNORE INTO responses (key, backend, model_id, request, texts, prompt_tokens, "
+                     "completion_tokens, seconds, created, finish_reasons) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def _insert(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
         if not rows:
             return
         conn = self._connect()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.executemany("INSERT OR IGNORE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            conn.executemany(sql, rows)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+
+    def get_scores(self, keys: Iterable[str]) -> dict[str, ScoreResponse]:
+        """The stored scores among `keys` (missing keys are absent), `cached=True`."""
+        wanted = list(dict.fromkeys(keys))
+        found: dict[str, ScoreResponse] = {}
+        conn = self._connect()
+        for start in range(0, len(wanted), 500):
+            part = wanted[start:start + 500]
+            rows = conn.execute(
+                f"SELECT key, logprobs, prompt_tokens, seconds FROM scores WHERE key IN ({','.join('?' * len(part))})",
+                part,
+            ).fetchall()
+            for key, logprobs, pt, sec in rows:
+                found[key] = ScoreResponse(logprobs=json.loads(logprobs), prompt_tokens=pt, seconds=sec, cached=True)
+        return found
+
+    def put_scores(self, entries: Iterable[tuple[str, str, str, dict[str, Any], ScoreResponse]]) -> None:
+        """Store (key, backend, model_id, request payload, score response) entries; first writer wins."""
+        now = time.time()
+        rows = [
+            (key, backend, model_id, json.dumps(payload, ensure_ascii=False), json.dumps(resp.logprobs),
+             resp.prompt_tokens, resp.seconds, now)
+            for key, backend, model_id, payload, resp in entries
+        ]
+        self._insert("INSERT OR IGNORE INTO scores VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
     def __len__(self) -> int:
         return int(self._connect().execute("SELECT count(*) FROM responses").fetchone()[0])
@@ -151,11 +220,14 @@ class ResponseCache:
     def clear(self, *, model_id: str | None = None) -> int:
         """Delete every entry (or those of one `model_id`); returns how many were deleted."""
         conn = self._connect()
-        if model_id is None:
-            cur = conn.execute("DELETE FROM responses")
-        else:
-            cur = conn.execute("DELETE FROM responses WHERE model_id = ?", (model_id,))
-        return int(cur.rowcount)
+        total = 0
+        for table in ("responses", "scores"):
+            if model_id is None:
+                cur = conn.execute(f"DELETE FROM {table}")
+            else:
+                cur = conn.execute(f"DELETE FROM {table} WHERE model_id = ?", (model_id,))
+            total += int(cur.rowcount)
+        return total
 
     def close(self) -> None:
         """Close this thread's connection (others close when their threads end)."""
@@ -179,6 +251,9 @@ class LLMStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     model_seconds: float = 0.0
+    #: `score` requests (their prompt tokens and seconds are in the totals above), and how many the cache answered
+    score_calls: int = 0
+    cached_score_calls: int = 0
 
     def to_dict(self) -> dict[str, float | int]:
         return dataclasses.asdict(self)
@@ -196,6 +271,7 @@ class CachedLLM(LLM):
         self.inner = inner
         self.cache = cache
         self.backend = inner.backend
+        self.supports_scoring = inner.supports_scoring
         self.stats = LLMStats()
         self._lock = threading.Lock()
 
@@ -243,10 +319,53 @@ class CachedLLM(LLM):
                 out.append(computed[k])
             else:
                 src = hits.get(k) or computed[k]
-                out.append(dataclasses.replace(src, texts=list(src.texts), cached=True))
+                out.append(dataclasses.replace(src, texts=list(src.texts), finish_reasons=list(src.finish_reasons),
+                                               cached=True))
         for r in out:
             r.model = model_id
         self._count(out, backend_calls=1 if misses else 0)
+        return out
+
+    def score(self, requests: list[ScoreRequest]) -> list[ScoreResponse]:
+        """Scores in order: cache hits (`cached=True`), then the backend's scores for the misses (stored)."""
+        if not requests:
+            return []
+        model_id = self.inner.model_id
+        keys = [score_key(self.backend, model_id, r) for r in requests]
+        hits = self.cache.get_scores(keys) if self.cache is not None else {}
+        misses: dict[str, ScoreRequest] = {}
+        for k, r in zip(keys, requests):
+            if k not in hits and k not in misses:
+                misses[k] = r
+        computed: dict[str, ScoreResponse] = {}
+        if misses:
+            answers = self.inner.score(list(misses.values()))
+            if len(answers) != len(misses):
+                raise RuntimeError(f"{self.inner!r} returned {len(answers)} scores for {len(misses)} requests")
+            computed = dict(zip(misses, answers))
+            if self.cache is not None:
+                self.cache.put_scores(
+                    (k, self.backend, model_id, score_payload(self.backend, model_id, misses[k]), computed[k])
+                    for k in misses
+                )
+        out: list[ScoreResponse] = []
+        first_use: set[str] = set()
+        for k in keys:
+            if k in computed and k not in first_use:
+                first_use.add(k)
+                out.append(computed[k])
+            else:
+                src = hits.get(k) or computed[k]
+                out.append(dataclasses.replace(src, logprobs=list(src.logprobs), cached=True))
+        for r in out:
+            r.model = model_id
+        with self._lock:
+            s = self.stats
+            s.score_calls += len(out)
+            s.cached_score_calls += sum(r.cached for r in out)
+            s.backend_calls += 1 if misses else 0
+            s.prompt_tokens += sum(r.prompt_tokens for r in out)
+            s.model_seconds += sum(r.seconds for r in out)
         return out
 
     def _count(self, responses: list[LLMResponse], *, backend_calls: int) -> None:

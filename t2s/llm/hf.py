@@ -1,14 +1,20 @@
 """The transformers backend: local checkpoints, hub ids or named models, optional PEFT adapter, batched.
 
-Decoding is done row by row inside one batched `model.generate` call:
+Requests are grouped by parameters and sorted by prompt length (so a batch pads little); each batch is decoded
+row by row on one KV cache, `_CHUNK_TOKENS` tokens per `model.generate` call, and rows that finished leave the
+batch between calls, so one long row does not hold the short ones:
 
 - greedy rows (`temperature == 0`) take the argmax;
 - sampled rows draw from their own `torch.Generator`, seeded from (`params.seed`, completion index, rendered
   prompt), so a sampled completion does not depend on which other requests share its batch, and the response
   cache (keyed with the seed) can replay it exactly;
-- each row stops at its first eos token or stop string; `completion_tokens` counts the tokens generated up to
-  and including that eos (or the token that completed the stop string), and the returned text excludes the
-  eos and is cut before the first stop string.
+- each row stops at its first eos token, stop string (transformers' `StopStringCriteria`), closing code fence
+  (`stop_after_fence`) or loop (`t2s.llm.stops`); `completion_tokens` counts the tokens generated up to and
+  including the one that ended it, the returned text excludes the eos and is cut before the first stop string;
+  `finish_reasons` says "stop", "length" or "loop" per completion.
+
+`score` runs one forward pass per (prompt + continuation), batched, and sums the continuation tokens'
+log-probabilities.
 
 `n > 1` greedy completions are one generation repeated `n` times (identical by definition); `completion_tokens`
 still sums over the `n` returned completions, as `LLMResponse` documents.
@@ -17,15 +23,16 @@ still sums over the `n` returned completions, as `LLMResponse` documents.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from t2s.llm.base import LLM, GenParams, LLMRequest, LLMResponse
+from t2s.llm.base import LLM, GenParams, LLMRequest, LLMResponse, ScoreRequest, ScoreResponse
 from t2s.llm.models import fingerprint_path, is_named_model, named_models, resolve_model, weights_id
+from t2s.llm.stops import CompletionMonitor, finish_text
 
 if TYPE_CHECKING:
     import torch
@@ -37,12 +44,6 @@ def _row_seed(seed: int, index: int, prompt: str) -> int:
     """The generator seed of completion `index` of a sampled request (63-bit, from sha256)."""
     digest = hashlib.sha256(f"{seed}\0{index}\0{prompt}".encode()).hexdigest()
     return int(digest[:15], 16)
-
-
-def _cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
-    """`text` cut before the earliest occurrence of any stop string, and whether one occurred."""
-    cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
-    return (text[:cut], True) if cut >= 0 else (text, False)
 
 
 class HFLLM(LLM):
@@ -63,6 +64,7 @@ class HFLLM(LLM):
     """
 
     backend = "hf"
+    supports_scoring = True
 
     def __init__(
         self,
@@ -98,6 +100,7 @@ class HFLLM(LLM):
         self._model: Any = None
         self._tokenizer: Any = None
         self._eos_ids: list[int] = []
+        self._stop_criteria: dict[tuple[str, ...], Any] = {}
         self._lock = threading.RLock()
         #: seconds the last `load()` took (0 until loaded)
         self.load_seconds = 0.0
@@ -184,9 +187,10 @@ class HFLLM(LLM):
         with self._lock:
             self._model = None
             self._tokenizer = None
+            self._stop_criteria = {}
 
     # ------------------------------------------------------------------------------------------- generate
-    def render(self, request: LLMRequest) -> str:
+    def render(self, request: LLMRequest | ScoreRequest) -> str:
         """The text the model sees: chat messages through the tokenizer's chat template, or the raw prompt."""
         self.load()
         if request.prompt is not None:
@@ -222,6 +226,50 @@ class HFLLM(LLM):
         assert all(r is not None for r in out)
         return [r for r in out if r is not None]
 
+    def score(self, requests: list[ScoreRequest]) -> list[ScoreResponse]:
+        """Summed log-probabilities of each continuation after its rendered prompt (see `ScoreResponse`).
+
+        Each (prompt + continuation) is one row of a left-padded forward pass, `batch_size` rows at a time;
+        the continuation is tokenized on its own, without special tokens. Computed in float32 from the logits.
+        """
+        if not requests:
+            return []
+        import torch
+
+        with self._lock:
+            self.load()
+            tok = self._tokenizer
+            prompts = [list(tok(self.render(r), add_special_tokens=r.prompt is not None)["input_ids"])
+                       for r in requests]
+            rows = [(i, k, list(tok(c, add_special_tokens=False)["input_ids"]))
+                    for i, r in enumerate(requests) for k, c in enumerate(r.continuations)]
+            order = sorted(range(len(rows)), key=lambda x: -(len(prompts[rows[x][0]]) + len(rows[x][2])))
+            logprobs = [[0.0] * len(r.continuations) for r in requests]
+            seconds = [0.0] * len(requests)
+            for start in range(0, len(order), self.batch_size):
+                chunk = [rows[x] for x in order[start:start + self.batch_size]]
+                t0 = time.perf_counter()
+                full = [prompts[i] + cont for i, _, cont in chunk]
+                batch = tok.pad({"input_ids": full}, padding=True, return_tensors="pt").to(self.device)
+                mask = batch["attention_mask"]
+                positions = (mask.cumsum(-1) - 1).clamp(min=0)
+                with torch.inference_mode():
+                    logits = self._model(input_ids=batch["input_ids"], attention_mask=mask,
+                                         position_ids=positions).logits
+                width = int(batch["input_ids"].shape[1])
+                for b, (i, k, cont) in enumerate(chunk):
+                    if not cont:
+                        continue
+                    first = width - len(cont)  # left padding: the continuation ends the row
+                    lp = torch.log_softmax(logits[b, first - 1:width - 1].float(), dim=-1)
+                    target = torch.tensor(cont, device=lp.device).unsqueeze(1)
+                    logprobs[i][k] = float(lp.gather(1, target).sum())
+                per_row = (time.perf_counter() - t0) / len(chunk)
+                for i, _, _ in chunk:
+                    seconds[i] += per_row
+            return [ScoreResponse(logprobs=logprobs[i], prompt_tokens=len(prompts[i]), seconds=seconds[i])
+                    for i in range(len(requests))]
+
     def _generate_group(
         self,
         requests: list[LLMRequest],
@@ -235,90 +283,157 @@ class HFLLM(LLM):
         greedy = params.temperature <= 0
         copies = 1 if greedy else params.n
         rows = [(i, j) for i in idxs for j in range(copies)]
-        gen: dict[tuple[int, int], tuple[str, int]] = {}
+        gen: dict[tuple[int, int], tuple[str, int, str]] = {}
         seconds: dict[int, float] = {i: 0.0 for i in idxs}
         for start in range(0, len(rows), self.batch_size):
             chunk = rows[start:start + self.batch_size]
-            t0 = time.perf_counter()
-            results = self._generate_rows(
+            results, row_seconds = self._generate_rows(
                 [ids[i] for i, _ in chunk],
                 params,
                 [None if greedy else _row_seed(requests[i].params.seed, j, texts[i]) for i, j in chunk],
             )
-            per_row = (time.perf_counter() - t0) / len(chunk)
-            for (i, j), res in zip(chunk, results):
+            for (i, j), res, sec in zip(chunk, results, row_seconds):
                 gen[(i, j)] = res
-                seconds[i] += per_row
+                seconds[i] += sec
         for i in idxs:
             completions = [gen[(i, 0 if greedy else j)] for j in range(params.n)]
             out[i] = LLMResponse(
-                texts=[t for t, _ in completions],
+                texts=[t for t, _, _ in completions],
                 prompt_tokens=len(ids[i]),
-                completion_tokens=sum(c for _, c in completions),
+                completion_tokens=sum(c for _, c, _ in completions),
                 seconds=seconds[i],
+                finish_reasons=[r for _, _, r in completions],
             )
+
+    def _stop_criterion(self, stops: tuple[str, ...]) -> Any:
+        """transformers' `StopStringCriteria` for these stop strings (built once per set: it indexes the vocab)."""
+        from transformers import StopStringCriteria
+
+        key = tuple(s for s in stops if s)
+        if not key:
+            return None
+        if key not in self._stop_criteria:
+            self._stop_criteria[key] = StopStringCriteria(tokenizer=self._tokenizer, stop_strings=list(key))
+        return self._stop_criteria[key]
 
     def _generate_rows(
         self, rows: list[list[int]], params: GenParams, seeds: list[int | None]
-    ) -> list[tuple[str, int]]:
-        """One left-padded `generate` call; (text, completion token count) per row."""
+    ) -> tuple[list[tuple[str, int, str]], list[float]]:
+        """Generate one batch of rows; per row (text, completion token count, finish reason), and its seconds.
+
+        The rows are generated `_CHUNK_TOKENS` tokens at a time on one KV cache; after each chunk the rows that
+        finished leave the batch (`DynamicCache.batch_select_indices`), so a long or looping row does not make
+        the finished ones pay for its steps. A chunk's wall time is shared equally by the rows it ran.
+        """
         import torch
         from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
         tok = self._tokenizer
         batch = tok.pad({"input_ids": rows}, padding=True, return_tensors="pt").to(self.device)
-        prompt_len = int(batch["input_ids"].shape[1])
-        stopper = _RowStop(tok, prompt_len, self._eos_ids, params.stop, len(rows))
-        processors = LogitsProcessorList()
-        if any(s is not None for s in seeds):
-            processors.append(_RowSampler(params.temperature, params.top_p, seeds, self.device))
-        config = GenerationConfig(
-            max_new_tokens=params.max_new_tokens,
-            do_sample=False,
-            eos_token_id=self._eos_ids or None,
-            pad_token_id=tok.pad_token_id,
-        )
-        with torch.inference_mode():
-            output = self._model.generate(
-                input_ids=batch["input_ids"],
-                attention_mask=batch["attention_mask"],
-                generation_config=config,
-                logits_processor=processors,
-                stopping_criteria=StoppingCriteriaList([stopper]),
+        input_ids, attention = batch["input_ids"], batch["attention_mask"]
+        n = len(rows)
+        generated: list[list[int]] = [[] for _ in range(n)]
+        reasons: list[str] = ["length"] * n
+        seconds = [0.0] * n
+        active = list(range(n))
+        samplers = [_row_generator(s, self.device) for s in seeds]
+        stop_strings = self._stop_criterion(params.stop)
+        cache: Any = None
+        done_steps = 0
+        while active and done_steps < params.max_new_tokens:
+            steps = min(_CHUNK_TOKENS, params.max_new_tokens - done_steps)
+            monitor = _RowStop([generated[g] for g in active], int(input_ids.shape[1]), self._eos_ids,
+                               stop_strings, params, tok)
+            processors = LogitsProcessorList()
+            if any(samplers[g] is not None for g in active):
+                processors.append(_RowSampler(params.temperature, params.top_p, [samplers[g] for g in active]))
+            config = GenerationConfig(
+                max_new_tokens=steps,
+                do_sample=False,
+                eos_token_id=self._eos_ids or None,
+                pad_token_id=tok.pad_token_id,
+                return_dict_in_generate=True,
             )
-        generated = output[:, prompt_len:].tolist()
-        results: list[tuple[str, int]] = []
-        for r, tokens in enumerate(generated):
-            count = stopper.finished_at[r] or len(tokens)
-            kept = tokens[:count]
-            if kept and kept[-1] in self._eos_ids and stopper.by_eos[r]:
-                kept = kept[:-1]
-            text, _ = _cut_at_stop(tok.decode(kept, skip_special_tokens=True), params.stop)
-            results.append((text, count))
-        return results
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                output = self._model.generate(
+                    input_ids=input_ids,
+                    attention_mask=attention,
+                    **({} if cache is None else {_cache_kwarg(): cache}),
+                    generation_config=config,
+                    logits_processor=processors,
+                    stopping_criteria=StoppingCriteriaList([monitor]),
+                )
+            elapsed = time.perf_counter() - t0
+            sequences = output.sequences
+            new = sequences[:, input_ids.shape[1]:]
+            width = int(new.shape[1])
+            new_rows = new.tolist()
+            keep: list[int] = []
+            for b, g in enumerate(active):
+                seconds[g] += elapsed / len(active)
+                count = monitor.finished_at[b]
+                generated[g].extend(new_rows[b][:count or width])
+                if count:
+                    reasons[g] = monitor.reasons[b]
+                else:
+                    keep.append(b)
+            done_steps += width
+            if not keep or done_steps >= params.max_new_tokens:
+                break
+            cache = getattr(output, "cache", None) or output.past_key_values
+            if len(keep) < len(active):
+                index = torch.tensor(keep, device=sequences.device)
+                cache.batch_select_indices(index)
+                sequences = sequences.index_select(0, index)
+                attention = attention.index_select(0, index)
+                active = [active[b] for b in keep]
+            attention = torch.cat([attention, attention.new_ones((attention.shape[0], width))], dim=1)
+            input_ids = sequences
+        results: list[tuple[str, int, str]] = []
+        for tokens, reason in zip(generated, reasons):
+            kept = tokens[:-1] if tokens and tokens[-1] in self._eos_ids and reason == "stop" else tokens
+            text = tok.decode(kept, skip_special_tokens=True)
+            text, stopped = finish_text(text, params)
+            results.append((text, len(tokens), "stop" if stopped else reason))
+        return results, seconds
+
+
+#: tokens generated per `generate` call before finished rows leave the batch
+_CHUNK_TOKENS = 32
+
+
+def _cache_kwarg() -> str:
+    """The `generate` keyword for a KV cache to continue from: `cache` (transformers >= 5.x), else `past_key_values`."""
+    from transformers.generation.utils import GenerationMixin
+
+    return "cache" if "cache" in inspect.signature(GenerationMixin.generate).parameters else "past_key_values"
+
+
+def _row_generator(seed: int | None, device: str) -> Any:
+    """A seeded `torch.Generator` for a sampled row, None for a greedy one."""
+    if seed is None:
+        return None
+    import torch
+
+    g = torch.Generator(device=device)
+    g.manual_seed(seed)
+    return g
 
 
 class _RowSampler:
     """A logits processor that samples each row with its own generator and forces that token.
 
-    Rows whose seed is None stay untouched (greedy argmax). For a sampled row the scores become -inf
+    Rows whose generator is None stay untouched (greedy argmax). Each generator is the row's own, kept across
+    the chunks of `_generate_rows`, so a row's draws do not depend on which rows share its batch. For a sampled row the scores become -inf
     except for the drawn token, so the greedy step of `generate` selects it. Temperature scaling, then
     nucleus (top-p) filtering, then a multinomial draw.
     """
 
-    def __init__(self, temperature: float, top_p: float, seeds: list[int | None], device: str) -> None:
-        import torch
-
+    def __init__(self, temperature: float, top_p: float, generators: list[Any]) -> None:
         self.temperature = temperature
         self.top_p = top_p
-        self.generators: list[torch.Generator | None] = []
-        for s in seeds:
-            if s is None:
-                self.generators.append(None)
-            else:
-                g = torch.Generator(device=device)
-                g.manual_seed(s)
-                self.generators.append(g)
+        self.generators = generators
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         import torch
@@ -339,36 +454,41 @@ class _RowSampler:
 
 
 class _RowStop:
-    """A stopping criterion that ends each row at its first eos or stop string and records where.
+    """A stopping criterion that ends each row at eos, a stop string, the closing fence or a loop, and records it.
 
-    `finished_at[r]` is the number of generated tokens of row r up to and including the one that ended it
-    (0 while running); `by_eos[r]` tells whether that token was an eos.
+    Stop strings are matched by transformers' own `StopStringCriteria`; fence and loops by
+    `t2s.llm.stops.CompletionMonitor`. `finished_at[b]` is the number of tokens of this chunk of batch row b up to
+    and including the one that ended it (0 while running), `reasons[b]` why ("stop" or "loop"). `previous[b]` are
+    the row's tokens from earlier chunks (the loop detector and the fence look at the whole completion).
     """
 
-    def __init__(self, tokenizer: Any, prompt_len: int, eos_ids: list[int], stops: Sequence[str],
-                 n_rows: int) -> None:
-        self.tokenizer = tokenizer
-        self.prompt_len = prompt_len
+    def __init__(self, previous: list[list[int]], start: int, eos_ids: list[int], stop_strings: Any,
+                 params: GenParams, tokenizer: Any) -> None:
+        self.previous = previous
+        self.start = start
         self.eos_ids = set(eos_ids)
-        self.stops = [s for s in stops if s]
-        self.finished_at = [0] * n_rows
-        self.by_eos = [False] * n_rows
+        self.stop_strings = stop_strings
+        self.monitor = CompletionMonitor(params, lambda t: tokenizer.decode(t, skip_special_tokens=True))
+        self.finished_at = [0] * len(previous)
+        self.reasons = [""] * len(previous)
 
     def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
         import torch
 
-        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        n_generated = int(input_ids.shape[1]) - self.prompt_len
+        n_new = int(input_ids.shape[1]) - self.start
+        by_string = self.stop_strings(input_ids, scores).tolist() if self.stop_strings is not None else None
         last = input_ids[:, -1].tolist()
-        for r in range(input_ids.shape[0]):
-            if self.finished_at[r]:
-                done[r] = True
+        done = []
+        for b in range(input_ids.shape[0]):
+            if self.finished_at[b]:
+                done.append(True)
                 continue
-            if last[r] in self.eos_ids:
-                self.finished_at[r], self.by_eos[r], done[r] = n_generated, True, True
-            elif self.stops:
-                text = self.tokenizer.decode(input_ids[r, self.prompt_len:].tolist(), skip_special_tokens=True)
-                if any(s in text for s in self.stops):
-                    self.finished_at[r], done[r] = n_generated, True
-        return done
-
+            reason = None
+            if last[b] in self.eos_ids or (by_string is not None and by_string[b]):
+                reason = "stop"
+            else:
+                reason = self.monitor.check(self.previous[b] + input_ids[b, self.start:].tolist())
+            if reason is not None:
+                self.finished_at[b], self.reasons[b] = n_new, reason
+            done.append(reason is not None)
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)

@@ -1,12 +1,23 @@
-"""The llama.cpp backend: a GGUF model on CPU through `llama_cpp` (extra `llamacpp`).
+"""The llama.cpp backend: a GGUF model on CPU through `llama_cpp` (llama-cpp-python, installed by `make`).
 
-The fastest way to run the embedded model on a CPU (DESIGN.md measures 0.7-0.9 s per question against 2.8 s
-for transformers bf16). `llama_cpp` is imported on first use; building `llama-cpp-python` from source takes
-about 4 minutes, so it is an optional extra: `pip install -e '.[llamacpp]'`.
+The fastest way to run the embedded model on a CPU (DESIGN.md: 0.7-0.9 s per question against 2.8 s for
+transformers bf16). It loads the hash-verified GGUF assembled from the model wheels, no conversion.
 
-Requests run one at a time (llama.cpp decodes one sequence per context). The chat template is the one stored
-in the GGUF. `n > 1` sampled completions are `n` calls whose seeds derive from (`params.seed`, index);
-greedy `n > 1` is one call repeated.
+- Prompts: chat messages are rendered with the chat template stored in the GGUF by the same Jinja renderer
+  transformers uses (`t2s.llm.chat.render_chat`), so the text equals the `hf` backend's for the embedded model
+  (tested), and is tokenized with special tokens parsed; a raw prompt is sent as is (with the vocabulary's BOS).
+- Decoding: one sequence at a time on one llama.cpp context. Requests are sent in order of their rendered prompt
+  text, so prompts that share a prefix (same system message, same schema) follow each other, and llama.cpp reuses
+  the KV cache of the longest common prefix with the previous prompt (`Llama.generate`'s prefix match).
+- Sampling matches the `hf` backend's semantics: greedy at temperature 0, otherwise temperature and top-p only
+  (top-k, min-p and repetition penalties off); completion j of a sampled request is seeded from (`seed`, j).
+- A completion ends at an end-of-generation token, a stop string, the closing fence (`stop_after_fence`) or a
+  loop (`t2s.llm.stops`); `completion_tokens` counts up to and including the token that ended it (the eos too,
+  as in `hf`); `finish_reasons` says "stop", "length" or "loop".
+- `score` evaluates prompt + continuation tokens and reads the next-token logits after each position, reusing
+  the prompt's KV cache between the continuations of a request.
+- Threads: `n_threads: null` takes `t2s.llm.cpu.default_threads()` (cores, or cores // n_jobs under the Hydra
+  joblib launcher), not llama.cpp's half-the-cores default.
 """
 
 from __future__ import annotations
@@ -17,8 +28,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from t2s.llm.base import LLM, LLMRequest, LLMResponse
+from t2s.llm.base import LLM, GenParams, LLMRequest, LLMResponse, ScoreRequest, ScoreResponse
+from t2s.llm.chat import render_chat
+from t2s.llm.cpu import default_threads
 from t2s.llm.models import embedded_gguf, embedded_spec, fingerprint_path, import_optional, is_named_model
+from t2s.llm.stops import CompletionMonitor, cut_at_stop, finish_text
 
 
 def _completion_seed(seed: int, index: int) -> int:
@@ -27,15 +41,17 @@ def _completion_seed(seed: int, index: int) -> int:
 
 
 class LlamaCppLLM(LLM):
-    """A GGUF model run by llama.cpp on CPU; loads lazily on first `generate`.
+    """A GGUF model run by llama.cpp on CPU; loads lazily on first `generate` or `score`.
 
-    `model`: a `.gguf` path, or an embedded model name (`embedded`, `qwen2.5-coder-0.5b`,
+    `model`: a `.gguf` path, or an embedded model name (`embedded`, `qwen2.5-coder-0.5b`, `embedded_1.5b`,
     `qwen2.5-coder-1.5b`), whose hash-verified GGUF is assembled once under `<cache_dir>/gguf/` (the same file
     the hf backend converts). `n_ctx`: context window in tokens (prompt + completion). `n_threads`: CPU threads
-    (null: llama.cpp's default). `n_batch`: prompt tokens evaluated per step.
+    for decoding and prompt evaluation (null: `t2s.llm.cpu.default_threads()`). `n_batch`: prompt tokens
+    evaluated per step.
     """
 
     backend = "llamacpp"
+    supports_scoring = True
 
     def __init__(
         self,
@@ -53,16 +69,22 @@ class LlamaCppLLM(LLM):
             )
         if model == "tiny":
             raise ValueError("LlamaCppLLM cannot run the `tiny` test model (it has no GGUF); use the hf backend")
+        if n_threads is not None and n_threads < 1:
+            raise ValueError(f"LlamaCppLLM n_threads must be >= 1 or null, got {n_threads} (key `n_threads`)")
         self.model = model
         self.n_ctx = n_ctx
         self.n_threads = n_threads
         self.n_batch = n_batch
         self.cache_dir = Path(cache_dir)
         self._llama: Any = None
+        self._template: str | None = None
+        self._special: dict[str, str] = {}
         self._model_id: str | None = None
         self._lock = threading.RLock()
         #: seconds the last load took (0 until loaded)
         self.load_seconds = 0.0
+        #: threads the loaded model uses (0 until loaded)
+        self.threads = 0
 
     def __repr__(self) -> str:
         return f"LlamaCppLLM(model={self.model!r}, n_ctx={self.n_ctx}, n_threads={self.n_threads})"
@@ -87,62 +109,173 @@ class LlamaCppLLM(LLM):
             raise FileNotFoundError(f"LlamaCppLLM model file {path} does not exist (key `model`)")
         return path
 
+    @property
+    def loaded(self) -> bool:
+        """Whether the model is in memory."""
+        return self._llama is not None
+
     def load(self) -> None:
-        """Import llama_cpp and load the model (once)."""
+        """Import llama_cpp and load the model (once). Sets `load_seconds` and `threads`."""
         with self._lock:
             if self._llama is not None:
                 return
             llama_cpp = import_optional("llama_cpp", extra="llamacpp", what="the llamacpp LLM backend")
             start = time.perf_counter()
-            self._llama = llama_cpp.Llama(
+            threads = self.n_threads or default_threads()
+            llama = llama_cpp.Llama(
                 model_path=str(self.gguf_path()),
                 n_ctx=self.n_ctx,
-                n_threads=self.n_threads,
+                n_threads=threads,
+                n_threads_batch=threads,
                 n_batch=self.n_batch,
                 verbose=False,
             )
+            self._template = llama.metadata.get("tokenizer.chat_template")
+            special: dict[str, str] = {}
+            for name, token in (("bos_token", llama.token_bos()), ("eos_token", llama.token_eos())):
+                if token is not None and token >= 0:
+                    special[name] = llama.detokenize([token], special=True).decode("utf-8", errors="replace")
+            self._special = special
+            self._llama = llama
+            self.threads = threads
             self.load_seconds = time.perf_counter() - start
 
-    def _call(self, request: LLMRequest, seed: int) -> tuple[str, int, int]:
-        p = request.params
-        kwargs: dict[str, Any] = {
-            "max_tokens": p.max_new_tokens,
-            "temperature": p.temperature,
-            "top_p": p.top_p,
-            "stop": list(p.stop) or None,
-            "seed": seed,
-        }
+    # ------------------------------------------------------------------------------------------- prompts
+    def render(self, request: LLMRequest | ScoreRequest) -> str:
+        """The text the model sees: chat messages through the GGUF's chat template, or the raw prompt."""
+        self.load()
         if request.prompt is not None:
-            out = self._llama.create_completion(prompt=request.prompt, **kwargs)
-            text = out["choices"][0]["text"] or ""
-        else:
-            if not request.messages:
-                raise ValueError("LLMRequest has neither `messages` nor `prompt`")
-            out = self._llama.create_chat_completion(messages=request.message_dicts(), **kwargs)
-            text = out["choices"][0]["message"]["content"] or ""
-        usage = out.get("usage") or {}
-        return text, int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
+            return request.prompt
+        if not request.messages:
+            raise ValueError(f"{type(request).__name__} has neither `messages` nor `prompt`")
+        if not self._template:
+            raise ValueError(
+                f"model {self.model!r} has no chat template in its GGUF; send a raw `prompt` or use an instruct model"
+            )
+        return render_chat(self._template, request.message_dicts(), **self._special)
+
+    def tokens(self, request: LLMRequest | ScoreRequest) -> list[int]:
+        """The prompt's token ids: the rendered chat with special tokens parsed, or the raw prompt with BOS."""
+        text = self.render(request)
+        raw = request.prompt is not None
+        return list(self._llama.tokenize(text.encode("utf-8"), add_bos=raw, special=not raw))
+
+    def _detokenize(self, tokens: list[int]) -> str:
+        return bytes(self._llama.detokenize(tokens)).decode("utf-8", errors="ignore")
+
+    def _is_eog(self, token: int) -> bool:
+        import llama_cpp
+
+        return bool(llama_cpp.llama_vocab_is_eog(self._llama._model.vocab, token))
+
+    # ------------------------------------------------------------------------------------------ generate
+    def _complete(self, prompt: list[int], params: GenParams, seed: int) -> tuple[str, int, str]:
+        """One completion: (text, completion tokens incl. the one that ended it, finish reason)."""
+        llama = self._llama
+        llama.set_seed(seed)
+        monitor = CompletionMonitor(params, self._detokenize)
+        stops = [s for s in params.stop if s]
+        completion: list[int] = []
+        reason = "length"
+        eos = False
+        if params.max_new_tokens > 0:
+            for token in llama.generate(prompt, temp=max(params.temperature, 0.0), top_p=params.top_p, top_k=0,
+                                        min_p=0.0, typical_p=1.0, repeat_penalty=1.0):
+                completion.append(token)
+                if self._is_eog(token):
+                    reason, eos = "stop", True
+                    break
+                if stops and cut_at_stop(self._detokenize(completion), stops)[1]:
+                    reason = "stop"
+                    break
+                found = monitor.check(completion)
+                if found is not None:
+                    reason = found
+                    break
+                if len(completion) >= params.max_new_tokens:
+                    break
+        text = self._detokenize(completion[:-1] if eos else completion)
+        text, stopped = finish_text(text, params)
+        return text, len(completion), "stop" if stopped else reason
 
     def generate(self, requests: list[LLMRequest]) -> list[LLMResponse]:
-        """Generate for each request in turn."""
+        """Generate for each request, in order of rendered prompt text (prefix reuse); responses in input order."""
         if not requests:
             return []
         with self._lock:
             self.load()
-            responses = []
-            for r in requests:
+            prompts = [self.tokens(r) for r in requests]
+            out: list[LLMResponse | None] = [None] * len(requests)
+            for i in sorted(range(len(requests)), key=lambda i: prompts[i]):
+                r = requests[i]
                 start = time.perf_counter()
+                if len(prompts[i]) + r.params.max_new_tokens > self.n_ctx:
+                    raise ValueError(
+                        f"a prompt of {len(prompts[i])} tokens plus max_new_tokens={r.params.max_new_tokens} does "
+                        f"not fit the llama.cpp context of {self.n_ctx} tokens; raise `n_ctx` in the LLM config"
+                    )
                 greedy = r.params.temperature <= 0
-                calls = [self._call(r, _completion_seed(r.params.seed, j)) for j in range(1 if greedy else r.params.n)]
+                calls = [self._complete(prompts[i], r.params, _completion_seed(r.params.seed, j))
+                         for j in range(1 if greedy else r.params.n)]
                 if greedy:
                     calls = calls * r.params.n
-                responses.append(LLMResponse(
+                out[i] = LLMResponse(
                     texts=[t for t, _, _ in calls],
-                    prompt_tokens=calls[0][1],
-                    completion_tokens=sum(c for _, _, c in calls),
+                    prompt_tokens=len(prompts[i]),
+                    completion_tokens=sum(c for _, c, _ in calls),
                     seconds=time.perf_counter() - start,
-                ))
-            return responses
+                    finish_reasons=[f for _, _, f in calls],
+                )
+            return [r for r in out if r is not None]
+
+    # ------------------------------------------------------------------------------------------- scoring
+    def _logits_after(self, tokens: list[int]) -> Any:
+        """The next-token logits after `tokens` (a numpy array), reusing the KV cache of the common prefix."""
+        import numpy as np
+
+        llama = self._llama
+        cached = llama.input_ids[:llama.n_tokens]
+        prefix = 0
+        for a, b in zip(cached, tokens):
+            if a != b:
+                break
+            prefix += 1
+        prefix = min(prefix, len(tokens) - 1)  # the last token is evaluated again to get its logits
+        llama.n_tokens = prefix  # `eval` drops the KV cache from here on
+        llama.eval(tokens[prefix:])
+        return np.ctypeslib.as_array(llama._ctx.get_logits_ith(-1), shape=(llama.n_vocab(),)).astype(np.float64)
+
+    def score(self, requests: list[ScoreRequest]) -> list[ScoreResponse]:
+        """Summed log-probabilities of each continuation after its rendered prompt (see `ScoreResponse`).
+
+        Token by token: each continuation token's log-probability is read from the logits after the tokens
+        before it; the prompt is evaluated once per request (its KV cache is reused by every continuation).
+        """
+        if not requests:
+            return []
+        import numpy as np
+
+        with self._lock:
+            self.load()
+            out = []
+            for r in requests:
+                start = time.perf_counter()
+                prompt = self.tokens(r)
+                logprobs = []
+                for text in r.continuations:
+                    cont = list(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+                    if len(prompt) + len(cont) > self.n_ctx:
+                        raise ValueError(f"prompt + continuation ({len(prompt) + len(cont)} tokens) exceed the "
+                                         f"llama.cpp context of {self.n_ctx}; raise `n_ctx` in the LLM config")
+                    total = 0.0
+                    for k, token in enumerate(cont):
+                        logits = self._logits_after(prompt + cont[:k])
+                        top = logits.max()
+                        total += float(logits[token] - top - np.log(np.exp(logits - top).sum()))
+                    logprobs.append(total)
+                out.append(ScoreResponse(logprobs=logprobs, prompt_tokens=len(prompt),
+                                         seconds=time.perf_counter() - start))
+            return out
 
     def close(self) -> None:
         """Free the llama.cpp context."""

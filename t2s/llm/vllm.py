@@ -1,8 +1,20 @@
 """The vLLM backend: batched generation on GPUs through `vllm` (extra `gpu`), imported on first use.
 
-A whole `generate` batch goes to vLLM at once (its scheduler does continuous batching), each request with
-its own `SamplingParams` (sampled requests seeded with `params.seed`). Token counts are the prompt's and the
-completions' token ids. `seconds` is the batch's wall time divided evenly among its requests.
+A whole `generate` batch goes to vLLM at once (its scheduler does continuous batching, so one long completion
+never holds the others), each request with its own `SamplingParams`: `n` completions of a request come from one
+call (sampled requests seeded with `params.seed`). Automatic prefix caching (`enable_prefix_caching`, on by
+default) reuses the KV cache of shared prompt prefixes (system prompt, schema) across the batch. Chat requests go
+through `LLM.chat`, which renders the tokenizer's chat template exactly as the hf backend does. Token counts are
+the prompt's and the completions' token ids; `seconds` is the batch's wall time divided evenly among requests.
+
+vLLM decodes on the GPU without per-token callbacks, so a looping completion runs to `max_new_tokens`; it is then
+reported with finish reason "loop" (`t2s.llm.stops.text_finish_reason`), and `stop_after_fence` cuts the text
+after the closing fence. `score` asks for `prompt_logprobs` of prompt + continuation tokens.
+
+For a separate server instead: `vllm serve <model> --enable-prefix-caching` and `llm=openai
+llm.base_url=http://<host>:8000/v1 llm.model=<model>` (docs/inference.md).
+
+Not tested here (no GPU): the tests skip with the reason when vLLM or a GPU is absent.
 """
 
 from __future__ import annotations
@@ -12,8 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from t2s.llm.base import LLM, LLMRequest, LLMResponse
+from t2s.llm.base import LLM, LLMRequest, LLMResponse, ScoreRequest, ScoreResponse
 from t2s.llm.models import fingerprint_path, import_optional, is_named_model, resolve_model, weights_id
+from t2s.llm.stops import text_finish_reason
 
 
 class VLLM(LLM):
@@ -23,10 +36,11 @@ class VLLM(LLM):
     to a transformers checkpoint under `cache_dir`, as for the hf backend). `adapter`: a PEFT LoRA directory
     served through vLLM's LoRA support. `dtype`: vLLM dtype (`auto`, `bfloat16`, `float16`).
     `gpu_memory_utilization`: fraction of GPU memory vLLM may reserve. `max_model_len`: context length cap
-    (null: the model's).
+    (null: the model's). `enable_prefix_caching`: vLLM's automatic prefix caching.
     """
 
     backend = "vllm"
+    supports_scoring = True
 
     def __init__(
         self,
@@ -38,6 +52,7 @@ class VLLM(LLM):
         gpu_memory_utilization: float = 0.9,
         max_model_len: int | None = None,
         max_lora_rank: int = 64,
+        enable_prefix_caching: bool = True,
         cache_dir: str,
         trust_remote_code: bool = False,
     ) -> None:
@@ -50,6 +65,7 @@ class VLLM(LLM):
         self.gpu_memory_utilization = gpu_memory_utilization
         self.max_model_len = max_model_len
         self.max_lora_rank = max_lora_rank
+        self.enable_prefix_caching = enable_prefix_caching
         self.cache_dir = Path(cache_dir)
         self.trust_remote_code = trust_remote_code
         self._engine: Any = None
@@ -87,6 +103,7 @@ class VLLM(LLM):
                 "tensor_parallel_size": self.tensor_parallel_size,
                 "gpu_memory_utilization": self.gpu_memory_utilization,
                 "trust_remote_code": self.trust_remote_code,
+                "enable_prefix_caching": self.enable_prefix_caching,
             }
             if self.max_model_len is not None:
                 kwargs["max_model_len"] = self.max_model_len
@@ -133,13 +150,54 @@ class VLLM(LLM):
                                                     lora_request=self._lora, use_tqdm=False)
                 per_request = (time.perf_counter() - start) / len(idxs)
                 for i, res in zip(idxs, results):
+                    finished = [text_finish_reason(c.text, c.finish_reason, requests[i].params) for c in res.outputs]
                     out[i] = LLMResponse(
-                        texts=[c.text for c in res.outputs],
+                        texts=[t for t, _ in finished],
                         prompt_tokens=len(res.prompt_token_ids or []),
                         completion_tokens=sum(len(c.token_ids) for c in res.outputs),
                         seconds=per_request,
+                        finish_reasons=[f for _, f in finished],
                     )
             return [r for r in out if r is not None]
+
+    def score(self, requests: list[ScoreRequest]) -> list[ScoreResponse]:
+        """Summed log-probabilities of each continuation, from vLLM's `prompt_logprobs` of prompt + continuation.
+
+        The prompt is rendered with the tokenizer's chat template (assistant turn start included) and tokenized
+        without special tokens, the continuation tokenized on its own; all rows go to vLLM as one batch.
+        """
+        if not requests:
+            return []
+        from vllm import SamplingParams
+
+        with self._lock:
+            self.load()
+            tok = self._engine.get_tokenizer()
+            prompts: list[list[int]] = []
+            for r in requests:
+                if r.prompt is not None:
+                    prompts.append(list(tok(r.prompt)["input_ids"]))
+                elif r.messages:
+                    text = tok.apply_chat_template(r.message_dicts(), tokenize=False, add_generation_prompt=True)
+                    prompts.append(list(tok(text, add_special_tokens=False)["input_ids"]))
+                else:
+                    raise ValueError("ScoreRequest has neither `messages` nor `prompt`")
+            rows = [(i, list(tok(c, add_special_tokens=False)["input_ids"]))
+                    for i, r in enumerate(requests) for c in r.continuations]
+            start = time.perf_counter()
+            params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+            results = self._engine.generate([{"prompt_token_ids": prompts[i] + cont} for i, cont in rows],
+                                            sampling_params=params, lora_request=self._lora, use_tqdm=False)
+            per_request = (time.perf_counter() - start) / len(requests)
+            logprobs: list[list[float]] = [[] for _ in requests]
+            for (i, cont), res in zip(rows, results):
+                ids = prompts[i] + cont
+                total = 0.0
+                for pos in range(len(prompts[i]), len(ids)):
+                    total += float(res.prompt_logprobs[pos][ids[pos]].logprob)
+                logprobs[i].append(total)
+            return [ScoreResponse(logprobs=logprobs[i], prompt_tokens=len(prompts[i]), seconds=per_request)
+                    for i in range(len(requests))]
 
     def close(self) -> None:
         """Drop the engine (GPU memory is released when vLLM's workers exit)."""

@@ -1,0 +1,188 @@
+"""CHASE-SQL's query fixer: candidates that fail or return nothing are repaired by the LLM from the error."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any
+
+from t2s.db.types import ExecResult
+from t2s.generation import parse_sql
+from t2s.llm.base import GenParams, LLMRequest
+from t2s.prompts import load_prompt
+from t2s.stages import Fixer
+from t2s.types import Candidate, Task
+
+_FENCE_BODY = re.compile(r"```[ \t]*[A-Za-z0-9_+-]*[ \t]*\n?(.*?)(?:```|\Z)", re.S)
+
+#: how good an execution outcome is, for keeping the best attempt of a repair chain (higher is better)
+_RANK = {"rows": 2, "empty": 1, "error": 0}
+
+
+def outcome(result: ExecResult) -> str:
+    """"rows" (runs and returns at least one row), "empty" (runs, no rows) or "error" (error, timeout, rejected)."""
+    if not result.ok:
+        return "error"
+    return "rows" if result.rows else "empty"
+
+
+def problem_text(result: ExecResult) -> str:
+    """The error a failed execution gives the LLM ("timed out" for a timeout; "" for a query that ran)."""
+    if result.timed_out:
+        return "the query did not finish within the time limit (timed out)"
+    return result.error or ""
+
+
+def last_sql(text: str) -> str:
+    """The SQL of a reflect-then-answer reply: the query of the last code fence holding a SELECT/WITH query (the
+    reflection may quote the broken query first, and small models echo the schema's CREATE TABLEs in a fence), else
+    the first query in the reply; "" when the reply holds no query."""
+    queries = [q for q in (parse_sql(f"```sql\n{body}\n```") for body in _FENCE_BODY.findall(text)) if _is_query(q)]
+    if queries:
+        return queries[-1]
+    found = parse_sql(text)
+    return found if _is_query(found) else ""
+
+
+def _is_query(sql: str) -> bool:
+    return bool(re.match(r"\s*(SELECT|WITH)\b", sql, re.I))
+
+
+@dataclasses.dataclass
+class _Chain:
+    """One candidate's repair chain within a question: the pool positions holding that SQL, the attempts so far
+    (SQL, outcome, problem), and whether it is still being repaired."""
+
+    task: Task
+    positions: list[int]
+    attempts: list[dict[str, Any]]
+    open: bool = True
+
+    @property
+    def sql(self) -> str:
+        return str(self.attempts[-1]["sql"])
+
+
+class ChaseFixer(Fixer):
+    """CHASE-SQL query fixer (seed 004, operation 8 "Query Fixer"; CHASE-SQL's self-reflection fixer).
+
+    Every candidate is executed (`env.execute_many`, read-only, time-limited, memoized). One that fails (syntax or
+    runtime error, timeout, rejected) or, with `fix_empty`, returns no rows enters a loop of at most `max_rounds`
+    (β, default 2): the LLM gets the question, evidence, schema view, the SQL and the error or the empty-result flag
+    (prompt `chase_fix_v1`), reflects, and answers a corrected SQL, which is executed and, if it still fails, repaired
+    again. A candidate that runs with rows passes unchanged. Identical SQL within a question is repaired once.
+
+    Decisions where the seed is silent: the loop stops early when the model returns nothing or the same SQL (greedy
+    decoding would repeat itself); of the attempts of a chain the kept one is the best by outcome (rows > empty >
+    error; the later attempt on ties), so a repair that turns an empty result into an error is not kept; when that
+    best is the input itself the candidate stays untouched. A repaired candidate is `input.derive(...)`: parent = the
+    input's id, `trigger` = the first error (or "empty result"), `rounds` = every attempt (SQL, outcome, problem),
+    `prompt` = the template id; it takes the input's place in the pool (the input goes to `task.dropped`). All
+    questions of a batch are repaired together, one LLM batch per round.
+    """
+
+    def __init__(
+        self,
+        *,
+        llm: str = "generator",
+        prompt: str = "chase_fix_v1",
+        dialect: str = "SQLite",
+        max_rounds: int = 2,
+        fix_empty: bool = True,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        max_new_tokens: int = 384,
+        use_evidence: bool = True,
+        max_findings: int = 5,
+    ) -> None:
+        if max_rounds < 1:
+            raise ValueError(f"fixer=chase: max_rounds must be >= 1 (got {max_rounds}); use fixer=none to skip fixing")
+        self.llm_name = llm
+        self.template = load_prompt(prompt)
+        for block in ("evidence", "findings", "error", "empty"):
+            self.template.block(block, [])  # fails now, naming the file, if the template lacks a block
+        self.dialect = dialect
+        self.max_rounds = max_rounds
+        self.fix_empty = fix_empty
+        self.params = GenParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, n=1)
+        self.use_evidence = use_evidence
+        self.max_findings = max_findings
+
+    def _needs_fix(self, kind: str) -> bool:
+        return kind == "error" or (kind == "empty" and self.fix_empty)
+
+    def _view_text(self, task: Task, candidate: Candidate) -> str:
+        views = self.env.views(task)
+        return next((v.text for v in views if v.name == candidate.schema_view), views[0].text)
+
+    def request(self, chain: _Chain, candidate: Candidate) -> LLMRequest:
+        """The repair request for the chain's latest attempt."""
+        ex = chain.task.example
+        last = chain.attempts[-1]
+        tpl = self.template
+        problem = (tpl.block("error", [{"error": last["problem"]}]) if last["outcome"] == "error"
+                   else tpl.block("empty", [{}]))
+        evidence = [{"evidence": ex.evidence}] if self.use_evidence and ex.evidence else []
+        findings = [{"text": f.note or f.sql} for f in chain.task.findings[: self.max_findings]]
+        messages = tpl.render(dialect=self.dialect, schema=self._view_text(chain.task, candidate), question=ex.question,
+                              sql=chain.sql, problem_block=problem, evidence_block=tpl.block("evidence", evidence),
+                              findings_block=tpl.block("findings", findings))
+        return LLMRequest.chat(messages, dataclasses.replace(self.params, seed=self.env.seed))
+
+    def run(self, tasks: list[Task]) -> None:
+        chains: list[_Chain] = []
+        for task in tasks:
+            by_sql: dict[str, _Chain] = {}
+            for i, c in enumerate(task.candidates):
+                if c.sql in by_sql:
+                    by_sql[c.sql].positions.append(i)
+                else:
+                    by_sql[c.sql] = _Chain(task=task, positions=[i], attempts=[{"sql": c.sql}])
+            chains += by_sql.values()
+        self._record(chains)
+        for chain in chains:
+            chain.open = self._needs_fix(chain.attempts[-1]["outcome"])
+        for _ in range(self.max_rounds):
+            todo = [c for c in chains if c.open]
+            if not todo:
+                break
+            responses = self.env.generate(
+                self.llm_name, [(c.task, self.request(c, c.task.candidates[c.positions[0]])) for c in todo])
+            fresh: list[_Chain] = []
+            for chain, response in zip(todo, responses):
+                new_sql = last_sql(response.text)
+                if not new_sql or any(new_sql == a["sql"] for a in chain.attempts):
+                    chain.open = False
+                    chain.attempts[-1]["stopped"] = "no new SQL" if not new_sql else "repeated an earlier attempt"
+                    continue
+                chain.attempts.append({"sql": new_sql, "raw": response.text})
+                fresh.append(chain)
+            self._record(fresh)
+            for chain in fresh:
+                chain.open = self._needs_fix(chain.attempts[-1]["outcome"])
+        for chain in chains:
+            self._settle(chain)
+
+    def _record(self, chains: list[_Chain]) -> None:
+        """Execute each chain's latest attempt and store its outcome and problem."""
+        results = self.env.execute_many([(c.task, c.sql) for c in chains])
+        for chain, result in zip(chains, results):
+            kind = outcome(result)
+            chain.attempts[-1]["outcome"] = kind
+            chain.attempts[-1]["problem"] = problem_text(result) if kind == "error" else ("empty result" if kind == "empty" else "")
+
+    def _settle(self, chain: _Chain) -> None:
+        """Put the best attempt of the chain in the pool (nothing changes when that is the input)."""
+        if len(chain.attempts) == 1:
+            return
+        best = max(range(len(chain.attempts)), key=lambda k: (_RANK[chain.attempts[k]["outcome"]], k))
+        if best == 0:
+            return
+        first = chain.attempts[0]
+        rounds = [{k: a.get(k) for k in ("sql", "outcome", "problem", "stopped") if a.get(k) is not None}
+                  for a in chain.attempts]
+        for pos in chain.positions:
+            old = chain.task.candidates[pos]
+            chain.task.candidates[pos] = old.derive(
+                str(chain.attempts[best]["sql"]), self.origin, trigger=first["problem"], trigger_outcome=first["outcome"],
+                rounds=rounds, prompt=self.template.id, raw=chain.attempts[best].get("raw", ""))
