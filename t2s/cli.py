@@ -12,6 +12,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from t2s.config import register_configs, run_name
 
@@ -61,12 +62,17 @@ def cmd_run(args: list[str]) -> int:
 
     args, secrets = split_secret_overrides(args)
     export_secret_overrides(secrets)
-    sys.argv = ["t2s run", *_sweep_args(args)]
-    # Hydra prints a (shortened) traceback itself unless this is set; then the error reaches `main`
+    return _hydra_app(run_app.main, ["t2s run", *_sweep_args(args)])
+
+
+def _hydra_app(app_main: Any, argv: list[str]) -> int:
+    """Run a Hydra app with `argv`. Hydra prints a (shortened) traceback itself unless HYDRA_FULL_ERROR is set; with
+    it set, the error reaches `main`, which prints one message (restored afterwards)."""
+    sys.argv = argv
     before = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
-        run_app.main()
+        app_main()
     finally:
         if before is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
@@ -79,17 +85,7 @@ def cmd_train(args: list[str]) -> int:
     """`t2s train train=<recipe> [overrides]`: the training Hydra app (t2s/train/app.py)."""
     from t2s.train import app as train_app
 
-    sys.argv = ["t2s train", *args]
-    before = os.environ.get("HYDRA_FULL_ERROR")
-    os.environ["HYDRA_FULL_ERROR"] = "1"
-    try:
-        train_app.main()
-    finally:
-        if before is None:
-            os.environ.pop("HYDRA_FULL_ERROR", None)
-        else:
-            os.environ["HYDRA_FULL_ERROR"] = before
-    return 0
+    return _hydra_app(train_app.main, ["t2s train", *args])
 
 
 def cmd_eval(args: list[str]) -> int:

@@ -377,6 +377,13 @@ def test_empty_predictions_correct_because_gold_is_empty_are_counted_and_flagged
 def no_debug(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("T2S_DEBUG", raising=False)
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    # in-process Hydra apps of earlier tests leave logging handlers on streams pytest has closed since; a message
+    # logged to one prints "--- Logging error --- Traceback" (a test artifact: a real command is one process)
+    import logging
+
+    for handler in list(logging.root.handlers):
+        if getattr(getattr(handler, "stream", None), "closed", False):
+            logging.root.removeHandler(handler)
 
 
 @pytest.mark.parametrize("args, message", [
