@@ -48,6 +48,14 @@ def test_llamacpp_answers_with_counts_stops_and_finish_reasons(embedded_llamacpp
     assert all(r.seconds > 0 for r in (plain, fenced, short, stopped))
 
 
+def test_llamacpp_detokenizes_long_whitespace_tokens(embedded_llamacpp: LlamaCppLLM) -> None:
+    """llama-cpp-python's own detokenize drops pieces longer than 32 bytes (deep SQL indentation vanished)."""
+    embedded_llamacpp.load()
+    text = "WHERE a IN (\n" + " " * 40 + "SELECT 'x  y'"
+    ids = embedded_llamacpp._llama.tokenize(text.encode(), add_bos=False, special=False)
+    assert embedded_llamacpp._detokenize(ids) == text
+
+
 def test_llamacpp_sampling_is_seeded_and_outputs_keep_request_order(embedded_llamacpp: LlamaCppLLM) -> None:
     llm = embedded_llamacpp
     color = LLMRequest.chat([{"role": "user", "content": "Name one colour."}],

@@ -101,6 +101,25 @@ def test_completion_monitor_stops_at_the_closing_fence_and_loops() -> None:
     assert CompletionMonitor(GenParams(), decode).check([3, 4] * 24) == "loop"
 
 
+def test_loops_that_indent_deeper_each_time_are_loops() -> None:
+    """Demo question 17 on llama.cpp: `WHERE a IN (\n<indent> SELECT a FROM t WHERE a IN (` with a longer
+    indentation token each level ran to the token limit while the detector compared whitespace too."""
+    words = {0: "\n", 1: " SELECT", 2: " a", 3: " FROM", 4: " t", 5: " WHERE", 6: " IN", 7: " ("}
+    indent = {100 + level: " " * (4 * level) for level in range(40)}
+    decode = lambda ids: "".join(words.get(i) or indent[i] for i in ids)  # noqa: E731
+    tokens: list[int] = []
+    for level in range(12):
+        tokens += [0, 100 + level, 1, 2, 0, 100 + level, 3, 4, 0, 100 + level, 5, 2, 6, 7]
+    monitor = CompletionMonitor(GenParams(), decode)
+    first = next(k for k in range(1, len(tokens) + 1) if monitor.check(tokens[:k]) == "loop")
+    assert first < 100  # the whitespace-free part repeats every 8 tokens; 48 of them decide
+    assert find_loop(tokens) is None  # compared with whitespace, it never repeats
+    text = decode(tokens)
+    assert text_finish_reason(text, "length", GenParams())[1] == "loop"
+    # a long answer whose only repetition is whitespace is not a loop
+    assert CompletionMonitor(GenParams(), decode).check([0, 100, 1, 2] + [0, 101] * 40 + [3, 4]) is None
+
+
 def test_hf_score_matches_a_plain_forward_pass(tiny_model_path: Path, make_tiny_llm: Callable[..., HFLLM]) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

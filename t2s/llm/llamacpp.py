@@ -79,6 +79,7 @@ class LlamaCppLLM(LLM):
         self._llama: Any = None
         self._template: str | None = None
         self._special: dict[str, str] = {}
+        self._pieces: dict[int, bytes] = {}
         self._model_id: str | None = None
         self._lock = threading.RLock()
         #: seconds the last load took (0 until loaded)
@@ -160,8 +161,28 @@ class LlamaCppLLM(LLM):
         raw = request.prompt is not None
         return list(self._llama.tokenize(text.encode("utf-8"), add_bos=raw, special=not raw))
 
+    def _piece(self, token: int) -> bytes:
+        """The bytes of one token. llama-cpp-python's own `detokenize` reads pieces into a 32-byte buffer and
+        silently drops longer ones (Qwen's runs of 33+ spaces: deep indentation vanished from answers)."""
+        piece = self._pieces.get(token)
+        if piece is None:
+            import ctypes
+
+            import llama_cpp
+
+            size = 64
+            while True:
+                buffer = (ctypes.c_char * size)()
+                n = llama_cpp.llama_token_to_piece(self._llama._model.vocab, llama_cpp.llama_token(token), buffer,
+                                                   size, 0, False)
+                if n >= 0:
+                    break
+                size = -n
+            piece = self._pieces[token] = bytes(buffer[:n])
+        return piece
+
     def _detokenize(self, tokens: list[int]) -> str:
-        return bytes(self._llama.detokenize(tokens)).decode("utf-8", errors="ignore")
+        return b"".join(self._piece(t) for t in tokens).decode("utf-8", errors="ignore")
 
     def _is_eog(self, token: int) -> bool:
         import llama_cpp

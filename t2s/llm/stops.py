@@ -5,6 +5,9 @@ A runaway completion costs a whole batch its time (issue 9: one looping answer h
 `LOOP_MAX_PERIOD` tokens repeated over the last `max(LOOP_MIN_SPAN, LOOP_MIN_REPEATS * period)` tokens. Such
 a completion gets the finish reason "loop" (counted in `metrics.json` by the run). A legitimate SQL answer does
 not repeat the same 48 tokens exactly; a model stuck in `IN (SELECT a FROM t WHERE a IN (SELECT ...` does.
+Whitespace is ignored when looking for the period: such a loop usually indents each level deeper, so the
+indentation tokens differ between repeats while everything else repeats exactly (demo question 17 ran to the
+token limit on llama.cpp before whitespace-only tokens were skipped).
 
 The local backends (hf, llamacpp) check after every token on token ids; the servers (openai, vllm) return whole
 texts, which are checked once, on characters (`find_loop(text, ...)` with the `*_CHARS` limits).
@@ -12,6 +15,7 @@ texts, which are checked once, on characters (`find_loop(text, ...)` with the `*
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 
 from t2s.llm.base import GenParams
@@ -91,7 +95,8 @@ def text_finish_reason(text: str, server_reason: str | None, params: GenParams) 
     if reason is not None:
         return cut, reason
     if server_reason == "length":
-        if find_loop(text, min_span=LOOP_MIN_SPAN_CHARS, max_period=LOOP_MAX_PERIOD_CHARS) is not None:
+        content = re.sub(r"\s+", "", text)
+        if find_loop(content, min_span=LOOP_MIN_SPAN_CHARS, max_period=LOOP_MAX_PERIOD_CHARS) is not None:
             return text, "loop"
         return text, "length"
     return text, "stop"
@@ -108,11 +113,20 @@ class CompletionMonitor:
     def __init__(self, params: GenParams, decode: Callable[[list[int]], str]) -> None:
         self.params = params
         self.decode = decode
+        self._blank: dict[int, bool] = {}
+
+    def is_blank(self, token: int) -> bool:
+        """Whether `token` decodes to whitespace only (an incomplete UTF-8 piece, decoding to "", is not blank)."""
+        blank = self._blank.get(token)
+        if blank is None:
+            piece = self.decode([token])
+            blank = self._blank[token] = bool(piece) and piece.isspace()
+        return blank
 
     def check(self, tokens: list[int]) -> str | None:
         if (self.params.stop_after_fence and tokens and "`" in self.decode(tokens[-1:])
                 and fence_end(self.decode(tokens)) is not None):
             return "stop"
-        if find_loop(tokens) is not None:
+        if tokens and not self.is_blank(tokens[-1]) and find_loop([t for t in tokens if not self.is_blank(t)]):
             return "loop"
         return None
