@@ -18,7 +18,7 @@ import yaml
 from conftest import compose_config
 
 from plugins.corrector.share import parse_mask_answers, parse_trajectory_reply, schema_problems
-from plugins.fixer.chase import last_sql
+from plugins.fixer.chase import column_hint, last_sql
 from t2s.db.introspect import introspect
 from t2s.run.runner import run
 from t2s.sql.trajectory import parse_trajectory
@@ -92,14 +92,17 @@ def fence(sql: str, prose: str = "") -> str:
 def test_chase_fixes_an_error_keeps_good_candidates_and_links_the_repair(world: dict[str, Path],
                                                                            session_cache: Path) -> None:
     preds = {"france": "SELECT nme FROM singer WHERE country = 'France'", "count": "SELECT count(*) FROM singer"}
-    rules = [{"match": "no such column: nme", "reply": fence(QUESTIONS["france"][1], "The column is `name`, not `nme`.")}]
+    # chase_fix_v2 lists the columns of the tables the failing query reads after the error
+    rules = [{"match": "no such column: nme\n\nThese are the only columns of the tables involved:\n"
+                       "- singer: singer_id, name, country, age\n",
+              "reply": fence(QUESTIONS["france"][1], "The column is `name`, not `nme`.")}]
     metrics, recs = run_stage(world, session_cache, preds, rules, ["fixer=chase"], "chase_fix")
     a = metrics["attribution"]["fixer/chase"]
     assert (a["fixed"], a["broken"], a["unchanged"]) == (1, 0, 1)
     assert recs["france"]["correct"] and recs["count"]["correct"]
     fixed = recs["france"]["candidates"][0]
     assert fixed["origin"] == "fixer/chase" and fixed["parent"] == "c0"
-    assert "no such column: nme" in fixed["meta"]["trigger"] and fixed["meta"]["prompt"] == "chase_fix_v1"
+    assert "no such column: nme" in fixed["meta"]["trigger"] and fixed["meta"]["prompt"] == "chase_fix_v2"
     assert [r["outcome"] for r in fixed["meta"]["rounds"]] == ["error", "rows"]
     assert recs["france"]["dropped"][0]["sql"] == preds["france"]
     # a candidate that runs with rows passes unchanged, with no model call
@@ -141,6 +144,13 @@ def test_chase_keeps_the_input_when_the_repair_of_an_empty_result_errors(world: 
     _, recs = run_stage(world, session_cache, preds, rules, ["fixer=chase"], "chase_keep")
     assert recs["france"]["candidates"][0]["sql"] == preds["france"]
     assert stage_calls(world, "chase_keep", "fixer") == {"france": 2}
+
+
+def test_chase_column_hint_lists_every_table_when_the_query_names_none_it_knows(world: dict[str, Path]) -> None:
+    schema = introspect(world["db"], "concerts")
+    assert [h["table"] for h in column_hint("SELECT count(*) FROM singr", schema)] == ["singer", "concert"]
+    assert column_hint("SELECT T1.title FROM concert AS T1 WHERE T1.nope = 1", schema) == [
+        {"table": "concert", "columns": "concert_id, title, year, singer_id"}]
 
 
 def test_last_sql_takes_the_answer_after_the_reflection() -> None:
@@ -224,6 +234,19 @@ def test_share_chain_with_the_deterministic_bam_fixes_a_wrong_filter(world: dict
     assert step["bam"] == "df1 = df.where(element = singer.country, filter = 'Germany')\nres = df1.select(singer.name)"
     assert step["sam_answers"] == ["singer.country", "singer.name"] and "'France'" in step["lom"]
     assert stage_calls(world, "share_fix", "corrector") == {"france": 3}  # SAM, LOM, regenerate (BAM is free)
+
+
+def test_share_repairs_a_column_the_schema_lacks(world: dict[str, Path], session_cache: Path) -> None:
+    """The lenient BAM keeps `singer.nation` in the trajectory; SAM re-links it to `singer.country`."""
+    preds = {"france": "SELECT name FROM singer WHERE nation = 'France'"}
+    rules = [SAM_RULE, lom_rule("France"), regen_rule("France")]
+    metrics, recs = run_stage(world, session_cache, preds, rules, ["corrector=share"], "share_column")
+    assert metrics["attribution"]["corrector/share"]["fixed"] == 1
+    [step] = recs["france"]["candidates"][0]["meta"]["steps"]
+    assert "singer.nation" in step["bam"] and "singer.country" in step["sam"]
+    _, recs = run_stage(world, session_cache, preds, rules, ["corrector=share", "corrector.lenient=false"],
+                        "share_column_strict")
+    assert recs["france"]["candidates"][0]["origin"] == "generator/from_file"
 
 
 def test_share_render_regeneration_joins_by_foreign_keys_without_a_model_call(world: dict[str, Path],

@@ -180,6 +180,16 @@ def test_translator_errors_name_the_construct(db):
         sql_to_trajectory("SELECT FROM WHERE (", schema)
 
 
+def test_lenient_translation_keeps_a_missing_column_for_sam(db):
+    """SHARE's BAM writes what the SQL says; the lenient translator does too, so SAM sees the wrong column."""
+    _, schema = db
+    t = sql_to_trajectory("SELECT T1.nation, nope FROM singer AS T1 WHERE T1.age > 30", schema, lenient=True)
+    assert format_trajectory(t) == ("df1 = df.where(element = singer.age, op = '>', filter = 30)\n"
+                                    "res = df1.select(singer.nation, singer.nope)")
+    with pytest.raises(TranslationError, match="unknown table"):
+        sql_to_trajectory("SELECT name FROM singers", schema, lenient=True)
+
+
 ROUND_TRIP_SQL = [
     "SELECT name FROM singer WHERE country = 'France' AND age >= 25",
     "SELECT name, age FROM singer ORDER BY age DESC, name ASC LIMIT 2 OFFSET 1",

@@ -122,8 +122,9 @@ class ShareCorrector(Corrector):
     """SHARE corrector (seed 000, arXiv 2506.00391, sections 3.2-3.5): BAM -> SAM -> LOM -> regenerate.
 
     For every candidate (identical SQL within a question once): BAM turns the SQL into an action trajectory —
-    `translator: deterministic` uses the exact sqlglot translator (`t2s.sql.trajectory.sql_to_trajectory`, free),
-    `translator: llm` asks `bam_llm` (prompt `share_bam_v1`, the paper's BAM); SAM masks every schema reference
+    `translator: deterministic` uses the exact sqlglot translator (`t2s.sql.trajectory.sql_to_trajectory`, free;
+    with `lenient` (default) a column the schema lacks is kept as written, as the paper's LLM BAM would, so the
+    schema error reaches SAM instead of stopping the chain), `translator: llm` asks `bam_llm` (prompt `share_bam_v1`, the paper's BAM); SAM masks every schema reference
     (`mask_schema`) and `sam_llm` fills the masks given the schema and question (`share_sam_v1`); LOM (`lom_llm`,
     `share_lom_v1`) rewrites the trajectory's wrong logic; finally `regenerate: llm` has the generator LLM (`llm`)
     write SQL from the question, its first SQL and the corrected trajectory (`share_regen_v1`), or `regenerate:
@@ -148,6 +149,7 @@ class ShareCorrector(Corrector):
         sam_llm: str = "generator",
         lom_llm: str = "generator",
         translator: str = "deterministic",
+        lenient: bool = True,
         regenerate: str = "llm",
         use_sam: bool = True,
         use_lom: bool = True,
@@ -169,7 +171,7 @@ class ShareCorrector(Corrector):
         if rounds < 1:
             raise ValueError(f"corrector=share: rounds must be >= 1 (got {rounds}); use corrector=none to skip it")
         self.llm_name, self.bam_llm, self.sam_llm, self.lom_llm = llm, bam_llm, sam_llm, lom_llm
-        self.translator, self.regenerate = translator, regenerate
+        self.translator, self.regenerate, self.lenient = translator, regenerate, lenient
         self.use_sam, self.use_lom, self.rounds = use_sam, use_lom, rounds
         self.prompts: dict[str, PromptTemplate] = {
             "bam": load_prompt(bam_prompt), "sam": load_prompt(sam_prompt), "lom": load_prompt(lom_prompt),
@@ -203,7 +205,7 @@ class ShareCorrector(Corrector):
         if self.translator == "deterministic":
             for it in items:
                 try:
-                    it.traj = sql_to_trajectory(it.sql, self.env.schema(it.task.example))
+                    it.traj = sql_to_trajectory(it.sql, self.env.schema(it.task.example), lenient=self.lenient)
                 except (TranslationError, TrajectoryError, ValueError) as e:
                     it.failed = f"bam: {str(e)[:200]}"
         else:

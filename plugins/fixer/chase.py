@@ -6,7 +6,11 @@ import dataclasses
 import re
 from typing import Any
 
-from t2s.db.types import ExecResult
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import SqlglotError
+
+from t2s.db.types import DatabaseSchema, ExecResult
 from t2s.generation import parse_sql
 from t2s.llm.base import GenParams, LLMRequest
 from t2s.prompts import load_prompt
@@ -44,6 +48,18 @@ def last_sql(text: str) -> str:
     return found if _is_query(found) else ""
 
 
+def column_hint(sql: str, schema: DatabaseSchema) -> list[dict[str, str]]:
+    """The `columns` block items for a failing query: each schema table it names (sqlglot; in schema order) with all
+    its columns; every table when it names no known table (a misspelt table name, SQL that does not parse)."""
+    try:
+        tree = sqlglot.parse_one(sql, read="sqlite")
+        named = {t.name.lower() for t in tree.find_all(exp.Table)} if tree is not None else set()
+    except SqlglotError:
+        named = set()
+    chosen = [t for t in schema.tables if t.name.lower() in named] or list(schema.tables)
+    return [{"table": t.name, "columns": ", ".join(c.name for c in t.columns)} for t in chosen]
+
+
 def _is_query(sql: str) -> bool:
     return bool(re.match(r"\s*(SELECT|WITH)\b", sql, re.I))
 
@@ -69,7 +85,8 @@ class ChaseFixer(Fixer):
     Every candidate is executed (`env.execute_many`, read-only, time-limited, memoized). One that fails (syntax or
     runtime error, timeout, rejected) or, with `fix_empty`, returns no rows enters a loop of at most `max_rounds`
     (β, default 2): the LLM gets the question, evidence, schema view, the SQL and the error or the empty-result flag
-    (prompt `chase_fix_v1`), reflects, and answers a corrected SQL, which is executed and, if it still fails, repaired
+    (prompt `chase_fix_v2`; v2 adds that the schema is fixed and, after an error, the columns of the tables the query
+    reads, because the 0.5B model answered `no such column` with `CREATE TABLE` under v1), reflects, and answers a corrected SQL, which is executed and, if it still fails, repaired
     again. A candidate that runs with rows passes unchanged. Identical SQL within a question is repaired once.
 
     Decisions where the seed is silent: the loop stops early when the model returns nothing or the same SQL (greedy
@@ -85,7 +102,7 @@ class ChaseFixer(Fixer):
         self,
         *,
         llm: str = "generator",
-        prompt: str = "chase_fix_v1",
+        prompt: str = "chase_fix_v2",
         dialect: str = "SQLite",
         max_rounds: int = 2,
         fix_empty: bool = True,
@@ -101,6 +118,9 @@ class ChaseFixer(Fixer):
         self.template = load_prompt(prompt)
         for block in ("evidence", "findings", "error", "empty"):
             self.template.block(block, [])  # fails now, naming the file, if the template lacks a block
+        self.hint_columns = "columns_block" in self.template.fields()
+        if self.hint_columns:
+            self.template.block("columns", [])
         self.dialect = dialect
         self.max_rounds = max_rounds
         self.fix_empty = fix_empty
@@ -124,9 +144,13 @@ class ChaseFixer(Fixer):
                    else tpl.block("empty", [{}]))
         evidence = [{"evidence": ex.evidence}] if self.use_evidence and ex.evidence else []
         findings = [{"text": f.note or f.sql} for f in chain.task.findings[: self.max_findings]]
-        messages = tpl.render(dialect=self.dialect, schema=self._view_text(chain.task, candidate), question=ex.question,
-                              sql=chain.sql, problem_block=problem, evidence_block=tpl.block("evidence", evidence),
-                              findings_block=tpl.block("findings", findings))
+        fields = dict(dialect=self.dialect, schema=self._view_text(chain.task, candidate), question=ex.question,
+                      sql=chain.sql, problem_block=problem, evidence_block=tpl.block("evidence", evidence),
+                      findings_block=tpl.block("findings", findings))
+        if self.hint_columns:
+            hint = column_hint(chain.sql, self.env.schema(ex)) if last["outcome"] == "error" else []
+            fields["columns_block"] = tpl.block("columns", hint)
+        messages = tpl.render(**fields)
         return LLMRequest.chat(messages, dataclasses.replace(self.params, seed=self.env.seed))
 
     def run(self, tasks: list[Task]) -> None:

@@ -85,8 +85,9 @@ class _Scope:
 
 
 class _Translator:
-    def __init__(self, schema: DatabaseSchema) -> None:
+    def __init__(self, schema: DatabaseSchema, lenient: bool = False) -> None:
         self.schema = schema
+        self.lenient = lenient
         self.stmts: list[Statement] = []
         self.n_df = 0
         self.n_tmp = 0
@@ -323,6 +324,8 @@ class _Translator:
                 raise TranslationError(f"unknown table or alias {qual!r} in {node.sql()!r}")
             hit = self._lookup(entry, name, scope)
             if hit is None:
+                if self.lenient and entry[0] == "table":
+                    return Col(entry[1], name)
                 raise TranslationError(f"unknown column {node.sql()!r} in database {self.schema.db_id!r}")
             return hit
         for entry in scope.order:
@@ -341,6 +344,8 @@ class _Translator:
             o = o.outer
         if quoted:
             return Str(name)
+        if self.lenient and scope.order and scope.order[0][0] == "table":
+            return Col(scope.order[0][1], name)
         raise TranslationError(f"unknown column {name!r} in database {self.schema.db_id!r}")
 
     def _lookup(self, entry: tuple[str, str], name: str, scope: _Scope) -> Col | None:
@@ -470,11 +475,14 @@ def _edge_set(edges: list[tuple[Col, Col]]) -> set[frozenset[tuple[str, str]]]:
     return {frozenset({(a.table.lower(), a.column.lower()), (b.table.lower(), b.column.lower())}) for a, b in edges}
 
 
-def sql_to_trajectory(sql: str, schema: DatabaseSchema) -> Trajectory:
+def sql_to_trajectory(sql: str, schema: DatabaseSchema, *, lenient: bool = False) -> Trajectory:
     """Translate one SQLite query into its action trajectory (SHARE's BAM, deterministic).
 
     Raises `Unsupported` (with a `construct` label) for SQL the language does not express, and
-    `TranslationError` for SQL that does not parse or names what `schema` lacks.
+    `TranslationError` for SQL that does not parse or names what `schema` lacks. With `lenient`, a column the
+    schema lacks is kept as written (`table.wrong_name`, an unqualified one on the first FROM table) instead of
+    raising, as SHARE's LLM BAM would write it: the trajectory then carries the schema error for SAM to repair.
+    Unknown tables still raise (the FROM plan needs them).
     """
     try:
         trees = sqlglot.parse(sql, read="sqlite")
@@ -483,6 +491,6 @@ def sql_to_trajectory(sql: str, schema: DatabaseSchema) -> Trajectory:
     trees = [t for t in trees if t is not None]
     if len(trees) != 1:
         raise TranslationError(f"expected one SQL statement, got {len(trees)}")
-    tr = _Translator(schema)
+    tr = _Translator(schema, lenient)
     tr.query(trees[0], None, target="res")
     return Trajectory(tuple(tr.stmts))
