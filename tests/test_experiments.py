@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from hydra.utils import get_class
+from omegaconf import DictConfig, OmegaConf
 
 from t2s.config import CONF_DIR, PROJECT_ROOT, register_configs
 from t2s.run.pipeline import check_arguments
@@ -31,6 +32,11 @@ def test_experiment_composes(path: Path, tmp_path: Path) -> None:
         if cfg.get(group) is not None:
             check_arguments(group, cfg[group])
     check_arguments("dataset", cfg.dataset)
+    # an LLM given an adapter must be on a backend that loads adapters (llama.cpp refuses at construction)
+    llms = {"llm": cfg.llm, **{f"llms.{k}": v for k, v in (cfg.get("llms") or {}).items()}}
+    for key, llm in llms.items():
+        if isinstance(llm, DictConfig) and llm.get("adapter") is not None:
+            assert get_class(llm._target_).supports_adapters, f"{path.name}: {key} has an adapter on {llm._target_}"
     assert cfg.notes and cfg.notes != plain.notes, f"{path.name}: set `notes` (recorded with every run)"
 
 

@@ -129,6 +129,8 @@ def test_llamacpp_config_errors_are_clear(tmp_path: Path) -> None:
         LlamaCppLLM(model="Qwen/Qwen2.5", cache_dir=str(tmp_path))
     with pytest.raises(ValueError, match="n_threads"):
         LlamaCppLLM(model="embedded", n_threads=0, cache_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="llm=embedded_hf llm.adapter"):
+        LlamaCppLLM(model="embedded", adapter=str(tmp_path), cache_dir=str(tmp_path))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         LlamaCppLLM(model=str(tmp_path / "none.gguf"), cache_dir=str(tmp_path)).gguf_path()
     assert LlamaCppLLM(model="embedded", cache_dir=str(tmp_path)).model_id == "qwen2.5-coder-0.5b@1d9614638d18"

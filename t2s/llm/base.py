@@ -132,6 +132,8 @@ class LLM(abc.ABC):
     backend: str = ""
     #: whether `score` works for this backend (and configuration)
     supports_scoring: bool = False
+    #: whether the backend loads PEFT adapters (an `adapter` key in its config)
+    supports_adapters: bool = False
 
     @property
     @abc.abstractmethod

@@ -65,6 +65,7 @@ class HFLLM(LLM):
 
     backend = "hf"
     supports_scoring = True
+    supports_adapters = True
 
     def __init__(
         self,

@@ -61,7 +61,14 @@ class LlamaCppLLM(LLM):
         n_threads: int | None = None,
         n_batch: int = 512,
         cache_dir: str,
+        adapter: str | None = None,
     ) -> None:
+        if adapter is not None:
+            raise ValueError(
+                f"the llamacpp backend (llm=embedded, llm=llamacpp) does not load PEFT adapters (got adapter={adapter!r});"
+                " use the transformers backend for adapters: llm=embedded_hf llm.adapter=<dir>, or "
+                "/llm@llms.<name>: embedded_hf in an experiment file"
+            )
         if not is_named_model(model) and not model.endswith(".gguf"):
             raise ValueError(
                 f"LlamaCppLLM model {model!r} (key `model`) must be a .gguf file or an embedded model name "

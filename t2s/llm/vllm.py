@@ -41,6 +41,7 @@ class VLLM(LLM):
 
     backend = "vllm"
     supports_scoring = True
+    supports_adapters = True
 
     def __init__(
         self,

@@ -42,7 +42,11 @@ def _generate(cfg: RStarSettings, root: DictConfig, adapter: str | None, run_dir
     run_cfg = compose_config(choices)
     with open_dict(run_cfg):
         run_cfg.dataset = OmegaConf.create(OmegaConf.to_container(root.dataset, resolve=True))
-        run_cfg.llm = OmegaConf.create(OmegaConf.to_container(root.llm, resolve=True))
+        llm = OmegaConf.to_container(root.llm, resolve=True)
+        if "adapter" not in llm:  # a backend without PEFT adapters (llama.cpp): the hf backend on the same model
+            hf = compose_config([*choices, "llm=embedded_hf"]).llm
+            llm = {**OmegaConf.to_container(hf, resolve=True), "model": llm["model"]}
+        run_cfg.llm = OmegaConf.create(llm)
         run_cfg.llm.adapter = adapter
         run_cfg.schema_format = OmegaConf.create(OmegaConf.to_container(root.schema_format, resolve=True))
         run_cfg.seed = int(root.seed)
