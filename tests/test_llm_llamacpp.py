@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from t2s.llm.base import GenParams, LLMRequest, ScoreRequest
-from t2s.llm.cpu import default_threads, usable_cores
+from t2s.llm.cpu import busy_elsewhere, default_threads, usable_cores
 from t2s.llm.llamacpp import LlamaCppLLM
 from t2s.llm.openai import OpenAILLM
 
@@ -136,6 +136,23 @@ def test_llamacpp_config_errors_are_clear(tmp_path: Path) -> None:
     assert LlamaCppLLM(model="embedded", cache_dir=str(tmp_path)).model_id == "qwen2.5-coder-0.5b@1d9614638d18"
 
 
+def test_busy_elsewhere_sees_runnable_threads_now_not_a_minute_ago(monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+    import io
+
+    real_open = builtins.open
+    readings = iter(["2.00 2.00 1.90 3/120 77\n", "2.00 2.00 1.90 1/120 77\n", "2.00 2.00 1.90 1/120 77\n"])
+
+    def fake_open(path: Any, *args: Any, **kwargs: Any) -> Any:
+        return io.StringIO(next(readings)) if path == "/proc/loadavg" else real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+    # the load average says 2 (a job that just ended), the runnable count says only this reader: nothing else runs
+    assert busy_elsewhere(samples=3, interval=0) == 0
+    readings = iter(["0.10 0.10 0.10 3/120 77\n"] * 3)
+    assert busy_elsewhere(samples=3, interval=0) == 2
+
+
 def _threads_in_worker() -> int:
     return default_threads()
 
@@ -145,11 +162,10 @@ def test_default_threads_follow_the_environment_and_joblib(monkeypatch: pytest.M
 
     monkeypatch.delenv("T2S_NUM_THREADS", raising=False)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr("os.getloadavg", lambda: (0.9, 0.9, 0.9))  # only this process is busy
+    monkeypatch.setattr("t2s.llm.cpu.busy_elsewhere", lambda: 0)  # only this process is busy
     assert default_threads() == usable_cores()
-    monkeypatch.setattr("os.getloadavg", lambda: (usable_cores() + 7.0, 1.0, 1.0))  # a crowded machine
+    monkeypatch.setattr("t2s.llm.cpu.busy_elsewhere", lambda: usable_cores() + 7)  # a crowded machine
     assert default_threads() == 1
-    monkeypatch.setattr("os.getloadavg", lambda: (0.2, 0.2, 0.2))
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert default_threads() == 3
     monkeypatch.setenv("T2S_NUM_THREADS", "5")
