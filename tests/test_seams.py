@@ -272,7 +272,7 @@ def test_every_bad_key_and_unknown_name_is_reported_at_once(session_cache: Path)
     assert "temprature" in msg and "conf/generator/zero_shot.yaml" in msg
     assert "generator.llm='judge'" in msg and "llms" in msg
     assert "selector" in msg and "foo" in msg and "conf/selector/first.yaml" in msg
-    assert "bar" in msg and "conf/schema_format/ddl.yaml" in msg
+    assert "bar" in msg and "conf/schema_format/ddl_rows.yaml" in msg
 
 
 def test_nested_target_nodes_are_checked_too(session_cache: Path) -> None:
