@@ -1,4 +1,6 @@
-"""benchmarks/gpu_recipe.py's CPU dry run (tiny model, a few steps, 2 dev questions) runs, so the GPU command cannot rot."""
+"""benchmarks/gpu_recipe.py's CPU dry run (tiny model, a few steps, 2 dev questions) runs, so the GPU command cannot rot.
+
+In the default suite (about 20 s on 2 cores), not behind the `slow` marker."""
 
 from __future__ import annotations
 
@@ -6,13 +8,11 @@ import importlib.util
 import json
 from pathlib import Path
 
-import pytest
 from conftest import requires_spider
 
 from t2s.config import PROJECT_ROOT
 
 
-@pytest.mark.slow
 @requires_spider
 def test_gpu_recipe_dry_run(session_cache: Path, tmp_path: Path) -> None:
     spec = importlib.util.spec_from_file_location("gpu_recipe", PROJECT_ROOT / "benchmarks" / "gpu_recipe.py")
