@@ -101,7 +101,8 @@ def build_once(target: str | os.PathLike[str], build: Callable[[Path], None]) ->
 
     `build` writes into `tmp` (a path next to `target` that does not exist yet); on success `tmp` is renamed to
     `target`. A file lock (`<target>.lock`) serializes builders: a second process waits, then finds the target
-    built. A failed build leaves nothing behind. Returns True when this call built it.
+    built. A failed build leaves nothing behind, and the temporary path of a builder that was killed (the OS
+    releases its lock) is removed by the next one. Returns True when this call built it.
     """
     t = Path(target)
     if t.exists():
@@ -110,6 +111,8 @@ def build_once(target: str | os.PathLike[str], build: Callable[[Path], None]) ->
     with FileLock(str(t) + ".lock"):
         if t.exists():
             return False
+        for stale in t.parent.glob(f".{t.name}.tmp-*"):  # we hold the lock: no live builder owns these
+            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
         tmp = t.with_name(f".{t.name}.tmp-{os.getpid()}-{time.monotonic_ns()}")
         try:
             build(tmp)

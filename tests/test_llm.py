@@ -8,6 +8,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -344,6 +345,23 @@ def test_build_once_builds_once_across_processes(tmp_path: Path) -> None:
     assert [p.exitcode for p in procs] == [0, 0, 0]
     assert len(log.read_text().split()) == 1
     assert (tmp_path / "entry").read_text() == "done"
+    assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == []
+
+
+def test_build_once_removes_what_a_killed_build_left(tmp_path: Path) -> None:
+    def killed(tmp: Path) -> None:
+        tmp.mkdir()
+        (tmp / "half").write_text("partial")
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    ctx = multiprocessing.get_context("fork")
+    proc = ctx.Process(target=build_once, args=(tmp_path / "index", killed))
+    proc.start()
+    proc.join(timeout=30)
+    assert proc.exitcode == -signal.SIGKILL
+    assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name]  # the killed build's leftovers
+    build_once(tmp_path / "index", lambda tmp: tmp.mkdir())
+    assert (tmp_path / "index").is_dir()
     assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == []
 
 

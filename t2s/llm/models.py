@@ -25,15 +25,13 @@ import importlib
 import importlib.metadata
 import json
 import os
-import shutil
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from filelock import FileLock
+from t2s.files import build_once as files_build_once
 
 _CHUNK = 16 * 1024 * 1024
 
@@ -175,27 +173,12 @@ def gguf_parts(spec: EmbeddedModel) -> list[Path]:
 
 
 def build_once(target: Path, build: Callable[[Path], object]) -> Path:
-    """Create `target` (a file or a directory) once, safely across processes, and return it.
+    """Create `target` (a file or a directory) once, safely across processes, and return it
+    (`t2s.files.build_once`: lock file, temporary path renamed atomically, leftovers of killed builds removed)."""
+    def run(tmp: Path) -> None:
+        build(tmp)
 
-    `build(tmp)` writes the entry at `tmp`, a fresh path in the same directory; it is then renamed to `target`
-    atomically. A lock file `<target>.lock` makes concurrent callers wait for the first one instead of
-    building twice. An existing `target` is returned as is.
-    """
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock"):
-        if target.exists():
-            return target
-        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{time.monotonic_ns()}")
-        try:
-            build(tmp)
-            os.replace(tmp, target)
-        finally:
-            if tmp.is_dir():
-                shutil.rmtree(tmp, ignore_errors=True)
-            elif tmp.exists():
-                tmp.unlink()
+    files_build_once(target, run)
     return target
 
 
