@@ -22,7 +22,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -292,81 +292,66 @@ class CachedLLM(LLM):
                 r.model = self.inner.model_id
             self._count(responses, backend_calls=1)
             return responses
-        model_id = self.inner.model_id
-        keys = [request_key(self.backend, model_id, r) for r in requests]
-        hits = self.cache.get_many(keys)
-        misses: dict[str, LLMRequest] = {}
-        for k, r in zip(keys, requests):
-            if k not in hits and k not in misses:
-                misses[k] = r
-        computed: dict[str, LLMResponse] = {}
-        if misses:
-            answers = self.inner.generate(list(misses.values()))
-            if len(answers) != len(misses):
-                raise RuntimeError(
-                    f"{self.inner!r} returned {len(answers)} responses for {len(misses)} requests"
-                )
-            computed = dict(zip(misses, answers))
-            self.cache.put_many(
-                (k, self.backend, model_id, request_payload(self.backend, model_id, misses[k]), computed[k])
-                for k in misses
-            )
-        out: list[LLMResponse] = []
-        first_use: set[str] = set()
-        for k in keys:
-            if k in computed and k not in first_use:
-                first_use.add(k)
-                out.append(computed[k])
-            else:
-                src = hits.get(k) or computed[k]
-                out.append(dataclasses.replace(src, texts=list(src.texts), finish_reasons=list(src.finish_reasons),
-                                               cached=True))
-        for r in out:
-            r.model = model_id
-        self._count(out, backend_calls=1 if misses else 0)
+        out, missed = self._through_cache(
+            requests, request_key, self.cache.get_many, self.inner.generate, self.cache.put_many, request_payload,
+            lambda r: dataclasses.replace(r, texts=list(r.texts), finish_reasons=list(r.finish_reasons), cached=True),
+            "responses")
+        self._count(out, backend_calls=1 if missed else 0)
         return out
 
     def score(self, requests: list[ScoreRequest]) -> list[ScoreResponse]:
         """Scores in order: cache hits (`cached=True`), then the backend's scores for the misses (stored)."""
         if not requests:
             return []
+        cache = self.cache
+        out, missed = self._through_cache(
+            requests, score_key, cache.get_scores if cache is not None else lambda keys: {}, self.inner.score,
+            cache.put_scores if cache is not None else None, score_payload,
+            lambda r: dataclasses.replace(r, logprobs=list(r.logprobs), cached=True), "scores")
+        with self._lock:
+            s = self.stats
+            s.score_calls += len(out)
+            s.cached_score_calls += sum(r.cached for r in out)
+            s.backend_calls += 1 if missed else 0
+            s.prompt_tokens += sum(r.prompt_tokens for r in out)
+            s.model_seconds += sum(r.seconds for r in out)
+        return out
+
+    def _through_cache(self, requests: list[Any], key: Callable[[str, str, Any], str],
+                       lookup: Callable[[list[str]], dict[str, Any]], compute: Callable[[list[Any]], list[Any]],
+                       store: Callable[[Iterable[tuple[str, str, str, dict[str, Any], Any]]], None] | None,
+                       payload: Callable[[str, str, Any], dict[str, Any]], copy: Callable[[Any], Any],
+                       what: str) -> tuple[list[Any], bool]:
+        """Answers for `requests` in order: stored ones looked up by key, the rest computed once per distinct key
+        and stored; a key's first computed answer is returned as is, later uses (and hits) as `copy`s marked
+        cached. Returns (answers, whether the backend was called)."""
         model_id = self.inner.model_id
-        keys = [score_key(self.backend, model_id, r) for r in requests]
-        hits = self.cache.get_scores(keys) if self.cache is not None else {}
-        misses: dict[str, ScoreRequest] = {}
+        keys = [key(self.backend, model_id, r) for r in requests]
+        hits = lookup(keys)
+        misses: dict[str, Any] = {}
         for k, r in zip(keys, requests):
             if k not in hits and k not in misses:
                 misses[k] = r
-        computed: dict[str, ScoreResponse] = {}
+        computed: dict[str, Any] = {}
         if misses:
-            answers = self.inner.score(list(misses.values()))
+            answers = compute(list(misses.values()))
             if len(answers) != len(misses):
-                raise RuntimeError(f"{self.inner!r} returned {len(answers)} scores for {len(misses)} requests")
+                raise RuntimeError(f"{self.inner!r} returned {len(answers)} {what} for {len(misses)} requests")
             computed = dict(zip(misses, answers))
-            if self.cache is not None:
-                self.cache.put_scores(
-                    (k, self.backend, model_id, score_payload(self.backend, model_id, misses[k]), computed[k])
-                    for k in misses
-                )
-        out: list[ScoreResponse] = []
+            if store is not None:
+                store((k, self.backend, model_id, payload(self.backend, model_id, misses[k]), computed[k])
+                      for k in misses)
+        out: list[Any] = []
         first_use: set[str] = set()
         for k in keys:
             if k in computed and k not in first_use:
                 first_use.add(k)
                 out.append(computed[k])
             else:
-                src = hits.get(k) or computed[k]
-                out.append(dataclasses.replace(src, logprobs=list(src.logprobs), cached=True))
+                out.append(copy(hits.get(k) or computed[k]))
         for r in out:
             r.model = model_id
-        with self._lock:
-            s = self.stats
-            s.score_calls += len(out)
-            s.cached_score_calls += sum(r.cached for r in out)
-            s.backend_calls += 1 if misses else 0
-            s.prompt_tokens += sum(r.prompt_tokens for r in out)
-            s.model_seconds += sum(r.seconds for r in out)
-        return out
+        return out, bool(misses)
 
     def _count(self, responses: list[LLMResponse], *, backend_calls: int) -> None:
         with self._lock:
