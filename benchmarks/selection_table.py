@@ -8,8 +8,8 @@ is sampled once), for example
 
 Runs are grouped by everything in their `metrics.json["options"]` except the selector (the pool), and for each
 pool it prints: questions, the pool's oracle (a correct candidate exists), EX of every selector that ran on it,
-the adaptive tournament's fast-path rate (unanimous pools, no model call), its comparisons and clusters per
-question, and the LLM calls and model + database seconds per question of each run (generation included: what the
+the share of questions whose candidates all agree (one cluster), the adaptive tournament's fast-path rate (one
+executing cluster: no model call), its comparisons and clusters per question, and the LLM calls and model + database seconds per question of each run (generation included: what the
 whole configuration costs). `--json` writes the rows too.
 """
 
@@ -42,7 +42,7 @@ def pool_rows(run_dirs: list[Path]) -> list[dict[str, Any]]:
                         if v and str(v).split("/")[-1] != "none")
         row = pools.setdefault(key, {"pool": key, "n": rep.get("n"), "oracle": rep.get("oracle"), "selectors": {}})
         row["selectors"][selector] = {k: rep.get(k) for k in ("ex", "llm_calls_per_question", "seconds_per_question",
-                                                              "fast_path_rate", "mean_clusters",
+                                                              "fast_path_rate", "unanimous_rate", "mean_clusters",
                                                               "comparisons_per_question")}
     return list(pools.values())
 
@@ -62,11 +62,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         sel = row["selectors"]
         names = [s for s in order if s in sel] + sorted(s for s in sel if s not in order)
         print(f"\npool: {row['pool']}  (questions {row['n']}, oracle {fmt(row['oracle'])} %)")
-        print("| selector | EX % | fast path % | clusters/q | comparisons/q | LLM calls/q | model+db s/q |")
-        print("|---|---|---|---|---|---|---|")
+        print("| selector | EX % | all agree % | fast path % | clusters/q | comparisons/q | LLM calls/q | model+db s/q |")
+        print("|---|---|---|---|---|---|---|---|")
         for s in names:
             r = sel[s]
-            print(f"| {s} | {fmt(r['ex'])} | {fmt(r['fast_path_rate'])} | {fmt(r['mean_clusters'], 2)} | "
+            print(f"| {s} | {fmt(r['ex'])} | {fmt(r['unanimous_rate'])} | {fmt(r['fast_path_rate'])} | "
+                  f"{fmt(r['mean_clusters'], 2)} | "
                   f"{fmt(r['comparisons_per_question'], 2)} | {fmt(r['llm_calls_per_question'], 2)} | "
                   f"{fmt(r['seconds_per_question'], 2)} |")
     if args.json:

@@ -240,8 +240,9 @@ def format_result(result: ExecResult | None, *, max_rows: int = 5, max_cell_char
 def selection_report(run_dir: Any) -> dict[str, Any]:
     """One row of the selection table of a run directory: EX, the pool's oracle upper bound, LLM calls and model +
     database seconds per question (cache-independent: cached answers keep their first cost), and, from the
-    selectors' records (`selection/*.jsonl`), the share of questions decided without a model call (fast path), the
-    mean number of clusters and of comparisons per question."""
+    selectors' records (`selection/*.jsonl`): the share of questions decided without a model call (`fast_path_rate`,
+    selectors that have a fast path), the share whose candidates all agree (`unanimous_rate`: one cluster), the mean
+    number of clusters and of comparisons per question."""
     import json
     from pathlib import Path
 
@@ -258,7 +259,9 @@ def selection_report(run_dir: Any) -> dict[str, Any]:
         recs = list(SelectionLog.read(log).values())
         if not recs:
             continue
-        row["fast_path_rate"] = 100.0 * sum(bool(r.get("fast_path", r.get("unanimous"))) for r in recs) / len(recs)
+        if any("fast_path" in r for r in recs):
+            row["fast_path_rate"] = 100.0 * sum(bool(r.get("fast_path")) for r in recs) / len(recs)
+        row["unanimous_rate"] = 100.0 * sum(bool(r.get("unanimous")) for r in recs) / len(recs)
         row["mean_clusters"] = sum(len(r.get("clusters", [])) for r in recs) / len(recs)
         row["comparisons_per_question"] = sum(len(r.get("comparisons", [])) for r in recs) / len(recs)
     return row
