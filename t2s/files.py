@@ -96,7 +96,7 @@ def atomic_write(path: str | os.PathLike[str], data: str | bytes, *, fsync: bool
     return p
 
 
-def build_once(target: str | os.PathLike[str], build: Callable[[Path], None]) -> bool:
+def build_once(target: str | os.PathLike[str], build: Callable[[Path], object]) -> bool:
     """Make `target` (a file or a folder) exist, calling `build(tmp)` at most once across processes.
 
     `build` writes into `tmp` (a path next to `target` that does not exist yet); on success `tmp` is renamed to

@@ -18,6 +18,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from t2s.files import build_once
 from t2s.llm.base import LLM, GenParams, LLMRequest, LLMResponse, ScoreRequest
 from t2s.llm.cache import CachedLLM, ResponseCache, request_key
 from t2s.llm.hf import HFLLM
@@ -29,7 +30,6 @@ from t2s.llm.models import (
     ModelIntegrityError,
     ModelNotInstalledError,
     assemble_gguf,
-    build_once,
     fingerprint_path,
     gguf_parts,
     resolve_model,

