@@ -6,8 +6,9 @@ The same zero-shot prompts on the same first N Spider dev questions (issue 9, it
   place of `llms.generator`, which also warms the schema and gold-result caches), then one `llama_cpp.Llama` on
   the embedded GGUF answers them in a bare `create_chat_completion` loop (greedy, 256 tokens). Its wall time
   covers model load + the loop; its SQL is extracted and scored afterwards, untimed, by `t2s.eval.evaluate`.
-- `llamacpp`, `hf1`, `hf8`: `t2s.run.runner.run` with `llm=llamacpp` (embedded GGUF) or `llm=embedded_hf` at
-  `run.batch_size = llm.batch_size = 1 / 8`, response cache off. Wall time is the whole run (dataset, model load,
+- `llamacpp`, `llamacpp_pN`, `hf1`, `hf8`: `t2s.run.runner.run` with `llm=llamacpp` (embedded GGUF; `_pN`:
+  `llm.parallel=N`, N completions decoded together) or `llm=embedded_hf` at `run.batch_size = llm.batch_size =
+  1 / 8`, response cache off. Wall time is the whole run (dataset, model load,
   generation, execution, scoring, report).
 
 For each: wall seconds, model seconds, seconds per question outside the model ((wall - model) / N), completion
@@ -134,7 +135,8 @@ def table(rows: list[dict[str, Any]]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--questions", type=int, default=100, help="the first N Spider dev questions")
-    ap.add_argument("--configs", default="plain,llamacpp,hf8,hf1", help="any of plain, llamacpp, hf1, hf8")
+    ap.add_argument("--configs", default="plain,llamacpp,hf8,hf1",
+                    help="any of plain, llamacpp, llamacpp_pN (N sequences decoded together), hf1, hf8")
     ap.add_argument("--dataset", default="spider_dev")
     ap.add_argument("--out", default=None, help="JSON file for the rows (default: print only)")
     ap.add_argument("--threads", type=int, default=None,
@@ -158,8 +160,11 @@ def main() -> None:
         for name in configs:
             if name == "plain":
                 row = plain_loop(requests, qids, base, cache_dir, Path(tmp) / "plain", threads)
-            elif name == "llamacpp":
-                row = t2s_run("t2s llm=llamacpp", [*base, "llm=llamacpp", f"llm.n_threads={threads}"], Path(tmp) / name)
+            elif name == "llamacpp" or name.startswith("llamacpp_p"):
+                parallel = int(name[len("llamacpp_p"):]) if name != "llamacpp" else 1
+                label = "t2s llm=llamacpp" + (f" llm.parallel={parallel}" if parallel > 1 else "")
+                row = t2s_run(label, [*base, "llm=llamacpp", f"llm.n_threads={threads}", f"llm.parallel={parallel}"],
+                              Path(tmp) / name)
             elif name in ("hf1", "hf8"):
                 bs = int(name[2:])
                 row = t2s_run(f"t2s llm=embedded_hf batch {bs}",
@@ -167,7 +172,7 @@ def main() -> None:
                                f"llm.num_threads={threads}"],
                               Path(tmp) / name)
             else:
-                raise SystemExit(f"unknown config {name!r} (--configs): plain, llamacpp, hf1, hf8")
+                raise SystemExit(f"unknown config {name!r} (--configs): plain, llamacpp, llamacpp_pN, hf1, hf8")
             rows.append(row)
             print(table(rows), flush=True)
             if args.out:

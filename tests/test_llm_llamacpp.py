@@ -124,11 +124,73 @@ def test_llamacpp_renders_exactly_the_hf_chat_text(embedded_llamacpp: LlamaCppLL
         assert embedded_llamacpp.tokens(request) == tok(hf_text, add_special_tokens=False)["input_ids"]
 
 
+@pytest.fixture(scope="module")
+def parallel_llamacpp(embedded_gguf_file: Path) -> Any:
+    """A llama.cpp backend decoding 3 sequences together (continuous batching)."""
+    from conftest_llm import project_cache
+
+    llm = LlamaCppLLM(model="embedded", cache_dir=str(project_cache()), n_ctx=2048, parallel=3)
+    llm.load()
+    yield llm
+    llm.close()
+
+
+def test_parallel_decoding_keeps_stops_counts_and_request_order(parallel_llamacpp: LlamaCppLLM) -> None:
+    """More requests than sequences, with different lengths: every completion ends exactly as one-at-a-time
+    decoding ends it, and each response answers its own request."""
+    llm = parallel_llamacpp
+    tables = "\n".join(f"CREATE TABLE shop{i} (id INTEGER PRIMARY KEY, name TEXT, city TEXT);" for i in range(1, 6))
+    ask = lambda i, **p: LLMRequest.chat(  # noqa: E731
+        [{"role": "system", "content": SYSTEM}, {"role": "user", "content": f"{tables}\nQuestion: How many rows "
+                                                 f"does table shop{i} have?"}], GenParams(**{"max_new_tokens": 48, **p}))
+    plain, fenced, short, stopped = llm.generate([
+        sql_request("How many singers are there?", max_new_tokens=48),
+        sql_request("How many singers are there?", max_new_tokens=48, stop_after_fence=True),
+        sql_request("List the names of singers older than 30.", max_new_tokens=3),
+        sql_request("List the names of singers older than 30.", max_new_tokens=48, stop=(";",)),
+    ])
+    assert "count(*)" in plain.text.lower() and plain.text.rstrip().endswith("```")
+    assert plain.finish_reasons == ["stop"] and fenced.finish_reasons == ["stop"]
+    assert fenced.text == plain.text.rstrip() and fenced.completion_tokens == plain.completion_tokens - 1  # no eos
+    assert short.finish_reasons == ["length"] and short.completion_tokens == 3
+    assert stopped.finish_reasons == ["stop"] and ";" not in stopped.text and "30" in stopped.text
+    answers = llm.generate([ask(i) for i in (5, 1, 4, 2, 3)])
+    for i, answer in zip((5, 1, 4, 2, 3), answers):
+        assert f"shop{i}" in answer.text and answer.seconds > 0, (i, answer.text)
+
+
+def test_parallel_sampling_is_seeded_and_shares_the_prompt(parallel_llamacpp: LlamaCppLLM,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """n samples of one prompt evaluate the prompt once (the other sequences copy its KV cache); the same seed
+    gives the same samples, another seed others; greedy n=2 decodes once and repeats it."""
+    llm = parallel_llamacpp
+    schema = "\n".join(f"CREATE TABLE t{i} (id INTEGER PRIMARY KEY, name TEXT, value REAL);" for i in range(1, 13))
+    sample = lambda seed: LLMRequest.chat(  # noqa: E731
+        [{"role": "user", "content": f"{schema}\nWrite one SQL query over these tables."}],
+        GenParams(max_new_tokens=8, temperature=1.0, n=3, seed=seed))
+    decoder = llm._decoder
+    assert decoder is not None
+    batches: list[int] = []
+    real = decoder._decode
+    monkeypatch.setattr(decoder, "_decode", lambda entries: (batches.append(len(entries)), real(entries))[1])
+    first = llm.generate([sample(4)])[0]
+    prompt_tokens = first.prompt_tokens
+    assert prompt_tokens > 150 and len(first.texts) == 3 and len(set(first.texts)) > 1
+    assert sum(batches) <= prompt_tokens + 3 * 8, batches  # the prompt once, then one token per sequence and step
+    assert max(batches[1:]) <= 3
+    assert llm.generate([sample(4)])[0].texts == first.texts
+    assert llm.generate([sample(5)])[0].texts != first.texts
+    greedy = llm.generate([sql_request("How many singers are there?", max_new_tokens=24, n=2)])[0]
+    assert greedy.texts[0] == greedy.texts[1] and greedy.completion_tokens % 2 == 0
+
+
 def test_llamacpp_config_errors_are_clear(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="gguf"):
         LlamaCppLLM(model="Qwen/Qwen2.5", cache_dir=str(tmp_path))
     with pytest.raises(ValueError, match="n_threads"):
         LlamaCppLLM(model="embedded", n_threads=0, cache_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="parallel"):
+        LlamaCppLLM(model="embedded", parallel=0, cache_dir=str(tmp_path))
     with pytest.raises(ValueError, match="llm=embedded_hf llm.adapter"):
         LlamaCppLLM(model="embedded", adapter=str(tmp_path), cache_dir=str(tmp_path))
     with pytest.raises(FileNotFoundError, match="does not exist"):

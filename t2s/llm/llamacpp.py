@@ -6,9 +6,13 @@ transformers bf16). It loads the hash-verified GGUF assembled from the model whe
 - Prompts: chat messages are rendered with the chat template stored in the GGUF by the same Jinja renderer
   transformers uses (`t2s.llm.chat.render_chat`), so the text equals the `hf` backend's for the embedded model
   (tested), and is tokenized with special tokens parsed; a raw prompt is sent as is (with the vocabulary's BOS).
-- Decoding: one sequence at a time on one llama.cpp context. Requests are sent in order of their rendered prompt
-  text, so prompts that share a prefix (same system message, same schema) follow each other, and llama.cpp reuses
-  the KV cache of the longest common prefix with the previous prompt (`Llama.generate`'s prefix match).
+- Decoding: with `parallel: 1`, one sequence at a time on one llama.cpp context. Requests are sent in order of
+  their rendered prompt text, so prompts that share a prefix (same system message, same schema) follow each other,
+  and llama.cpp reuses the KV cache of the longest common prefix with the previous prompt (`Llama.generate`'s
+  prefix match). With `parallel: N > 1`, N completions are decoded together on a second context
+  (`t2s.llm.llamacpp_parallel`: continuous batching, shared prompt prefixes, one long answer never holds the
+  others). llama.cpp's numerics depend slightly on how tokens are batched, so a few greedy answers differ between
+  the two modes (and, in both, with the prompt that came before); each mode is deterministic for a given run.
 - Sampling matches the `hf` backend's semantics: greedy at temperature 0, otherwise temperature and top-p only
   (top-k, min-p and repetition penalties off); completion j of a sampled request is seeded from (`seed`, j).
 - A completion ends at an end-of-generation token, a stop string, the closing fence (`stop_after_fence`) or a
@@ -31,8 +35,9 @@ from typing import Any
 from t2s.llm.base import LLM, GenParams, LLMRequest, LLMResponse, ScoreRequest, ScoreResponse
 from t2s.llm.chat import render_chat
 from t2s.llm.cpu import default_threads
+from t2s.llm.llamacpp_parallel import Completion, ParallelDecoder, completion_text, finish
 from t2s.llm.models import embedded_gguf, embedded_spec, fingerprint_path, import_optional, is_named_model
-from t2s.llm.stops import CompletionMonitor, cut_at_stop, finish_text
+from t2s.llm.stops import CompletionMonitor
 
 
 def _completion_seed(seed: int, index: int) -> int:
@@ -47,7 +52,7 @@ class LlamaCppLLM(LLM):
     `qwen2.5-coder-1.5b`), whose hash-verified GGUF is assembled once under `<cache_dir>/gguf/` (the same file
     the hf backend converts). `n_ctx`: context window in tokens (prompt + completion). `n_threads`: CPU threads
     for decoding and prompt evaluation (null: `t2s.llm.cpu.default_threads()`). `n_batch`: prompt tokens
-    evaluated per step.
+    evaluated per step. `parallel`: completions decoded together (1: one at a time).
     """
 
     backend = "llamacpp"
@@ -60,6 +65,7 @@ class LlamaCppLLM(LLM):
         n_ctx: int = 4096,
         n_threads: int | None = None,
         n_batch: int = 512,
+        parallel: int = 1,
         cache_dir: str,
         adapter: str | None = None,
     ) -> None:
@@ -76,14 +82,18 @@ class LlamaCppLLM(LLM):
             )
         if model == "tiny":
             raise ValueError("LlamaCppLLM cannot run the `tiny` test model (it has no GGUF); use the hf backend")
+        if parallel < 1:
+            raise ValueError(f"LlamaCppLLM parallel must be >= 1, got {parallel} (key `parallel`)")
         if n_threads is not None and n_threads < 1:
             raise ValueError(f"LlamaCppLLM n_threads must be >= 1 or null, got {n_threads} (key `n_threads`)")
         self.model = model
         self.n_ctx = n_ctx
         self.n_threads = n_threads
         self.n_batch = n_batch
+        self.parallel = parallel
         self.cache_dir = Path(cache_dir)
         self._llama: Any = None
+        self._decoder: ParallelDecoder | None = None
         self._template: str | None = None
         self._special: dict[str, str] = {}
         self._pieces: dict[int, bytes] = {}
@@ -95,7 +105,8 @@ class LlamaCppLLM(LLM):
         self.threads = 0
 
     def __repr__(self) -> str:
-        return f"LlamaCppLLM(model={self.model!r}, n_ctx={self.n_ctx}, n_threads={self.n_threads})"
+        return (f"LlamaCppLLM(model={self.model!r}, n_ctx={self.n_ctx}, n_threads={self.n_threads}, "
+                f"parallel={self.parallel})")
 
     @property
     def model_id(self) -> str:
@@ -145,6 +156,9 @@ class LlamaCppLLM(LLM):
                     special[name] = llama.detokenize([token], special=True).decode("utf-8", errors="replace")
             self._special = special
             self._llama = llama
+            if self.parallel > 1:
+                self._decoder = ParallelDecoder(llama, parallel=self.parallel, n_ctx=self.n_ctx, n_batch=self.n_batch,
+                                                threads=threads, detokenize=self._detokenize, is_eog=self._is_eog)
             self.threads = threads
             self.load_seconds = time.perf_counter() - start
 
@@ -202,59 +216,60 @@ class LlamaCppLLM(LLM):
         llama = self._llama
         llama.set_seed(seed)
         monitor = CompletionMonitor(params, self._detokenize)
-        stops = [s for s in params.stop if s]
         completion: list[int] = []
         reason = "length"
-        eos = False
         if params.max_new_tokens > 0:
             for token in llama.generate(prompt, temp=max(params.temperature, 0.0), top_p=params.top_p, top_k=0,
                                         min_p=0.0, typical_p=1.0, repeat_penalty=1.0):
                 completion.append(token)
-                if self._is_eog(token):
-                    reason, eos = "stop", True
-                    break
-                if stops and cut_at_stop(self._detokenize(completion), stops)[1]:
-                    reason = "stop"
-                    break
-                found = monitor.check(completion)
+                found = finish(completion, params, self._is_eog, self._detokenize, monitor)
                 if found is not None:
                     reason = found
                     break
-                if len(completion) >= params.max_new_tokens:
-                    break
-        text = self._detokenize(completion[:-1] if eos else completion)
-        text, stopped = finish_text(text, params)
-        return text, len(completion), "stop" if stopped else reason
+        text, why = completion_text(completion, reason, params, self._is_eog, self._detokenize)
+        return text, len(completion), why
 
     def generate(self, requests: list[LLMRequest]) -> list[LLMResponse]:
-        """Generate for each request, in order of rendered prompt text (prefix reuse); responses in input order."""
+        """Generate for each request, in order of rendered prompt text (prefix reuse); responses in input order.
+
+        With `parallel > 1` the completions of all requests go through the `ParallelDecoder` together.
+        """
         if not requests:
             return []
         with self._lock:
             self.load()
             prompts = [self.tokens(r) for r in requests]
-            out: list[LLMResponse | None] = [None] * len(requests)
-            for i in sorted(range(len(requests)), key=lambda i: prompts[i]):
-                r = requests[i]
-                start = time.perf_counter()
-                if len(prompts[i]) + r.params.max_new_tokens > self.n_ctx:
+            for p, r in zip(prompts, requests):
+                if len(p) + r.params.max_new_tokens > self.n_ctx:
                     raise ValueError(
-                        f"a prompt of {len(prompts[i])} tokens plus max_new_tokens={r.params.max_new_tokens} does "
-                        f"not fit the llama.cpp context of {self.n_ctx} tokens; raise `n_ctx` in the LLM config"
-                    )
-                greedy = r.params.temperature <= 0
-                calls = [self._complete(prompts[i], r.params, _completion_seed(r.params.seed, j))
-                         for j in range(1 if greedy else r.params.n)]
-                if greedy:
-                    calls = calls * r.params.n
-                out[i] = LLMResponse(
-                    texts=[t for t, _, _ in calls],
+                        f"a prompt of {len(p)} tokens plus max_new_tokens={r.params.max_new_tokens} does not fit the "
+                        f"llama.cpp context of {self.n_ctx} tokens; raise `n_ctx` in the LLM config")
+            order = sorted(range(len(requests)), key=lambda i: prompts[i])
+            # greedy completions of one request are identical: decode one and repeat it
+            jobs = [(i, Completion(prompts[i], requests[i].params, _completion_seed(requests[i].params.seed, j)))
+                    for i in order
+                    for j in range(1 if requests[i].params.temperature <= 0 else requests[i].params.n)]
+            if self._decoder is not None:
+                done = self._decoder.run([job for _, job in jobs])
+            else:
+                done = []
+                for _, job in jobs:
+                    start = time.perf_counter()
+                    done.append((*self._complete(job.prompt, job.params, job.seed), time.perf_counter() - start))
+            calls: dict[int, list[tuple[str, int, str, float]]] = {}
+            for (i, _), result in zip(jobs, done):
+                calls.setdefault(i, []).append(result)
+            out = []
+            for i, r in enumerate(requests):
+                got = calls[i] * (r.params.n if r.params.temperature <= 0 else 1)
+                out.append(LLMResponse(
+                    texts=[t for t, _, _, _ in got],
                     prompt_tokens=len(prompts[i]),
-                    completion_tokens=sum(c for _, c, _ in calls),
-                    seconds=time.perf_counter() - start,
-                    finish_reasons=[f for _, _, f in calls],
-                )
-            return [r for r in out if r is not None]
+                    completion_tokens=sum(c for _, c, _, _ in got),
+                    seconds=sum(s for _, _, _, s in calls[i]),
+                    finish_reasons=[f for _, _, f, _ in got],
+                ))
+            return out
 
     # ------------------------------------------------------------------------------------------- scoring
     def _logits_after(self, tokens: list[int]) -> Any:
@@ -308,6 +323,9 @@ class LlamaCppLLM(LLM):
     def close(self) -> None:
         """Free the llama.cpp context."""
         with self._lock:
+            if self._decoder is not None:
+                self._decoder.close()
+                self._decoder = None
             if self._llama is not None:
                 close = getattr(self._llama, "close", None)
                 if callable(close):
