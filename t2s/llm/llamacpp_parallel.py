@@ -7,7 +7,8 @@ On 2 cores this is `benchmarks/inference_speed.py`'s `llamacpp_p4` row against t
 
 How it works (llama.cpp's own multi-sequence API through llama-cpp-python's low-level bindings):
 
-- One context with `parallel` sequences (`n_seq_max`) in a unified KV cache of `parallel * n_ctx` cells.
+- One context with `parallel` sequences (`n_seq_max`) in a unified KV cache of `parallel * n_ctx` cells, flash
+  attention as llama.cpp chooses (on, on these CPUs; llama-cpp-python's one-at-a-time context has it off).
 - Completions wait in a queue (in the order given: the backend sorts requests by prompt text). A free sequence
   takes the next one: the longest prefix its prompt shares with what any sequence holds is copied with
   `llama_memory_seq_cp` (in a unified cache the cells are shared, not copied), the rest of the prompt is
@@ -109,6 +110,9 @@ class ParallelDecoder:
         params.n_ubatch = self.n_batch
         params.n_seq_max = parallel
         params.kv_unified = True
+        # llama.cpp's own choice (-1, auto: flash attention where the backend has it, as on these CPUs); the
+        # one-at-a-time context keeps llama-cpp-python's default (off)
+        params.flash_attn_type = -1
         params.n_threads = threads
         params.n_threads_batch = threads
         params.no_perf = True
