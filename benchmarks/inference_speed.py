@@ -118,7 +118,8 @@ def t2s_run(name: str, overrides: list[str], out: Path) -> dict[str, Any]:
                 if r:
                     reasons[r] = reasons.get(r, 0) + 1
     return {"config": name, "n": len(traces), "wall_s": wall, "model_s": model, "completion_tokens": tokens,
-            "ex": m["ex"], "length": reasons.get("length", "?"), "loop": reasons.get("loop", "?")}
+            "ex": m["ex"], "length": reasons.get("length", 0) if reasons else "?",
+            "loop": reasons.get("loop", 0) if reasons else "?"}
 
 
 def table(rows: list[dict[str, Any]]) -> str:
