@@ -103,7 +103,6 @@ class ParallelDecoder:
         self.n_batch = max(n_batch, parallel)
         self.detokenize = detokenize
         self.is_eog = is_eog
-        self.n_vocab = model.n_vocab()
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = n_ctx * parallel
         params.n_batch = self.n_batch
@@ -197,12 +196,9 @@ class ParallelDecoder:
 
         Seconds: the wall time of the steps a completion took part in, each step's time split evenly among the
         completions in it (prompt evaluation is charged to its completion), so the seconds sum to the wall time.
+        The caller (`LlamaCppLLM.generate`) has checked that every prompt plus `max_new_tokens` fits `n_ctx`, which
+        keeps each sequence within its share of the cache.
         """
-        for job in jobs:
-            if len(job.prompt) + job.params.max_new_tokens > self.n_ctx:
-                raise ValueError(
-                    f"a prompt of {len(job.prompt)} tokens plus max_new_tokens={job.params.max_new_tokens} does not "
-                    f"fit the llama.cpp context of {self.n_ctx} tokens; raise `n_ctx` in the LLM config")
         results: list[tuple[str, int, str] | None] = [None] * len(jobs)
         seconds = [0.0] * len(jobs)
         queue = deque(range(len(jobs)))
