@@ -136,6 +136,62 @@ def test_multitask_selection_and_share_rows(session_cache: Path) -> None:
     assert set(answers) <= {"A", "B"} and abs(answers.count("A") - answers.count("B")) <= 1
 
 
+#: a scripted policy for one demo question ("How many book titles does the library have?", gold count(*) of books):
+#: the count plan leads to the right SQL, the sum plan to SQL that runs but is wrong, the direct SQL returns no rows
+#: and its revision is right
+SEARCH_RULES = [
+    {"match": r"Execution:", "reply": "```sql\nSELECT count(*) FROM books\n```"},
+    {"match": r"Query plan: plan: count rows", "reply": "```sql\nSELECT count(*) FROM books\n```"},
+    {"match": r"Query plan: plan: sum ids", "reply": "```sql\nSELECT sum(book_id) FROM books\n```"},
+    {"match": "Describe in two or three", "replies": ["plan: count rows", "plan: sum ids"]},
+    {"match": "List the tables and columns", "reply": "books.book_id"},
+    {"match": "write one SQLite SELECT", "reply": "```sql\nSELECT title FROM books WHERE 0\n```"},
+]
+
+
+def test_search_rows_rebuild_the_mcts_prompts_and_back_up_gold_values(tmp_path: Path) -> None:
+    import sqlite3
+
+    from omegaconf import OmegaConf
+    from transformers import AutoTokenizer
+
+    from t2s.run.runner import run
+    from t2s.train.sft_trainer import base_model_path, load_examples, make_executor, schema_source
+
+    cache = tmp_path / "cache"
+    cfg = compose_config(["dataset=demo", "dataset.limit=1", "generator=mcts", "generator.simulations=6",
+                          "llm=scripted", "llm.default=nothing"], cache_dir=cache)
+    cfg.llm.rules = OmegaConf.create(SEARCH_RULES)
+    run_dir = tmp_path / "run"
+    run(cfg, run_dir=run_dir)
+    rec = json.loads((run_dir / "predictions.jsonl").read_text().splitlines()[0])
+    assert any(rec["candidate_correct"]) and not all(rec["candidate_correct"])
+
+    tc = compose_train_config([f"paths.cache_dir={cache}", "llm=tiny", "dataset=demo", "dataset.limit=1",
+                               "train.data.val_size=0", "train.data.max_prompt_tokens=4000",
+                               "train.data.tasks=[mcts_step,ppm_step]", f"train.data.predictions={run_dir}"])
+    builder = build_recipe(tc).data
+    ex = make_executor(tc)
+    try:
+        built = builder.build(load_examples(tc), schema_source(tc), AutoTokenizer.from_pretrained(base_model_path(tc)),
+                              None, executor=ex)
+    finally:
+        ex.close()
+    # every policy row is a prompt the search really sent, and its target what the policy answered there
+    with sqlite3.connect(cache / "llm_cache.sqlite") as db:
+        sent = [json.loads(r[0]) for r in db.execute("SELECT request FROM responses")]
+    sent_msgs = [[{"role": m[0], "content": m[1]} for m in p["messages"]] for p in sent]
+    steps = [r for r in built.rows if r.task == "mcts_step"]
+    assert steps and all(r.messages in sent_msgs for r in steps)
+    targets = {r.meta["action"]: r.completion for r in steps}
+    assert targets["plan"] == "plan: count rows" and "sum" not in json.dumps([r.completion for r in steps])
+    assert all(r.completion == "```sql\nSELECT count(*) FROM books\n```" for r in steps if r.meta["action"] in ("sql", "revise"))
+    # the search rewarded both plans' SQL (both return rows); gold-backed values keep only the right one
+    ppm = {r.messages[-1]["content"].split("Steps so far:\n")[1].split("\n")[-3]: r.completion
+           for r in built.rows if r.task == "ppm_step"}
+    assert ppm == {"- Query plan: plan: count rows": "Yes", "- Query plan: plan: sum ids": "No"}
+
+
 @requires_spider
 def test_rewards_from_the_scorer(session_cache: Path) -> None:
     from t2s.train.grpo_config import RewardSettings
@@ -315,6 +371,37 @@ def test_rstar_rounds_generate_filter_sft_and_resume(session_cache: Path, tmp_pa
     mtime = (out / "round0" / "round.json").stat().st_mtime
     train(tcfg(session_cache, overrides), out)  # finished rounds are skipped
     assert (out / "round0" / "round.json").stat().st_mtime == mtime
+
+
+@pytest.mark.slow
+@requires_spider
+def test_rstar_with_mcts_trains_on_search_steps_and_searches_with_the_ppm(session_cache: Path, tmp_path: Path) -> None:
+    from t2s.train.rstar_trainer import _generate
+
+    out = tmp_path / "rstar_mcts"
+    overrides = ["train=rstar", "llm=tiny", "dataset.limit=4", "train.rounds=1",
+                 "train.generator_overrides=['generator.simulations=1','generator.max_new_tokens=8',"
+                 "'generator.step_tokens=8','generator.actions=[plan]']",
+                 "train.policy.max_steps=1", "train.policy.val_every=1", "train.policy.batch_size=2",
+                 "train.policy.val_max_new_tokens=8", "train.policy.max_completion_tokens=64",
+                 "train.policy.data.max_prompt_tokens=400", "train.policy.data.val_size=1",
+                 "train.policy.data.include_gold=true"]
+    cfg = tcfg(session_cache, overrides)
+    summary = train(cfg, out)
+    (rnd,) = summary["rounds"]
+    # the random model never writes correct SQL: policy rows fall back to the gold SQL as the search's root `sql`
+    # step (so they are `mcts_step` rows in the search prompt), and no sibling pair exists for the PPM
+    assert rnd["policy_rows"] == {"mcts_step": 3} and rnd["ppm"]["adapter"] is None and "ppm_step" in rnd["ppm"]["skipped"]
+    assert list((out / "round0" / "generate" / "mcts").glob("*.json"))
+    rows = [json.loads(x) for x in next((out / "round0" / "policy" / "data").glob("rows-*.jsonl")).read_text().splitlines()]
+    assert all("write one SQLite SELECT query" in r["messages"][0]["content"] for r in rows)
+    _assert_adapter(out)
+    # the next round searches with a PPM adapter: every new reasoning step gets a PPM score
+    built = build_recipe(cfg)
+    _generate(built, cfg, summary["adapter"], tmp_path / "with_ppm", ppm_adapter=summary["adapter"])
+    nodes = [n for f in (tmp_path / "with_ppm" / "mcts").glob("*.json") for n in json.loads(f.read_text())["nodes"]]
+    steps = [n for n in nodes if n["action"] == "plan"]
+    assert steps and all(n["ppm"] is not None and 0.0 < n["ppm"] < 1.0 for n in steps)
 
 
 @pytest.mark.slow

@@ -10,10 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from t2s.db.types import ExecResult
-from t2s.generation import ContextLimits, parse_sql
+from t2s.generation import SearchPrompts, parse_sql
 from t2s.llm import base as llm_base
 from t2s.llm.base import GenParams, LLMRequest
-from t2s.prompts import PromptTemplate, load_prompt
 from t2s.select import format_result
 from t2s.stages import Generator
 from t2s.types import Candidate, Task
@@ -139,11 +138,9 @@ class MCTSGenerator(Generator):
         save_trees: bool = True,
     ) -> None:
         actions = list(REASONING_ACTIONS[1:] if actions is None else actions)
-        self.step_template = load_prompt(step_prompt)
-        for a in actions:
-            if a in ("sql", "revise", "root") or a not in self.step_template.blocks or f"{a}_label" not in self.step_template.blocks:
-                raise ValueError(f"generator.actions: {a!r} is not a reasoning action of prompt {step_prompt} (it needs "
-                                 f"blocks {a!r} and '{a}_label'; known: {', '.join(REASONING_ACTIONS)})")
+        self.prompts = SearchPrompts(actions=actions, step_prompt=step_prompt, sql_prompt=sql_prompt,
+                                     revise_prompt=revise_prompt, ppm_prompt=ppm_prompt, dialect=dialect,
+                                     use_evidence=use_evidence)
         if simulations < 1 or max_depth < 1 or branching < 1:
             raise ValueError("generator.simulations, max_depth and branching must be >= 1")
         if not 0.0 <= ppm_weight <= 1.0:
@@ -161,34 +158,15 @@ class MCTSGenerator(Generator):
         self.rollout = GenParams(max_new_tokens=max_new_tokens, temperature=rollout_temperature, top_p=top_p, n=1)
         self.rewards = {"rows": reward_rows, "empty": reward_empty, "error": reward_error}
         self.ppm_weight = ppm_weight
-        self.sql_template = load_prompt(sql_prompt)
-        self.revise_template = load_prompt(revise_prompt)
-        self.ppm_template = load_prompt(ppm_prompt)
-        self.dialect = dialect
-        self.limits = ContextLimits(use_evidence=use_evidence)
         self.save_trees = save_trees
 
     # ------------------------------------------------------------------ prompts
 
-    def _fields(self, template: PromptTemplate, task: Task, tree: Tree, node: Node) -> dict[str, str]:
-        steps = [{"label": self.step_template.block(f"{n.action}_label", [{}]), "text": " ".join(n.text.split())}
-                 for n in tree.path(node) if n.action in self.actions]
-        evidence = [{"evidence": task.example.evidence}] if self.limits.use_evidence and task.example.evidence else []
-        return {"dialect": self.dialect, "schema": self.env.views(task)[0].text, "question": task.example.question,
-                "evidence_block": template.block("evidence", evidence), "steps_block": template.block("steps", steps)}
-
     def _request(self, action: str, task: Task, tree: Tree, node: Node, params: GenParams) -> LLMRequest:
-        if action == "sql":
-            f = self._fields(self.sql_template, task, tree, node)
-            return LLMRequest.chat(self.sql_template.render(**_only(self.sql_template, f)), params)
-        if action == "revise":
-            f = self._fields(self.revise_template, task, tree, node)
-            f["sql"] = node.sql or ""
-            f["result"] = node.result or node.status or ""
-            return LLMRequest.chat(self.revise_template.render(**_only(self.revise_template, f)), params)
-        f = self._fields(self.step_template, task, tree, node)
-        f["instruction"] = self.step_template.block(action, [{}])
-        return LLMRequest.chat(self.step_template.render(**_only(self.step_template, f)), params)
+        """The request for `action` after `node` (its path from the root is the context)."""
+        return LLMRequest.chat(self.prompts.messages(action, schema=self.env.views(task)[0].text,
+                                                     question=task.example.question, evidence=task.example.evidence,
+                                                     path=tree.path(node)), params)
 
     # ------------------------------------------------------------------ search
 
@@ -244,8 +222,9 @@ class MCTSGenerator(Generator):
         if score_request is None:
             raise RuntimeError("generator.ppm_llm needs LLM scoring (t2s.llm.base.ScoreRequest), which this version "
                                "lacks; set generator.ppm_llm=null")
-        reqs = [(t, score_request.chat(self.ppm_template.render(**_only(self.ppm_template, self._fields(
-            self.ppm_template, t, tree, n))), ["Yes", "No"])) for t, tree, n in items]
+        reqs = [(t, score_request.chat(self.prompts.ppm_messages(
+            schema=self.env.views(t)[0].text, question=t.example.question, evidence=t.example.evidence,
+            path=tree.path(n)), ["Yes", "No"])) for t, tree, n in items]
         for (_, _, n), r in zip(items, self.env.score(self.ppm_llm, reqs)):
             yes, no = (float(x) for x in r.logprobs[:2])
             n.ppm = 1.0 / (1.0 + math.exp(no - yes))
@@ -329,7 +308,3 @@ def _tree_json(tree: Tree) -> dict[str, Any]:
     return out
 
 
-def _only(template: PromptTemplate, fields: dict[str, str]) -> dict[str, str]:
-    """The fields a template uses (templates differ in which context blocks they show)."""
-    want = template.fields()
-    return {k: v for k, v in fields.items() if k in want}

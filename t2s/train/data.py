@@ -18,6 +18,12 @@ model must produce. Row kinds (`TrainData.tasks`):
   results, answer "A"/"B". Pairs are (correct, wrong) from a run's candidate pools plus hard negatives from perturbed
   gold SQL; the correct one is put first in exactly half the rows (order balance), and wrong candidates alternate
   between pool and perturbation origins when both exist.
+- `mcts_step` / `ppm_step` — rStar self-evolution rows (seed 001) from the search trees of a `generator=mcts` run
+  (`predictions` = its run directory; its `config.yaml` gives the search prompts, `t2s.generation.SearchPrompts`, the
+  code the generator calls). Step values are backed up from the gold verdicts (`gold_values`). `mcts_step`: each
+  step of the best `pairs_per_question` correct trajectories in the exact prompt that produced it -> its text;
+  `ppm_step`: sibling reasoning steps -> "Yes" (leads to a correct SQL) / "No" (only to wrong SQL), balanced. The
+  rows use this config's schema format, which must be the run's (the `rstar` recipe makes it so).
 - `share_bam` / `share_sam` / `share_lom` — SHARE's three models (seed 000 section 3.4): SQL -> trajectory
   (`t2s.sql.trajectory.sql_to_trajectory`), schema-masked trajectory -> filled (`mask_schema`), perturbed trajectory
   (add / delete / substitute one action, `perturb`) -> correct trajectory. Questions the translator does not express
@@ -42,15 +48,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from t2s.db.introspect import introspect
 from t2s.db.types import DatabaseSchema, SchemaView
-from t2s.generation import ContextLimits, sql_messages
+from t2s.generation import ContextLimits, SearchPrompts, SearchStep, sql_messages
 from t2s.prompts import PromptTemplate, load_prompt
 from t2s.sql.schema_format import SchemaFormat
 from t2s.types import Example, Task
 
 TASKS = ("sql", "self_sql", "reverse_question", "reverse_evidence", "self_refine", "select_pair", "share_bam", "share_sam",
-         "share_lom")
+         "share_lom", "mcts_step", "ppm_step")
+#: row kinds read from the search trees of a `generator=mcts` run
+SEARCH_TASKS = ("mcts_step", "ppm_step")
 OVER_LENGTH = ("drop", "truncate")
 PERTURB_ORDER = ("drop_where_condition", "swap_aggregate", "change_limit", "flip_order", "drop_distinct",
                  "permute_select")
@@ -212,6 +222,7 @@ class TrainData:
         self.seed = seed
         self._prompts: dict[str, PromptTemplate] = {}
         self._n_pairs = 0
+        self._search_cache: tuple[Path, SearchPrompts] | None = None
 
     def params(self) -> dict[str, Any]:
         """Everything that decides the rows (recorded in stats.json and the training config)."""
@@ -352,7 +363,102 @@ class TrainData:
                         sql_completion(gold), prompt=t.id, wrong_origin=origin)]
         if kind == "select_pair":
             return self._select_rows(ex, view, pool, executor, row, evidence_block)
+        if kind in SEARCH_TASKS:
+            return self._search_rows(kind, ex, view, pool, row)
         return self._share_rows(kind, ex, view, schemas, rng, row)
+
+    # ------------------------------------------------------------------------------------------ search trees
+    def _search(self) -> tuple[Path, SearchPrompts]:
+        """The run directory of `predictions` and the search prompts of its `generator=mcts` config."""
+        if self._search_cache is None:
+            if not self.predictions:
+                raise ValueError(f"train.data.tasks {list(SEARCH_TASKS)} read the search trees of a `t2s run "
+                                 f"generator=mcts`: set train.data.predictions=<that run's directory>")
+            run_dir = Path(self.predictions)
+            run_dir = run_dir if run_dir.is_dir() else run_dir.parent
+            cfg_file = run_dir / "config.yaml"
+            gen = (OmegaConf.load(cfg_file).get("generator") or {}) if cfg_file.is_file() else {}
+            if not str(gen.get("_target_", "")).endswith("MCTSGenerator"):
+                raise ValueError(f"train.data.predictions={self.predictions}: {cfg_file} is not the config of a "
+                                 f"`t2s run generator=mcts` run, so it has no search trees for {list(SEARCH_TASKS)}")
+            defaults = {"step_prompt": "mcts_step_v1", "sql_prompt": "mcts_sql_v1", "revise_prompt": "mcts_revise_v1",
+                        "ppm_prompt": "mcts_ppm_v1", "dialect": "SQLite", "use_evidence": True}
+            prompts = SearchPrompts(actions=list(gen.get("actions") or ["values", "plan"]),
+                                    **{k: gen.get(k, v) for k, v in defaults.items()})
+            self._search_cache = (run_dir, prompts)
+        return self._search_cache
+
+    def _search_rows(self, kind: str, ex: Example, view: SchemaView, pool: list[dict[str, Any]],
+                     row: Callable[..., TrainRow]) -> list[TrainRow]:
+        """rStar self-evolution rows from a question's saved MCTS tree, with Q-values backed up from gold verdicts
+        (`gold_values`). `mcts_step`: every step on the best `pairs_per_question` paths that end in a correct SQL
+        (ranked by the mean Q of their reasoning steps, as rStar keeps its top trajectories), each as the exact
+        search prompt that produced it -> the node's text (SQL nodes in a ```sql block); a wrong SQL that a revise
+        step repaired is context, not a target. `ppm_step`: process-preference rows, rStar's step pairs made
+        pointwise for a Yes/No PPM: among sibling reasoning steps, up to two that lead to a correct SQL (highest Q)
+        -> "Yes" and as many that lead only to wrong SQL -> "No"."""
+        run_dir, prompts = self._search()
+        ref = next((c for c in pool if c.get("tree")), None)
+        fallback = kind == "mcts_step" and self.include_gold
+        if ref is None or not (run_dir / str(ref["tree"])).is_file():
+            return self._gold_step(ex, view, prompts, row) if fallback else []
+        nodes = json.loads((run_dir / str(ref["tree"])).read_text())["nodes"]
+        by_id = {int(n["id"]): n for n in nodes}
+        correct = {int(c["node"]): bool(c["correct"]) for c in pool if c.get("node") is not None}
+        q = gold_values(nodes, correct)
+
+        def path(nid: int) -> list[dict[str, Any]]:
+            out = [by_id[nid]]
+            while out[-1].get("parent") is not None:
+                out.append(by_id[int(out[-1]["parent"])])
+            return out[::-1]
+
+        def steps(p: list[dict[str, Any]]) -> list[SearchStep]:
+            return [SearchStep.of(n) for n in p]
+
+        fields = {"schema": view.text, "question": ex.question, "evidence": ex.evidence}
+        if kind == "ppm_step":
+            out: list[TrainRow] = []
+            for parent in nodes:
+                kids = [by_id[int(k)] for k in parent.get("children") or []]
+                kids = [k for k in kids if k["action"] in prompts.actions and int(k["id"]) in q]
+                pos = sorted((k for k in kids if q[int(k["id"])] > 0), key=lambda k: (-q[int(k["id"])], int(k["id"])))
+                # hard negatives first: the wrong steps the search itself valued most
+                neg = sorted((k for k in kids if q[int(k["id"])] == 0),
+                             key=lambda k: (-float(k.get("mean") or 0.0), -int(k.get("visits") or 0), int(k["id"])))
+                m = min(2, len(pos), len(neg))
+                for k, label in [*[(k, "Yes") for k in pos[:m]], *[(k, "No") for k in neg[:m]]]:
+                    out.append(row(prompts.ppm_messages(**fields, path=steps(path(int(k["id"])))), label,
+                                   prompt=prompts.ppm.id, node=int(k["id"]), q=round(q[int(k["id"])], 4)))
+            return out
+        ends = [n for n in nodes if correct.get(int(n["id"])) and n.get("sql")]
+
+        def rank(n: dict[str, Any]) -> tuple[float, int, int]:
+            qs = [q.get(int(p["id"]), 0.0) for p in path(int(n["id"])) if p["action"] in prompts.actions]
+            return (-(sum(qs) / len(qs)) if qs else -q.get(int(n["id"]), 0.0), -int(n.get("visits") or 0), int(n["id"]))
+
+        kept: dict[int, TrainRow] = {}
+        for end in sorted(ends, key=rank)[: self.pairs_per_question]:
+            p = path(int(end["id"]))
+            for i, n in enumerate(p[1:], start=1):
+                nid = int(n["id"])
+                if nid in kept or (n.get("sql") is not None and nid != int(end["id"])):
+                    continue  # shared prefix already kept; a failed SQL that a revise step repaired is context
+                target = sql_completion(n["sql"]) if n.get("sql") is not None else str(n.get("text") or "").strip()
+                msgs = prompts.messages(str(n["action"]), **fields, path=steps(p[:i]))
+                kept[nid] = row(msgs, target, prompt=(prompts.sql if n["action"] == "sql" else prompts.revise if
+                                                      n["action"] == "revise" else prompts.step).id,
+                                action=n["action"], node=nid, q=round(q.get(nid, 0.0), 4), source="search")
+        if not kept and fallback:
+            return self._gold_step(ex, view, prompts, row)
+        return list(kept.values())
+
+    def _gold_step(self, ex: Example, view: SchemaView, prompts: SearchPrompts,
+                   row: Callable[..., TrainRow]) -> list[TrainRow]:
+        """`include_gold`: a question without a correct search path gets the gold SQL as the root's `sql` step."""
+        root = [SearchStep("root", "")]
+        msgs = prompts.messages("sql", schema=view.text, question=ex.question, evidence=ex.evidence, path=root)
+        return [row(msgs, sql_completion(ex.gold_sql or ""), prompt=prompts.sql.id, action="sql", source="gold")]
 
     def _select_rows(self, ex: Example, view: SchemaView, pool: list[dict[str, Any]], executor: Any,
                      row: Callable[..., TrainRow],
@@ -426,9 +532,38 @@ def _read_pools(predictions: str) -> dict[str, list[dict[str, Any]]]:
         verdicts = rec.get("candidate_correct") or []
         cands = rec.get("candidates") or []
         pools[str(rec["qid"])] = [{"sql": c.get("sql", "") if isinstance(c, dict) else str(c),
-                                   "correct": bool(v), "origin": c.get("origin") if isinstance(c, dict) else None}
+                                   "correct": bool(v), "origin": c.get("origin") if isinstance(c, dict) else None,
+                                   **_search_ref(c)}
                                   for c, v in zip(cands, verdicts)]
     return pools
+
+
+def _search_ref(cand: Any) -> dict[str, Any]:
+    """Where an MCTS candidate sits in its saved tree: {"node": id, "tree": path relative to the run} (or {})."""
+    meta = cand.get("meta") if isinstance(cand, dict) else None
+    if not isinstance(meta, dict) or not isinstance(meta.get("mcts"), dict) or meta["mcts"].get("node") is None:
+        return {}
+    return {"node": int(meta["mcts"]["node"]), "tree": meta.get("tree")}
+
+
+def gold_values(nodes: list[dict[str, Any]], correct: dict[int, bool]) -> dict[int, float]:
+    """Q-values of a search tree's nodes backed up from gold verdicts instead of the search's execution reward (what
+    rStar's self-evolution does on training questions): Q(n) = the visit-weighted share of correct SQL nodes in
+    n's subtree (n included). Nodes without a judged SQL node below them get no value."""
+    by_id = {int(n["id"]): n for n in nodes}
+    num: Counter[int] = Counter()
+    den: Counter[int] = Counter()
+    for nid, ok in correct.items():
+        if nid not in by_id:
+            continue
+        w = max(1, int(by_id[nid].get("visits") or 0))
+        cur: int | None = nid
+        while cur is not None:
+            num[cur] += w * int(ok)
+            den[cur] += w
+            parent = by_id[cur].get("parent")
+            cur = None if parent is None else int(parent)
+    return {nid: num[nid] / den[nid] for nid in den}
 
 
 def _execute(executor: Any, ex: Example, sqls: list[str]) -> list[str]:

@@ -1,8 +1,8 @@
 """Settings of the rStar-style self-evolution recipe (`conf/train/rstar.yaml`; seed 001, rStar-Math / Alpha-SQL).
 
-One recipe with a round count: each round generates candidates for the training questions with the current policy
-through the pipeline's own generator, keeps the SQL that executes correctly, fine-tunes the policy on it (SFT), and
-trains a pairwise preference model on (correct, wrong) candidates of the same pools.
+One recipe with a round count: each round searches the training questions with the current policy through the
+pipeline's own generator (MCTS by default), keeps the trajectories whose SQL executes correctly, fine-tunes the policy
+on them (SFT), and trains the process preference model from the trees' gold-backed step values.
 """
 
 from __future__ import annotations
@@ -16,18 +16,21 @@ from t2s.train.sft_config import SFTConfig
 
 @dataclass
 class RStarSettings:
-    """`rounds` of generate -> filter by execution -> SFT. `generator`: the `t2s run` generator option that produces
-    the trajectories (`zero_shot_n8`: 8 sampled candidates per question; `mcts` once `plugins/generator/mcts.py` is
-    on main), `generator_overrides`: extra `t2s run` overrides (e.g. `generator.n=4`). `policy`: the SFT settings of
-    each round (its data builder's `tasks` are forced to `[self_sql]` and `predictions` to the round's run).
-    `ppm`: also train the preference model (SFT on `select_pair` rows of the same pools, monitor val_loss).
-    `from_previous`: round k+1 generates with round k's adapter (True) or always with the base (False)."""
+    """`rounds` of search -> filter by execution -> SFT. `generator`: the `t2s run` generator option that produces
+    the trajectories (`mcts`: tree search, whose saved trees give step-level rows; any other, e.g. `zero_shot_n8`,
+    gives whole-query rows), `generator_overrides`: extra `t2s run` overrides (e.g. `generator.simulations=16`).
+    `policy`: the SFT settings of each round (its data builder's `tasks` are set to `[mcts_step]` or `[self_sql]`
+    and `predictions` to the round's run). `ppm`: also train the process preference model (`ppm_step` rows from the
+    trees, or `select_pair` rows without MCTS; monitor val_loss). `ppm_in_search`: from round 1 on, the search
+    scores its steps with the previous round's PPM. `from_previous`: round k+1 generates with round k's policy
+    adapter (True) or always with the base (False)."""
 
     policy: SFTConfig
     rounds: int = 2
-    generator: str = "zero_shot_n8"
+    generator: str = "mcts"
     generator_overrides: list[str] = field(default_factory=list)
     ppm: bool = True
+    ppm_in_search: bool = True
     from_previous: bool = True
 
     def __post_init__(self) -> None:

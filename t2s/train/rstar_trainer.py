@@ -1,20 +1,25 @@
-"""rStar-style self-evolution (seed 001): rounds of generate -> keep what executes correctly -> SFT the policy, and a
-preference model from the same candidate pools.
+"""rStar-style self-evolution (seed 001): rounds of MCTS on the training questions -> keep the trajectories whose SQL
+executes correctly -> SFT the policy, and train the process preference model (PPM) from step values.
 
 Round k (`<out>/round<k>/`):
 
-1. `generate/`: a `t2s run` on the training questions with the configured generator (default `zero_shot_n8`) and the
-   current policy (`llm.adapter` = round k-1's adapter, or the base in round 0); every candidate gets a verdict
-   (`candidate_correct`) from the project's scorer.
-2. `policy/`: SFT (`t2s.train.sft_trainer`) on `self_sql` rows (the model's own correct SQL, in the generator's
-   prompt) -> `policy/adapter`, the next round's generator.
-3. `ppm/` (if `ppm`): SFT of a pairwise preference model on `select_pair` rows of the same pools (seed 004 op 4),
-   the process-preference model of rStar reduced to whole-query preferences.
+1. `generate/`: a `t2s run` on the training questions with the configured generator (default `mcts`,
+   `plugins/generator/mcts.py`, which saves every question's search tree) and the current policy (`llm.adapter` =
+   round k-1's policy adapter, or the base in round 0); from round 1 on, with `ppm_in_search`, the search also
+   scores its reasoning steps with round k-1's PPM (`generator.ppm_llm`, an hf LLM with the PPM adapter). Every
+   candidate gets a verdict (`candidate_correct`) from the project's scorer.
+2. `policy/`: SFT (`t2s.train.sft_trainer`) of the policy. With MCTS: `mcts_step` rows, every step of the best
+   trajectories that end in a correct SQL, in the exact search prompt that produced it (`t2s.train.data`; step values
+   are backed up from the gold verdicts, as rStar does on training questions). With another generator: `self_sql`
+   rows (the model's own correct SQL in the generator's prompt).
+3. `ppm/` (if `ppm`): SFT of the PPM. With MCTS: `ppm_step` rows, sibling reasoning steps labelled Yes (leads to a
+   correct SQL, highest Q first) / No (leads only to wrong SQL), the pointwise form of rStar's step-preference pairs
+   that the generator's Yes/No PPM scores. With another generator: whole-query `select_pair` rows (seed 004 op 4).
+   A round whose trees hold no such sibling pair skips the PPM (`round.json` says so).
 
 A finished round (its `round.json`) is skipped on re-run, so a killed run resumes at the round it was in (and that
-round's SFT resumes from its own checkpoint). What is not here: step-level Q-values and a process preference model
-over MCTS steps need the MCTS generator (`plugins/generator/mcts.py`, a parallel issue); with it, set
-`train.generator=mcts` and the loop is the same, with whole-query preferences as the PPM's training signal.
+round's SFT resumes from its own checkpoint). Not here: rStar's pairwise (Bradley-Terry) PPM loss; the PPM is
+trained by SFT on its Yes/No answer, which is what `generator.ppm_llm` scores.
 """
 
 from __future__ import annotations
@@ -28,11 +33,29 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from t2s.train.data import TrainData
 from t2s.train.rstar_config import RStarSettings
-from t2s.train.sft_trainer import save_config, train_sft
+from t2s.train.sft_trainer import NoTrainingRows, save_config, train_sft
 
 
-def _generate(cfg: RStarSettings, root: DictConfig, adapter: str | None, run_dir: Path) -> dict[str, Any]:
-    """One `t2s run` of the configured generator over the training dataset with the current policy."""
+def _hf_llm(root: DictConfig, choices: list[str]) -> dict[str, Any]:
+    """The training model as an hf-backed LLM config (a backend that loads PEFT adapters and scores continuations)."""
+    from t2s.config import compose_config
+
+    llm = OmegaConf.to_container(root.llm, resolve=True)
+    if "adapter" in llm:
+        return dict(llm)
+    hf = compose_config([*choices, "llm=embedded_hf"]).llm
+    return {**OmegaConf.to_container(hf, resolve=True), "model": llm["model"]}
+
+
+def is_search_run(run_dir: Path) -> bool:
+    """Whether a run directory was made by the MCTS generator (and so holds search trees)."""
+    cfg = run_dir / "config.yaml"
+    return cfg.is_file() and str(OmegaConf.load(cfg).get("generator", {}).get("_target_", "")).endswith("MCTSGenerator")
+
+
+def _generate(cfg: RStarSettings, root: DictConfig, adapter: str | None, run_dir: Path,
+              ppm_adapter: str | None = None) -> dict[str, Any]:
+    """One `t2s run` of the configured generator over the training dataset with the current policy (and PPM)."""
     from t2s.config import compose_config
     from t2s.run.runner import run
 
@@ -42,12 +65,12 @@ def _generate(cfg: RStarSettings, root: DictConfig, adapter: str | None, run_dir
     run_cfg = compose_config(choices)
     with open_dict(run_cfg):
         run_cfg.dataset = OmegaConf.create(OmegaConf.to_container(root.dataset, resolve=True))
-        llm = OmegaConf.to_container(root.llm, resolve=True)
-        if "adapter" not in llm:  # a backend without PEFT adapters (llama.cpp): the hf backend on the same model
-            hf = compose_config([*choices, "llm=embedded_hf"]).llm
-            llm = {**OmegaConf.to_container(hf, resolve=True), "model": llm["model"]}
-        run_cfg.llm = OmegaConf.create(llm)
+        # a backend without PEFT adapters (llama.cpp) is replaced by the hf backend on the same model
+        run_cfg.llm = OmegaConf.create(_hf_llm(root, choices))
         run_cfg.llm.adapter = adapter
+        if ppm_adapter and str(run_cfg.generator.get("_target_", "")).endswith("MCTSGenerator"):
+            run_cfg.llms.ppm = OmegaConf.create({**_hf_llm(root, choices), "adapter": ppm_adapter})
+            run_cfg.generator.ppm_llm = "ppm"
         run_cfg.schema_format = OmegaConf.create(OmegaConf.to_container(root.schema_format, resolve=True))
         run_cfg.seed = int(root.seed)
     return run(run_cfg, run_dir=run_dir)
@@ -67,6 +90,7 @@ def train_rstar(cfg: RStarSettings, root: DictConfig, out_dir: Path) -> dict[str
     out_dir = Path(out_dir)
     save_config(root, out_dir)
     adapter: str | None = root.llm.get("adapter")
+    ppm_adapter: str | None = None
     rounds: list[dict[str, Any]] = []
     for k in range(cfg.rounds):
         rdir = out_dir / f"round{k}"
@@ -75,20 +99,27 @@ def train_rstar(cfg: RStarSettings, root: DictConfig, out_dir: Path) -> dict[str
             rec = json.loads(done.read_text())
         else:
             metrics = _generate(cfg, root, adapter if cfg.from_previous or k == 0 else root.llm.get("adapter"),
-                                rdir / "generate")
-            policy = _sft(cfg.policy, ["self_sql"], rdir / "generate",
+                                rdir / "generate", ppm_adapter if cfg.ppm_in_search else None)
+            search = is_search_run(rdir / "generate")
+            policy = _sft(cfg.policy, ["mcts_step" if search else "self_sql"], rdir / "generate",
                           cfg.policy.monitor if cfg.policy.data.val_size > 0 else "val_loss")
             pol = train_sft(policy, root, rdir / "policy")
-            rec = {"round": k, "generator_adapter": adapter, "generate_ex": metrics.get("ex"),
-                   "oracle": metrics.get("oracle"), "policy": {key: pol.get(key) for key in
-                                                             ("adapter", "steps", "best", "last_val")},
-                   "self_rows": pol["data"]["n_rows"]}
+            rec = {"round": k, "generator_adapter": adapter, "ppm_in_search": ppm_adapter if cfg.ppm_in_search else None,
+                   "generate_ex": metrics.get("ex"), "oracle": metrics.get("oracle"),
+                   "policy": {key: pol.get(key) for key in ("adapter", "steps", "best", "last_val")},
+                   "self_rows": pol["data"]["n_rows"], "policy_rows": pol["data"]["kinds"]}
             if cfg.ppm:
-                ppm = train_sft(_sft(cfg.policy, ["select_pair"], rdir / "generate", "val_loss"), root, rdir / "ppm")
-                rec["ppm"] = {key: ppm.get(key) for key in ("adapter", "steps", "best")}
+                kind = "ppm_step" if search else "select_pair"
+                try:
+                    ppm = train_sft(_sft(cfg.policy, [kind], rdir / "generate", "val_loss"), root, rdir / "ppm")
+                    rec["ppm"] = {key: ppm.get(key) for key in ("adapter", "steps", "best")}
+                    rec["ppm"]["rows"] = ppm["data"]["kinds"]
+                except NoTrainingRows as e:
+                    rec["ppm"] = {"adapter": None, "skipped": f"no {kind} rows in this round's pools: {e}"}
             done.write_text(json.dumps(rec, indent=2, default=str))
         rounds.append(rec)
         adapter = rec["policy"]["adapter"]
+        ppm_adapter = (rec.get("ppm") or {}).get("adapter") or ppm_adapter
     if adapter and Path(adapter).is_dir():
         if (out_dir / "adapter").exists():
             shutil.rmtree(out_dir / "adapter")

@@ -354,6 +354,10 @@ def _wandb_id(out_dir: Path) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ the recipe
+class NoTrainingRows(ValueError):
+    """The data builder made no rows (too few questions, or no usable candidates in a run's pools)."""
+
+
 def train_sft(cfg: SFTConfig, root: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Build the data, train the adapter (resuming from `<out>/checkpoints/last.ckpt` if present and `resume`),
     keep the best adapter; return and write `summary.json`."""
@@ -374,11 +378,12 @@ def train_sft(cfg: SFTConfig, root: DictConfig, out_dir: Path) -> dict[str, Any]
         val_rows = _val_rows(data_builder, built, schemas, tokenizer, executor)
         data_seconds = time.perf_counter() - t0
         if not built.rows:
-            raise ValueError(f"train.data built no training rows from dataset {root.dataset.get('name')!r} "
+            raise NoTrainingRows(f"train.data built no training rows from dataset {root.dataset.get('name')!r} "
                              f"(stats: {built.stats}); use more questions or other row kinds")
-        want_ex = bool({"sql", "self_sql"} & set(data_builder.tasks)) and bool(built.val_examples)
+        want_ex = bool({"sql", "self_sql", "mcts_step"} & set(data_builder.tasks)) and bool(built.val_examples)
         if cfg.monitor == "val_ex" and not want_ex:
-            raise ValueError("train.monitor=val_ex needs `sql` or `self_sql` rows and val_size > 0 (set train.monitor=val_loss)")
+            raise ValueError("train.monitor=val_ex needs `sql`, `self_sql` or `mcts_step` rows and val_size > 0 (set "
+                             "train.monitor=val_loss)")
         val_prompts = [data_builder.sql_prompt(ex, schemas.view(ex)) for ex in built.val_examples]
         module = make_module(cfg, model, tokenizer, built.val_examples, val_prompts, executor, want_ex)
         pad = tokenizer.pad_token_id
