@@ -60,6 +60,17 @@ def sql_request(template: PromptTemplate, task: Task, view: SchemaView, params: 
     return LLMRequest.chat(sql_messages(template, task, view, dialect=dialect, limits=limits), params)
 
 
+def template_messages(template: PromptTemplate, *, schema: str, question: str, evidence: str = "",
+                      use_evidence: bool = True, dialect: str = "SQLite", **fields: str) -> list[dict[str, str]]:
+    """A prompt about one question (schema, question, evidence block, dialect and `fields`), each field given only if
+    the template uses it. The correctors and selectors that ask about a question build their requests here, and the
+    training-data builders build the same prompts here, so a trained adapter sees its inference prompt."""
+    ev = [{"evidence": evidence}] if use_evidence and evidence else []
+    every = {"schema": schema, "question": question, "dialect": dialect, "evidence_block": template.block("evidence", ev)
+             if "evidence" in template.blocks else "", **fields}
+    return template.render(**{k: v for k, v in every.items() if k in template.fields()})
+
+
 def parse_sql(text: str) -> str:
     """The SQL of a completion (first statement; fences, prose and trailing semicolon removed; "" if none)."""
     return extract_sql(text)

@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 from t2s.db.types import ExecResult
 from t2s.eval.execution import SEMANTICS, prepare_sql, results_equal
+from t2s.generation import template_messages
+from t2s.prompts import PromptTemplate
 from t2s.types import Candidate, Task
 
 if TYPE_CHECKING:
@@ -235,6 +237,18 @@ def format_result(result: ExecResult | None, *, max_rows: int = 5, max_cell_char
 
     rows = "; ".join("(" + ", ".join(cell(v) for v in r) + ")" for r in result.rows[:max_rows])
     return f"{head}: {rows}{' ...' if n > max_rows else ''}"
+
+
+def pair_messages(template: PromptTemplate, *, schema: str, question: str, evidence: str, sql_a: str,
+                  result_a: ExecResult | None, sql_b: str, result_b: ExecResult | None, use_evidence: bool = True,
+                  dialect: str = "SQLite", max_rows: int = 5, max_cell_chars: int = 40) -> list[dict[str, str]]:
+    """A pairwise judge's prompt: two candidates (shown as A and B) with their execution results. The
+    `adaptive_tournament` selector asks it, and the selection model's training rows (`t2s.train.data`, kind
+    `select_pair`) are built here too, so the trained judge sees its inference prompt."""
+    return template_messages(template, schema=schema, question=question, evidence=evidence, use_evidence=use_evidence,
+                             dialect=dialect, sql_a=sql_a, sql_b=sql_b,
+                             result_a=format_result(result_a, max_rows=max_rows, max_cell_chars=max_cell_chars),
+                             result_b=format_result(result_b, max_rows=max_rows, max_cell_chars=max_cell_chars))
 
 
 def selection_report(run_dir: Any) -> dict[str, Any]:

@@ -110,7 +110,10 @@ def test_over_length_policy_drop_and_truncate_are_counted(session_cache: Path) -
 
 @requires_spider
 def test_multitask_selection_and_share_rows(session_cache: Path) -> None:
-    from t2s.sql.trajectory import parse_trajectory
+    from plugins.corrector.share import parse_mask_answers, parse_trajectory_reply
+    from t2s.prompts import load_prompt
+    from t2s.sql.trajectory import fill_masks, parse_trajectory
+    from t2s.train.data import INFERENCE_PROMPTS
 
     builder, examples, schemas, tok, ex = _builder_inputs(session_cache, [
         "llm=tiny", "dataset.limit=12", "train.data.max_prompt_tokens=4000", "train.data.val_size=0",
@@ -123,15 +126,19 @@ def test_multitask_selection_and_share_rows(session_cache: Path) -> None:
     assert kinds["sql"] == kinds["reverse_question"] == 12
     assert kinds["self_refine"] > 0 and kinds["select_pair"] > 0 and kinds["share_lom"] > 0
     by_qid = {e.qid: e for e in examples}
+    inference = {k: load_prompt(p) for k, p in INFERENCE_PROMPTS.items()}
     for r in built.rows:
         if r.task == "reverse_question":
             assert r.completion == by_qid[r.qid].question
         if r.task == "self_refine":
             assert r.meta["wrong_origin"] and by_qid[r.qid].gold_sql.strip() not in r.messages[-1]["content"]
-        if r.task in ("share_bam", "share_sam", "share_lom"):
-            parse_trajectory(r.completion)
+        if r.task in inference:  # built with the prompt of the stage that loads the adapter, answered as it parses
+            assert r.messages[0]["content"] == inference[r.task].system.replace("{dialect}", "SQLite")
+        if r.task in ("share_bam", "share_lom"):
+            assert parse_trajectory_reply(r.completion) == parse_trajectory(r.completion.strip("`\n"))
         if r.task == "share_sam":
-            assert "[MASK]" in r.messages[-1]["content"]
+            masked = r.messages[-1]["content"].split("masks:\n")[1]
+            assert "[MASK]" in masked and fill_masks(masked, parse_mask_answers(r.completion))
     answers = [r.completion for r in built.rows if r.task == "select_pair"]
     assert set(answers) <= {"A", "B"} and abs(answers.count("A") - answers.count("B")) <= 1
 
@@ -301,12 +308,39 @@ def test_qlora_on_tiny_128(session_cache: Path, tmp_path: Path) -> None:
 @requires_spider
 @pytest.mark.parametrize("recipe", ["selection", "share_lom"])
 def test_selection_and_share_recipes(recipe: str, session_cache: Path, tmp_path: Path) -> None:
+    from t2s.run.runner import run
+
     out = tmp_path / recipe
+    # the stages' prompts are long for the tiny model's 512-entry BPE vocabulary; RoPE runs past 512 positions
     summary = train(tcfg(session_cache, [f"train={recipe}", *TINY_SFT, "train.max_steps=2",
-                                         "train.data.max_prompt_tokens=400"]), out)
+                                         f"train.data.max_prompt_tokens={480 if recipe == 'selection' else 1500}"]), out)
     _assert_adapter(out)
     assert summary["best"]["metric"] == "val_loss"
-    _run_pipeline_with_adapter(session_cache, out / "adapter", tmp_path)
+    # the adapter goes back into the stage that uses it, by config (the recipe's experiment file)
+    adapter = out / "adapter"
+    if recipe == "selection":
+        name, stage = "selector", "selector"
+        overrides = ["experiment=selection_adapter", "llms.selector.model=tiny", "llms.selector.dtype=float32",
+                     f"llms.selector.adapter={adapter}"]
+    else:
+        name, stage = "share_lom", "corrector"
+        overrides = ["experiment=share_adapter", "corrector.use_sam=false", "corrector.max_new_tokens=16",
+                     "llms.share_bam.adapter=null", "llms.share_sam.adapter=null",
+                     f"llms.share_lom.adapter={adapter}",
+                     *[f"llms.share_{m}.{k}={v}" for m in ("bam", "sam", "lom") for k, v in (("model", "tiny"), ("dtype", "float32"))]]
+    # a scripted generator writes candidates that disagree (so the tournament has games to judge) and parse (so
+    # SHARE's deterministic BAM translates them and LOM is asked)
+    cfg = compose_config(["dataset=spider_dev", "dataset.limit=2", "llm=scripted", *overrides], cache_dir=session_cache,
+                         output_root=tmp_path / "out")
+    from omegaconf import OmegaConf
+
+    cfg.llm.rules = OmegaConf.create([{"match": "Question", "replies": ["SELECT name FROM singer",
+                                                                        "SELECT count(*) FROM concert"]}])
+    assert cfg.llms[name].adapter == str(adapter) and cfg[stage].get("llm" if stage == "selector" else "lom_llm") == name
+    run(cfg, run_dir=tmp_path / "run")
+    events = [e for line in (tmp_path / "run" / "traces.jsonl").read_text().splitlines()
+              for e in json.loads(line)["events"] if e["stage"] == stage]
+    assert sum(e["llm_calls"] for e in events) > 0, events
 
 
 @pytest.mark.slow
@@ -360,7 +394,7 @@ def test_rstar_rounds_generate_filter_sft_and_resume(session_cache: Path, tmp_pa
     overrides = ["train=rstar", "llm=tiny", "dataset.limit=8", "train.rounds=2", "train.generator=zero_shot",
                  "train.generator_overrides=['generator.max_new_tokens=8']", "train.policy.max_steps=2",
                  "train.policy.val_every=2", "train.policy.batch_size=4", "train.policy.val_max_new_tokens=8",
-                 "train.policy.max_completion_tokens=64", "train.policy.data.max_prompt_tokens=320",
+                 "train.policy.max_completion_tokens=64", "train.policy.data.max_prompt_tokens=700",
                  "train.policy.data.val_size=2", "train.policy.data.include_gold=true"]
     summary = train(tcfg(session_cache, overrides), out)
     assert [r["round"] for r in summary["rounds"]] == [0, 1]
@@ -409,7 +443,7 @@ def test_rstar_with_mcts_trains_on_search_steps_and_searches_with_the_ppm(sessio
 def test_grpo_selection_variant_binary_reward(session_cache: Path, tmp_path: Path) -> None:
     out = tmp_path / "grpo_sel"
     summary = train(tcfg(session_cache, ["train=grpo", "train/data=selection", "train.reward.task=select_pair",
-                                         *TINY, "train.data.max_prompt_tokens=400", "train.max_steps=1",
+                                         *TINY, "train.data.max_prompt_tokens=700", "train.max_steps=1",
                                          "train.group_size=2", "train.max_completion_tokens=2"]), out)
     _assert_adapter(out)
     assert summary["steps"] == 1 and summary["data"]["kinds"] == {"select_pair": summary["data"]["n_rows"]}

@@ -23,7 +23,7 @@ import re
 from typing import Any
 
 from t2s.db.types import DatabaseSchema
-from t2s.generation import parse_sql
+from t2s.generation import parse_sql, template_messages
 from t2s.llm.base import GenParams, LLMRequest
 from t2s.prompts import PromptTemplate, load_prompt
 from t2s.sql.trajectory import (
@@ -183,15 +183,12 @@ class ShareCorrector(Corrector):
     # ------------------------------------------------------------------ requests
 
     def _request(self, step: str, item: _Item, **fields: str) -> LLMRequest:
-        tpl = self.prompts[step]
         ex = item.task.example
-        evidence = [{"evidence": ex.evidence}] if self.use_evidence and ex.evidence else []
         cand = item.task.candidates[item.positions[0]]
         views = self.env.views(item.task)
         schema = next((v.text for v in views if v.name == cand.schema_view), views[0].text)
-        all_fields = {"schema": schema, "question": ex.question, "evidence_block": tpl.block("evidence", evidence),
-                      "dialect": self.dialect, **fields}
-        messages = tpl.render(**{k: v for k, v in all_fields.items() if k in tpl.fields()})
+        messages = template_messages(self.prompts[step], schema=schema, question=ex.question, evidence=ex.evidence,
+                                     use_evidence=self.use_evidence, dialect=self.dialect, **fields)
         return LLMRequest.chat(messages, dataclasses.replace(self.params, seed=self.env.seed))
 
     def _ask(self, llm: str, step: str, items: list[_Item], fields: dict[int, dict[str, str]]) -> list[str]:

@@ -20,7 +20,7 @@ from t2s.select import (
     cluster_results,
     describe,
     execute_candidates,
-    format_result,
+    pair_messages,
     rank_clusters,
     representative,
 )
@@ -109,12 +109,10 @@ class AdaptiveTournamentSelector(Selector):
         """The judge's chat messages for candidates `a` (shown as A) and `b` (shown as B) of `task`."""
         cands = task.candidates
         ex = task.example
-        evidence = [{"evidence": ex.evidence}] if self.limits.use_evidence and ex.evidence else []
-        return self.template.render(
-            dialect=self.dialect, schema=self.env.full_view(ex).text, question=ex.question,
-            evidence_block=self.template.block("evidence", evidence), sql_a=cands[a].sql, sql_b=cands[b].sql,
-            result_a=format_result(results[a], max_rows=self.max_result_rows, max_cell_chars=self.max_cell_chars),
-            result_b=format_result(results[b], max_rows=self.max_result_rows, max_cell_chars=self.max_cell_chars))
+        return pair_messages(self.template, schema=self.env.full_view(ex).text, question=ex.question,
+                             evidence=ex.evidence, use_evidence=self.limits.use_evidence, dialect=self.dialect,
+                             sql_a=cands[a].sql, result_a=results[a], sql_b=cands[b].sql, result_b=results[b],
+                             max_rows=self.max_result_rows, max_cell_chars=self.max_cell_chars)
 
     def judge(self, games: list[tuple[Task, list[dict[str, str]]]]) -> list[dict[str, Any]]:
         """One verdict per game: {"choice": "A" | "B" | None, ...}; all games in one model call."""

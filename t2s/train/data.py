@@ -52,8 +52,9 @@ from omegaconf import OmegaConf
 
 from t2s.db.introspect import introspect
 from t2s.db.types import DatabaseSchema, SchemaView
-from t2s.generation import ContextLimits, SearchPrompts, SearchStep, sql_messages
+from t2s.generation import ContextLimits, SearchPrompts, SearchStep, sql_messages, template_messages
 from t2s.prompts import PromptTemplate, load_prompt
+from t2s.select import pair_messages
 from t2s.sql.schema_format import SchemaFormat
 from t2s.types import Example, Task
 
@@ -62,6 +63,11 @@ TASKS = ("sql", "self_sql", "reverse_question", "reverse_evidence", "self_refine
 #: row kinds read from the search trees of a `generator=mcts` run
 SEARCH_TASKS = ("mcts_step", "ppm_step")
 OVER_LENGTH = ("drop", "truncate")
+#: the stage prompt each adapter-trained row kind is built with: the prompt the stage that loads the adapter asks
+#: (`selector=adaptive_tournament`'s `prompt`, `corrector=share`'s `bam_prompt` / `sam_prompt` / `lom_prompt`);
+#: keep `train.data.prompts` equal to the stage's settings
+INFERENCE_PROMPTS = {"select_pair": "tournament_v1", "share_bam": "share_bam_v1", "share_sam": "share_sam_v1",
+                     "share_lom": "share_lom_v1"}
 PERTURB_ORDER = ("drop_where_condition", "swap_aggregate", "change_limit", "flip_order", "drop_distinct",
                  "permute_select")
 
@@ -199,7 +205,8 @@ class TrainData:
     def __init__(self, *, tasks: list[str] | None = None, prompt: str = "zero_shot_v1", dialect: str = "SQLite",
                  use_evidence: bool = True, max_prompt_tokens: int = 1024, over_length: str = "truncate",
                  val_size: int = 8, predictions: str | None = None, pairs_per_question: int = 2,
-                 share_kinds: list[str] | None = None, include_gold: bool = False, seed: int = 0) -> None:
+                 share_kinds: list[str] | None = None, include_gold: bool = False,
+                 prompts: dict[str, str] | None = None, seed: int = 0) -> None:
         tasks = list(tasks or ["sql"])
         unknown = [t for t in tasks if t not in TASKS]
         if unknown:
@@ -219,6 +226,11 @@ class TrainData:
         self.pairs_per_question = pairs_per_question
         self.share_kinds = list(share_kinds or ["add", "delete", "substitute"])
         self.include_gold = include_gold
+        unknown_p = sorted(set(prompts or {}) - set(INFERENCE_PROMPTS))
+        if unknown_p:
+            raise ValueError(f"train.data.prompts: no inference prompt for row kind(s) {unknown_p}; the kinds that use "
+                             f"one: {', '.join(INFERENCE_PROMPTS)}")
+        self.prompts = {**INFERENCE_PROMPTS, **(prompts or {})}
         self.seed = seed
         self._prompts: dict[str, PromptTemplate] = {}
         self._n_pairs = 0
@@ -230,7 +242,7 @@ class TrainData:
                 "use_evidence": self.limits.use_evidence, "max_prompt_tokens": self.max_prompt_tokens,
                 "over_length": self.over_length, "val_size": self.val_size, "predictions": self.predictions,
                 "pairs_per_question": self.pairs_per_question, "share_kinds": self.share_kinds,
-                "include_gold": self.include_gold, "seed": self.seed}
+                "include_gold": self.include_gold, "prompts": self.prompts, "seed": self.seed}
 
     def _prompt(self, name: str) -> PromptTemplate:
         if name not in self._prompts:
@@ -472,47 +484,57 @@ class TrainData:
             for src in (wrong_pool, wrong_pert):
                 if src and len(wrong) < self.pairs_per_question:
                     wrong.append(src.pop(0))
-        t = self._prompt("train_select_pair_v1")
+        t = self._prompt(self.prompts["select_pair"])
         out = []
         for i, (bad, _, origin) in enumerate(wrong):
             good = right[i % len(right)]
             first = self._n_pairs % 2 == 0  # alternate over the whole set: correct-first in half the rows
             self._n_pairs += 1
             a, b = (good, bad) if first else (bad, good)
-            res = _execute(executor, ex, [a, b])
-            out.append(row(t.render(dialect=self.dialect, schema=view.text, question=ex.question, sql_a=a,
-                                    result_a=res[0], sql_b=b, result_b=res[1], evidence_block=evidence_block(t)),
+            res = executor.execute_many([(ex.db_path, a), (ex.db_path, b)]) if executor is not None else [None, None]
+            out.append(row(pair_messages(t, schema=view.text, question=ex.question, evidence=ex.evidence,
+                                         use_evidence=self.limits.use_evidence, dialect=self.dialect, sql_a=a,
+                                         result_a=res[0], sql_b=b, result_b=res[1]),
                            "A" if first else "B", prompt=t.id, wrong_origin=origin))
         return out
 
     def _share_rows(self, kind: str, ex: Example, view: SchemaView, schemas: SchemaSource, rng: random.Random,
                     row: Callable[..., TrainRow]) -> list[TrainRow]:
-        from t2s.sql.trajectory import format_trajectory, mask_schema, perturb, sql_to_trajectory
+        from t2s.sql.trajectory import (
+            format_trajectory,
+            mask_answers_reply,
+            mask_schema,
+            perturb,
+            sql_to_trajectory,
+            trajectory_reply,
+        )
 
         schema = schemas.schema(ex)
         try:
             traj = sql_to_trajectory(ex.gold_sql or "", schema)
         except Exception:  # noqa: BLE001 - the translator's Unsupported / parse errors: the question is skipped
             return []
-        text = format_trajectory(traj)
+        target = trajectory_reply(traj)
+        t = self._prompt(self.prompts[kind])
+
+        def ask(**fields: str) -> list[dict[str, str]]:
+            return template_messages(t, schema=view.text, question=ex.question, evidence=ex.evidence,
+                                     use_evidence=self.limits.use_evidence, dialect=self.dialect, **fields)
+
         if kind == "share_bam":
-            t = self._prompt("train_share_bam_v1")
-            return [row(t.render(schema=view.text, question=ex.question, sql=ex.gold_sql or ""), text, prompt=t.id)]
+            return [row(ask(sql=ex.gold_sql or ""), target, prompt=t.id)]
         if kind == "share_sam":
             masked, answers = mask_schema(traj)
             if not answers:
                 return []
-            t = self._prompt("train_share_sam_v1")
-            return [row(t.render(schema=view.text, question=ex.question, trajectory=masked), text, prompt=t.id)]
+            return [row(ask(masked=masked, n_masks=str(len(answers))), mask_answers_reply(answers), prompt=t.id)]
         kinds = list(self.share_kinds)
         rng.shuffle(kinds)
         for k in kinds:
             p = perturb(traj, k, rng, schema=schema)
             if p is not None:
-                t = self._prompt("train_share_lom_v1")
-                return [row(t.render(schema=view.text, question=ex.question,
-                                     trajectory=format_trajectory(p.trajectory)), text,
-                            prompt=t.id, perturbation=p.kind, detail=p.detail)]
+                return [row(ask(trajectory=format_trajectory(p.trajectory)), target, prompt=t.id,
+                            perturbation=p.kind, detail=p.detail)]
         return []
 
 
@@ -564,12 +586,6 @@ def gold_values(nodes: list[dict[str, Any]], correct: dict[int, bool]) -> dict[i
             parent = by_id[cur].get("parent")
             cur = None if parent is None else int(parent)
     return {nid: num[nid] / den[nid] for nid in den}
-
-
-def _execute(executor: Any, ex: Example, sqls: list[str]) -> list[str]:
-    if executor is None:
-        return ["not run"] * len(sqls)
-    return [_result_text(r) for r in executor.execute_many([(ex.db_path, s) for s in sqls])]
 
 
 def _wrong_candidates(ex: Example, pool: list[dict[str, Any]], executor: Any) -> list[tuple[str, str, str]]:

@@ -60,7 +60,16 @@ subqueries, ORDER BY on a set operation, CASE, CAST and functions outside `trans
 (plus any sqlglot `Anonymous` function, passed through by name).
 """
 
-from t2s.sql.trajectory.perturb import PERTURB_KINDS, Perturbation, fill_masks, mask_schema, perturb, perturbations
+from t2s.sql.trajectory.perturb import (
+    PERTURB_KINDS,
+    Perturbation,
+    fill_masks,
+    mask_answers_reply,
+    mask_schema,
+    perturb,
+    perturbations,
+    trajectory_reply,
+)
 from t2s.sql.trajectory.render import FromPlan, RenderError, plan_from, render_sql
 from t2s.sql.trajectory.steps import (
     COND_OPS,
@@ -99,6 +108,8 @@ from t2s.sql.trajectory.text import MASK_TOKEN, TrajectoryError, format_trajecto
 from t2s.sql.trajectory.translate import TranslationError, Unsupported, sql_to_trajectory
 
 __all__ = [
+    "mask_answers_reply",
+    "trajectory_reply",
     "COND_OPS", "MASK_TOKEN", "PERTURB_KINDS", "SET_OPS", "Action", "Agg", "Alias", "BinOp", "BoolOp", "Col", "Cond",
     "Condition", "Distinct", "Expr", "FromPlan", "Func", "GroupBy", "Having", "Join", "Limit", "Mask", "Neg",
     "NotCond", "Null", "Num", "OrderBy", "Perturbation", "RenderError", "Select", "SetOp", "Star", "Statement", "Str",

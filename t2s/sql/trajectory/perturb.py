@@ -147,6 +147,17 @@ def mask_schema(traj: Trajectory) -> tuple[str, list[str]]:
     return format_trajectory(masked), answers
 
 
+def trajectory_reply(traj: Trajectory) -> str:
+    """The reply SHARE's prompts ask BAM and LOM for: the trajectory in a ``` code block (what the `share` corrector
+    parses back)."""
+    return f"```\n{format_trajectory(traj)}\n```"
+
+
+def mask_answers_reply(answers: list[str]) -> str:
+    """The reply SHARE's SAM prompt asks for: one reference per line, numbered, in a ``` code block."""
+    return "```\n" + "\n".join(f"{k}. {a}" for k, a in enumerate(answers, start=1)) + "\n```"
+
+
 def _name(s: str) -> str:
     from t2s.sql.trajectory.text import _ident
 
