@@ -354,6 +354,16 @@ def test_grpo_tiny(session_cache: Path, tmp_path: Path) -> None:
     lines = [json.loads(x) for x in (out / "rewards.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [1, 2] and all("reward" in r and "within_group_std" in r for r in lines)
     assert (out / "checkpoints" / "checkpoint-2").is_dir()
+    # killed after step 2 was logged but before its checkpoint landed: the rerun resumes from step 1, runs step 2
+    # again, and the reward log keeps one line per step
+    import shutil
+
+    shutil.rmtree(out / "checkpoints" / "checkpoint-2")
+    again = train(tcfg(session_cache, ["train=grpo", *TINY, "train.max_steps=2", "train.group_size=2",
+                                       "train.max_completion_tokens=12", "train.save_every=1"]), out)
+    assert again["resumed_from"] == 1 and again["steps_this_run"] == 1
+    assert [json.loads(x)["step"] for x in (out / "rewards.jsonl").read_text().splitlines()] == [1, 2]
+    assert [p[0] for p in again["reward_curve"]] == [1, 2]
     _run_pipeline_with_adapter(session_cache, out / "adapter", tmp_path)
 
 

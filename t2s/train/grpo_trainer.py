@@ -128,6 +128,11 @@ def selection_reward(stats: GroupStats | None = None) -> RewardFn:
     return reward
 
 
+def _mean(values: Any) -> float | None:
+    vals = [float(v) for v in values if v is not None]
+    return round(statistics.mean(vals), 4) if vals else None
+
+
 def _latest_checkpoint(directory: Path) -> str | None:
     ckpts = sorted(directory.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
     return str(ckpts[-1]) if ckpts else None
@@ -212,12 +217,21 @@ def train_grpo(cfg: GRPOSettings, root: DictConfig, out_dir: Path) -> dict[str, 
                               processing_class=tokenizer, callbacks=[RewardLog()])
         resume = _latest_checkpoint(out_dir / "checkpoints") if cfg.resume else None
         resumed_from = int(resume.rsplit("-", 1)[-1]) if resume else None
+        if log_path.is_file():  # steps logged after the checkpoint we resume from are run again: drop their lines
+            kept = [x for x in log_path.read_text().splitlines()
+                    if x.strip() and resumed_from is not None and json.loads(x)["step"] <= resumed_from]
+            log_path.write_text("".join(x + "\n" for x in kept))
         t0 = time.perf_counter()
         trainer.train(resume_from_checkpoint=resume)
         seconds = time.perf_counter() - t0
         trainer.model.save_pretrained(str(out_dir / "adapter"))
         save_config(root, out_dir / "adapter")
-        records = [json.loads(x) for x in log_path.read_text().splitlines()] if log_path.is_file() else []
+        by_step = {}  # one record per step (the last one logged)
+        for x in log_path.read_text().splitlines() if log_path.is_file() else []:
+            if x.strip():
+                rec = json.loads(x)
+                by_step[rec["step"]] = rec
+        records = [by_step[k] for k in sorted(by_step)]
         curves = {k: [[r["step"], r[k]] for r in records if r.get(k) is not None]
                   for k in ("reward", "reward_std", "within_group_std", "kl")}
         write_curves(out_dir, curves, f"GRPO {out_dir.name}")
@@ -230,10 +244,11 @@ def train_grpo(cfg: GRPOSettings, root: DictConfig, out_dir: Path) -> dict[str, 
             "seconds_per_step": round(seconds / steps_this_run, 2) if steps_this_run else None,
             "train_seconds": round(seconds, 1), "peak_rss_mb": round(peak_rss_mb(), 1),
             "mean_reward": statistics.mean(r["reward"] for r in records if "reward" in r) if records else None,
-            "mean_within_group_std": statistics.mean(s["within_group_std"] for s in stats.records)
-            if stats.records else None,
-            "groups_with_variance": statistics.mean(s["groups_with_variance"] for s in stats.records)
-            if stats.records else None,
+            "mean_within_group_std": _mean(r.get("within_group_std") for r in records),
+            "groups_with_variance": _mean(r.get("groups_with_variance") for r in records),
+            "steps_with_reward_variance": sum(1 for r in records if (r.get("within_group_std") or 0) > 0),
+            "mean_step_seconds": _mean(r.get("step_time") for r in records),
+            "reward_curve": [[r["step"], r.get("reward")] for r in records],
             "data": {**built.stats, "sha256": built.digest},
         }
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
