@@ -65,9 +65,11 @@ def _generate(cfg: RStarSettings, root: DictConfig, adapter: str | None, run_dir
     run_cfg = compose_config(choices)
     with open_dict(run_cfg):
         run_cfg.dataset = OmegaConf.create(OmegaConf.to_container(root.dataset, resolve=True))
-        # a backend without PEFT adapters (llama.cpp) is replaced by the hf backend on the same model
-        run_cfg.llm = OmegaConf.create(_hf_llm(root, choices))
-        run_cfg.llm.adapter = adapter
+        if adapter is None and not ppm_adapter:  # the base model: any backend (llama.cpp is the fast one on a CPU)
+            run_cfg.llm = OmegaConf.create(OmegaConf.to_container(root.llm, resolve=True))
+        else:  # a backend without PEFT adapters (llama.cpp) is replaced by the hf backend on the same model
+            run_cfg.llm = OmegaConf.create(_hf_llm(root, choices))
+            run_cfg.llm.adapter = adapter
         if ppm_adapter and str(run_cfg.generator.get("_target_", "")).endswith("MCTSGenerator"):
             run_cfg.llms.ppm = OmegaConf.create({**_hf_llm(root, choices), "adapter": ppm_adapter})
             run_cfg.generator.ppm_llm = "ppm"
