@@ -179,9 +179,9 @@ def test_search_rows_rebuild_the_mcts_prompts_and_back_up_gold_values(tmp_path: 
                                "train.data.tasks=[mcts_step,ppm_step]", f"train.data.predictions={run_dir}"])
     builder = build_recipe(tc).data
     ex = make_executor(tc)
+    examples, schemas = load_examples(tc), schema_source(tc)
     try:
-        built = builder.build(load_examples(tc), schema_source(tc), AutoTokenizer.from_pretrained(base_model_path(tc)),
-                              None, executor=ex)
+        built = builder.build(examples, schemas, AutoTokenizer.from_pretrained(base_model_path(tc)), None, executor=ex)
     finally:
         ex.close()
     # every policy row is a prompt the search really sent, and its target what the policy answered there
@@ -190,6 +190,8 @@ def test_search_rows_rebuild_the_mcts_prompts_and_back_up_gold_values(tmp_path: 
     sent_msgs = [[{"role": m[0], "content": m[1]} for m in p["messages"]] for p in sent]
     steps = [r for r in built.rows if r.task == "mcts_step"]
     assert steps and all(r.messages in sent_msgs for r in steps)
+    # validation EX of a policy trained on search steps asks the search's own root SQL prompt
+    assert builder.val_prompt(examples[0], schemas.view(examples[0])) in sent_msgs
     targets = {r.meta["action"]: r.completion for r in steps}
     assert targets["plan"] == "plan: count rows" and "sum" not in json.dumps([r.completion for r in steps])
     assert all(r.completion == "```sql\nSELECT count(*) FROM books\n```" for r in steps if r.meta["action"] in ("sql", "revise"))
@@ -359,6 +361,8 @@ def test_grpo_tiny(session_cache: Path, tmp_path: Path) -> None:
     import shutil
 
     shutil.rmtree(out / "checkpoints" / "checkpoint-2")
+    with (out / "rewards.jsonl").open("a") as f:
+        f.write('{"step": 3, "rew')  # a line cut short by the kill
     again = train(tcfg(session_cache, ["train=grpo", *TINY, "train.max_steps=2", "train.group_size=2",
                                        "train.max_completion_tokens=12", "train.save_every=1"]), out)
     assert again["resumed_from"] == 1 and again["steps_this_run"] == 1

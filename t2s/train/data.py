@@ -52,6 +52,7 @@ from omegaconf import OmegaConf
 
 from t2s.db.introspect import introspect
 from t2s.db.types import DatabaseSchema, SchemaView
+from t2s.eval.execution import prepare_sql
 from t2s.generation import ContextLimits, SearchPrompts, SearchStep, sql_messages, template_messages
 from t2s.prompts import PromptTemplate, load_prompt
 from t2s.select import pair_messages
@@ -198,15 +199,20 @@ class TrainData:
     `zero_shot_v1` by default: keep them equal). `max_prompt_tokens` / `over_length` (drop | truncate): the
     over-length policy. `val_size`: questions held out for validation EX (seeded by `seed`, never in a training row).
     `predictions`: a run's `predictions.jsonl` (or its run directory) giving candidate pools with verdicts, for
-    `self_sql`, `self_refine` and `select_pair`; `include_gold`: `self_sql` falls back to the gold SQL; without it both use perturbed gold SQL only. `pairs_per_question`: selection
-    rows per question at most. `share_kinds`: LOM perturbation kinds.
+    `self_sql`, `self_refine` and `select_pair` (without it the last two use perturbed gold SQL only), and for
+    `mcts_step` / `ppm_step` the run's search trees. `include_gold`: `self_sql` and `mcts_step` fall back to the gold
+    SQL for questions without a correct candidate. `pairs_per_question`: at most this many selection rows, `self_sql`
+    rows or `mcts_step` trajectories per question. `share_kinds`: LOM perturbation kinds. `prompts`: the inference
+    prompt per stage-adapter row kind (`INFERENCE_PROMPTS`). `semantics` / `keep_distinct`: how `select_pair`
+    candidates are executed for the results the rows show (the tournament's `eval.semantics` / `eval.keep_distinct`).
     """
 
     def __init__(self, *, tasks: list[str] | None = None, prompt: str = "zero_shot_v1", dialect: str = "SQLite",
                  use_evidence: bool = True, max_prompt_tokens: int = 1024, over_length: str = "truncate",
                  val_size: int = 8, predictions: str | None = None, pairs_per_question: int = 2,
                  share_kinds: list[str] | None = None, include_gold: bool = False,
-                 prompts: dict[str, str] | None = None, seed: int = 0) -> None:
+                 prompts: dict[str, str] | None = None, semantics: str = "spider", keep_distinct: bool = False,
+                 seed: int = 0) -> None:
         tasks = list(tasks or ["sql"])
         unknown = [t for t in tasks if t not in TASKS]
         if unknown:
@@ -231,6 +237,9 @@ class TrainData:
             raise ValueError(f"train.data.prompts: no inference prompt for row kind(s) {unknown_p}; the kinds that use "
                              f"one: {', '.join(INFERENCE_PROMPTS)}")
         self.prompts = {**INFERENCE_PROMPTS, **(prompts or {})}
+        prepare_sql("SELECT 1", semantics=semantics)  # an unknown semantics fails here, naming the choices
+        self.semantics = semantics
+        self.keep_distinct = keep_distinct
         self.seed = seed
         self._prompts: dict[str, PromptTemplate] = {}
         self._n_pairs = 0
@@ -242,7 +251,8 @@ class TrainData:
                 "use_evidence": self.limits.use_evidence, "max_prompt_tokens": self.max_prompt_tokens,
                 "over_length": self.over_length, "val_size": self.val_size, "predictions": self.predictions,
                 "pairs_per_question": self.pairs_per_question, "share_kinds": self.share_kinds,
-                "include_gold": self.include_gold, "prompts": self.prompts, "seed": self.seed}
+                "include_gold": self.include_gold, "prompts": self.prompts, "semantics": self.semantics,
+                "keep_distinct": self.keep_distinct, "seed": self.seed}
 
     def _prompt(self, name: str) -> PromptTemplate:
         if name not in self._prompts:
@@ -261,6 +271,13 @@ class TrainData:
     def sql_prompt(self, ex: Example, view: SchemaView) -> list[dict[str, str]]:
         """The generator's exact messages for one question and schema view."""
         return sql_messages(self.template, Task(example=ex), view, dialect=self.dialect, limits=self.limits)
+
+    def val_prompt(self, ex: Example, view: SchemaView) -> list[dict[str, str]]:
+        """The SQL prompt that validation EX asks the model: the generator's (`sql_prompt`), or for a policy trained
+        only on search steps (`mcts_step`) the search's own SQL prompt at the root, the prompt it learned."""
+        if "mcts_step" in self.tasks and not {"sql", "self_sql"} & set(self.tasks):
+            return _root_sql(self._search()[1], ex, view)
+        return self.sql_prompt(ex, view)
 
     # ------------------------------------------------------------------------------------------ build
     def build(self, examples: list[Example], schemas: SchemaSource, tokenizer: Any, out_dir: Path | None = None,
@@ -404,7 +421,7 @@ class TrainData:
                      row: Callable[..., TrainRow]) -> list[TrainRow]:
         """rStar self-evolution rows from a question's saved MCTS tree, with Q-values backed up from gold verdicts
         (`gold_values`). `mcts_step`: every step on the best `pairs_per_question` paths that end in a correct SQL
-        (ranked by the mean Q of their reasoning steps, as rStar keeps its top trajectories), each as the exact
+        (ranked by the mean Q of their steps, as rStar keeps its top trajectories), each as the exact
         search prompt that produced it -> the node's text (SQL nodes in a ```sql block); a wrong SQL that a revise
         step repaired is context, not a target. `ppm_step`: process-preference rows, rStar's step pairs made
         pointwise for a Yes/No PPM: among sibling reasoning steps, up to two that lead to a correct SQL (highest Q)
@@ -445,9 +462,9 @@ class TrainData:
             return out
         ends = [n for n in nodes if correct.get(int(n["id"])) and n.get("sql")]
 
-        def rank(n: dict[str, Any]) -> tuple[float, int, int]:
-            qs = [q.get(int(p["id"]), 0.0) for p in path(int(n["id"])) if p["action"] in prompts.actions]
-            return (-(sum(qs) / len(qs)) if qs else -q.get(int(n["id"]), 0.0), -int(n.get("visits") or 0), int(n["id"]))
+        def rank(n: dict[str, Any]) -> tuple[float, int, int]:  # mean Q over the path's steps (root excluded)
+            qs = [q.get(int(p["id"]), 0.0) for p in path(int(n["id"]))[1:]]
+            return (-sum(qs) / len(qs), -int(n.get("visits") or 0), int(n["id"]))
 
         kept: dict[int, TrainRow] = {}
         for end in sorted(ends, key=rank)[: self.pairs_per_question]:
@@ -468,9 +485,8 @@ class TrainData:
     def _gold_step(self, ex: Example, view: SchemaView, prompts: SearchPrompts,
                    row: Callable[..., TrainRow]) -> list[TrainRow]:
         """`include_gold`: a question without a correct search path gets the gold SQL as the root's `sql` step."""
-        root = [SearchStep("root", "")]
-        msgs = prompts.messages("sql", schema=view.text, question=ex.question, evidence=ex.evidence, path=root)
-        return [row(msgs, sql_completion(ex.gold_sql or ""), prompt=prompts.sql.id, action="sql", source="gold")]
+        return [row(_root_sql(prompts, ex, view), sql_completion(ex.gold_sql or ""), prompt=prompts.sql.id,
+                    action="sql", source="gold")]
 
     def _select_rows(self, ex: Example, view: SchemaView, pool: list[dict[str, Any]], executor: Any,
                      row: Callable[..., TrainRow],
@@ -491,7 +507,9 @@ class TrainData:
             first = self._n_pairs % 2 == 0  # alternate over the whole set: correct-first in half the rows
             self._n_pairs += 1
             a, b = (good, bad) if first else (bad, good)
-            res = executor.execute_many([(ex.db_path, a), (ex.db_path, b)]) if executor is not None else [None, None]
+            # executed as the tournament executes candidates (`t2s.select.execute_candidates`), shown as written
+            run = [prepare_sql(x, semantics=self.semantics, keep_distinct=self.keep_distinct) for x in (a, b)]
+            res = executor.execute_many([(ex.db_path, x) for x in run]) if executor is not None else [None, None]
             out.append(row(pair_messages(t, schema=view.text, question=ex.question, evidence=ex.evidence,
                                          use_evidence=self.limits.use_evidence, dialect=self.dialect, sql_a=a,
                                          result_a=res[0], sql_b=b, result_b=res[1]),
@@ -560,6 +578,12 @@ def _read_pools(predictions: str) -> dict[str, list[dict[str, Any]]]:
     return pools
 
 
+def _root_sql(prompts: SearchPrompts, ex: Example, view: SchemaView) -> list[dict[str, str]]:
+    """The search's SQL prompt at the root (no reasoning steps yet)."""
+    return prompts.messages("sql", schema=view.text, question=ex.question, evidence=ex.evidence,
+                            path=[SearchStep("root", "")])
+
+
 def _search_ref(cand: Any) -> dict[str, Any]:
     """Where an MCTS candidate sits in its saved tree: {"node": id, "tree": path relative to the run} (or {})."""
     meta = cand.get("meta") if isinstance(cand, dict) else None
@@ -578,7 +602,10 @@ def gold_values(nodes: list[dict[str, Any]], correct: dict[int, bool]) -> dict[i
     for nid, ok in correct.items():
         if nid not in by_id:
             continue
-        w = max(1, int(by_id[nid].get("visits") or 0))
+        node = by_id[nid]  # its own backups: a revised SQL's visits include its revision's
+        own = int(node.get("visits") or 0) - sum(int(by_id[int(k)].get("visits") or 0) for k in node.get("children") or []
+                                                  if int(k) in by_id)
+        w = max(1, own)
         cur: int | None = nid
         while cur is not None:
             num[cur] += w * int(ok)

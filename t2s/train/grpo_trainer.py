@@ -128,6 +128,19 @@ def selection_reward(stats: GroupStats | None = None) -> RewardFn:
     return reward
 
 
+def _log_records(path: Path) -> list[dict[str, Any]]:
+    """The reward log's records; a line cut short by a kill mid-write is skipped."""
+    out = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and "step" in rec:
+            out.append(rec)
+    return out
+
+
 def _mean(values: Any) -> float | None:
     vals = [float(v) for v in values if v is not None]
     return round(statistics.mean(vals), 4) if vals else None
@@ -218,19 +231,14 @@ def train_grpo(cfg: GRPOSettings, root: DictConfig, out_dir: Path) -> dict[str, 
         resume = _latest_checkpoint(out_dir / "checkpoints") if cfg.resume else None
         resumed_from = int(resume.rsplit("-", 1)[-1]) if resume else None
         if log_path.is_file():  # steps logged after the checkpoint we resume from are run again: drop their lines
-            kept = [x for x in log_path.read_text().splitlines()
-                    if x.strip() and resumed_from is not None and json.loads(x)["step"] <= resumed_from]
-            log_path.write_text("".join(x + "\n" for x in kept))
+            kept = [r for r in _log_records(log_path) if resumed_from is not None and r["step"] <= resumed_from]
+            log_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
         t0 = time.perf_counter()
         trainer.train(resume_from_checkpoint=resume)
         seconds = time.perf_counter() - t0
         trainer.model.save_pretrained(str(out_dir / "adapter"))
         save_config(root, out_dir / "adapter")
-        by_step = {}  # one record per step (the last one logged)
-        for x in log_path.read_text().splitlines() if log_path.is_file() else []:
-            if x.strip():
-                rec = json.loads(x)
-                by_step[rec["step"]] = rec
+        by_step = {r["step"]: r for r in _log_records(log_path)}  # one record per step (the last one logged)
         records = [by_step[k] for k in sorted(by_step)]
         curves = {k: [[r["step"], r[k]] for r in records if r.get(k) is not None]
                   for k in ("reward", "reward_std", "within_group_std", "kl")}

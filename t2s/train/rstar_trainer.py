@@ -18,7 +18,9 @@ Round k (`<out>/round<k>/`):
    A round whose trees hold no such sibling pair skips the PPM (`round.json` says so).
 
 A finished round (its `round.json`) is skipped on re-run, so a killed run resumes at the round it was in (and that
-round's SFT resumes from its own checkpoint). Not here: rStar's pairwise (Bradley-Terry) PPM loss; the PPM is
+round's SFT resumes from its own checkpoint). A round without rows for a model keeps the previous one and says why in
+`round.json`. `<out>/adapter` and `<out>/ppm_adapter` are the last policy and step PPM (`experiments/rstar_adapter.yaml`
+searches with both). Not here: rStar's pairwise (Bradley-Terry) PPM loss; the PPM is
 trained by SFT on its Yes/No answer, which is what `generator.ppm_llm` scores.
 """
 
@@ -37,11 +39,14 @@ from t2s.train.sft_trainer import NoTrainingRows, save_config, train_sft
 
 
 def _hf_llm(root: DictConfig, choices: list[str]) -> dict[str, Any]:
-    """The training model as an hf-backed LLM config (a backend that loads PEFT adapters and scores continuations)."""
+    """The training model as an LLM config whose backend loads PEFT adapters and scores continuations: the configured
+    one if it does (hf, vllm), else the hf backend on the same model (for llama.cpp)."""
+    from hydra.utils import get_class
+
     from t2s.config import compose_config
 
     llm = OmegaConf.to_container(root.llm, resolve=True)
-    if "adapter" in llm:
+    if getattr(get_class(str(llm["_target_"])), "supports_adapters", False):
         return dict(llm)
     hf = compose_config([*choices, "llm=embedded_hf"]).llm
     return {**OmegaConf.to_container(hf, resolve=True), "model": llm["model"]}
@@ -63,17 +68,21 @@ def _generate(cfg: RStarSettings, root: DictConfig, adapter: str | None, run_dir
                f"paths.data_root={root.paths.data_root}", "run.progress=false", "embedder=hashing",
                *cfg.generator_overrides]
     run_cfg = compose_config(choices)
+    use_ppm = bool(ppm_adapter) and str(run_cfg.generator.get("_target_", "")).endswith("MCTSGenerator")
     with open_dict(run_cfg):
         run_cfg.dataset = OmegaConf.create(OmegaConf.to_container(root.dataset, resolve=True))
-        if adapter is None and not ppm_adapter:  # the base model: any backend (llama.cpp is the fast one on a CPU)
+        if adapter is None and not use_ppm:  # the base model: any backend (llama.cpp is the fast one on a CPU)
             run_cfg.llm = OmegaConf.create(OmegaConf.to_container(root.llm, resolve=True))
-        else:  # a backend without PEFT adapters (llama.cpp) is replaced by the hf backend on the same model
+        else:
             run_cfg.llm = OmegaConf.create(_hf_llm(root, choices))
             run_cfg.llm.adapter = adapter
-        if ppm_adapter and str(run_cfg.generator.get("_target_", "")).endswith("MCTSGenerator"):
+        if use_ppm:
             run_cfg.llms.ppm = OmegaConf.create({**_hf_llm(root, choices), "adapter": ppm_adapter})
             run_cfg.generator.ppm_llm = "ppm"
+        # the schema text of the search prompts must be the training rows' (`t2s.train.data.SchemaSource`)
         run_cfg.schema_format = OmegaConf.create(OmegaConf.to_container(root.schema_format, resolve=True))
+        for key in ("sample_values", "sample_rows"):
+            run_cfg.db[key] = root.db[key]
         run_cfg.seed = int(root.seed)
     return run(run_cfg, run_dir=run_dir)
 
@@ -86,7 +95,8 @@ def _sft(policy: Any, tasks: list[str], predictions: Path, monitor: str) -> Any:
 
 
 def train_rstar(cfg: RStarSettings, root: DictConfig, out_dir: Path) -> dict[str, Any]:
-    """All rounds (finished ones skipped); `<out>/adapter` is a copy of the last round's policy adapter."""
+    """All rounds (finished ones skipped); `<out>/adapter` is a copy of the last round's policy adapter and
+    `<out>/ppm_adapter` of the last step PPM."""
     import shutil
 
     out_dir = Path(out_dir)
@@ -105,27 +115,37 @@ def train_rstar(cfg: RStarSettings, root: DictConfig, out_dir: Path) -> dict[str
             search = is_search_run(rdir / "generate")
             policy = _sft(cfg.policy, ["mcts_step" if search else "self_sql"], rdir / "generate",
                           cfg.policy.monitor if cfg.policy.data.val_size > 0 else "val_loss")
-            pol = train_sft(policy, root, rdir / "policy")
             rec = {"round": k, "generator_adapter": adapter, "ppm_in_search": ppm_adapter if cfg.ppm_in_search else None,
-                   "generate_ex": metrics.get("ex"), "oracle": metrics.get("oracle"),
-                   "policy": {key: pol.get(key) for key in ("adapter", "steps", "best", "last_val")},
-                   "self_rows": pol["data"]["n_rows"], "policy_rows": pol["data"]["kinds"]}
+                   "generate_ex": metrics.get("ex"), "oracle": metrics.get("oracle")}
+            try:
+                pol = train_sft(policy, root, rdir / "policy")
+                rec.update(policy={key: pol.get(key) for key in ("adapter", "steps", "best", "last_val")},
+                           self_rows=pol["data"]["n_rows"], policy_rows=pol["data"]["kinds"])
+            except NoTrainingRows as e:  # no correct trajectory this round: the policy stays as it was
+                rec.update(policy={"adapter": adapter, "skipped": str(e)}, self_rows=0, policy_rows={})
             if cfg.ppm:
                 kind = "ppm_step" if search else "select_pair"
                 try:
                     ppm = train_sft(_sft(cfg.policy, [kind], rdir / "generate", "val_loss"), root, rdir / "ppm")
-                    rec["ppm"] = {key: ppm.get(key) for key in ("adapter", "steps", "best")}
-                    rec["ppm"]["rows"] = ppm["data"]["kinds"]
+                    rec["ppm"] = {**{key: ppm.get(key) for key in ("adapter", "steps", "best")}, "kind": kind,
+                                  "rows": ppm["data"]["kinds"]}
                 except NoTrainingRows as e:
-                    rec["ppm"] = {"adapter": None, "skipped": f"no {kind} rows in this round's pools: {e}"}
+                    rec["ppm"] = {"adapter": None, "kind": kind, "skipped": str(e)}
             done.write_text(json.dumps(rec, indent=2, default=str))
         rounds.append(rec)
         adapter = rec["policy"]["adapter"]
-        ppm_adapter = (rec.get("ppm") or {}).get("adapter") or ppm_adapter
+        ppm = rec.get("ppm") or {}
+        if ppm.get("adapter") and ppm.get("kind") == "ppm_step":  # only a step PPM scores search steps
+            ppm_adapter = ppm["adapter"]
     if adapter and Path(adapter).is_dir():
         if (out_dir / "adapter").exists():
             shutil.rmtree(out_dir / "adapter")
         shutil.copytree(adapter, out_dir / "adapter")
-    summary = {"recipe": "rstar", "out_dir": str(out_dir), "adapter": str(out_dir / "adapter"), "rounds": rounds}
+    if ppm_adapter and Path(ppm_adapter).is_dir():
+        if (out_dir / "ppm_adapter").exists():
+            shutil.rmtree(out_dir / "ppm_adapter")
+        shutil.copytree(ppm_adapter, out_dir / "ppm_adapter")
+    summary = {"recipe": "rstar", "out_dir": str(out_dir), "adapter": str(out_dir / "adapter"),
+               "ppm_adapter": str(out_dir / "ppm_adapter") if ppm_adapter else None, "rounds": rounds}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary

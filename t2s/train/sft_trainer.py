@@ -384,7 +384,7 @@ def train_sft(cfg: SFTConfig, root: DictConfig, out_dir: Path) -> dict[str, Any]
         if cfg.monitor == "val_ex" and not want_ex:
             raise ValueError("train.monitor=val_ex needs `sql`, `self_sql` or `mcts_step` rows and val_size > 0 (set "
                              "train.monitor=val_loss)")
-        val_prompts = [data_builder.sql_prompt(ex, schemas.view(ex)) for ex in built.val_examples]
+        val_prompts = [data_builder.val_prompt(ex, schemas.view(ex)) for ex in built.val_examples]
         module = make_module(cfg, model, tokenizer, built.val_examples, val_prompts, executor, want_ex)
         pad = tokenizer.pad_token_id
         train_items = [tokenize_row(tokenizer, r, cfg.max_completion_tokens) for r in built.rows]

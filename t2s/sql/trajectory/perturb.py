@@ -54,7 +54,8 @@ from t2s.sql.trajectory.steps import (
 )
 from t2s.sql.trajectory.text import TrajectoryError, format_trajectory, parse_trajectory, validate
 
-__all__ = ["PERTURB_KINDS", "Perturbation", "fill_masks", "mask_schema", "perturb", "perturbations"]
+__all__ = ["PERTURB_KINDS", "Perturbation", "fill_masks", "mask_answers_reply", "mask_schema", "perturb", "perturbations",
+           "trajectory_reply"]
 
 PERTURB_KINDS = ("add", "delete", "substitute")
 
