@@ -143,6 +143,24 @@ def test_multitask_selection_and_share_rows(session_cache: Path) -> None:
     assert set(answers) <= {"A", "B"} and abs(answers.count("A") - answers.count("B")) <= 1
 
 
+def test_a_resumed_sft_continues_the_data_order_where_the_checkpoint_left_it() -> None:
+    from t2s.train.sft_trainer import ResumableShuffle
+
+    n, batch = 10, 3  # 4 batches per epoch, the last one short
+    uninterrupted = ResumableShuffle(n, 0, batch)
+    seen = []
+    for epoch in range(3):
+        uninterrupted.set_epoch(epoch)
+        seen.append(list(uninterrupted))
+    assert all(sorted(e) == list(range(n)) for e in seen) and seen[0] != seen[1]
+    resumed = ResumableShuffle(n, 0, batch)
+    resumed.resume(5)  # killed after 5 batches: epoch 1, one batch in
+    resumed.set_epoch(1)  # what Lightning calls for the restored epoch
+    assert list(resumed) == seen[1][3:]
+    resumed.set_epoch(2)
+    assert list(resumed) == seen[2]  # later epochs are whole again
+
+
 #: a scripted policy for one demo question ("How many book titles does the library have?", gold count(*) of books):
 #: the count plan leads to the right SQL, the sum plan to SQL that runs but is wrong, the direct SQL returns no rows
 #: and its revision is right

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -208,6 +209,39 @@ class _Rows(torch.utils.data.Dataset):
         return self.items[i]
 
 
+class ResumableShuffle(torch.utils.data.Sampler[int]):
+    """A seeded shuffle of the training rows, a new order per epoch, that can start mid-epoch: a resumed run
+    (`resume(batches_done)`) continues with the rows the uninterrupted run would have seen next instead of replaying
+    the epoch from its start (what a plain shuffled DataLoader does; Lightning warns that it is "not resumable").
+    Lightning calls `set_epoch` at the start of every epoch, the restored one included."""
+
+    def __init__(self, n: int, seed: int, batch_size: int) -> None:
+        self.n, self.seed, self.batch_size = n, seed, batch_size
+        self.epoch = 0
+        self._skip = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def resume(self, batches_done: int) -> None:
+        """Start at the epoch and row that follow `batches_done` batches of an uninterrupted run."""
+        per_epoch = max(1, -(-self.n // self.batch_size))
+        self.epoch, within = divmod(batches_done, per_epoch)
+        self._skip = within * self.batch_size
+
+    def order(self, epoch: int) -> list[int]:
+        """Epoch `epoch`'s row order: a permutation seeded by (seed, epoch) alone."""
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(self.n, generator=g).tolist()
+
+    def __iter__(self) -> Any:
+        skip, self._skip = self._skip, 0
+        return iter(self.order(self.epoch)[skip:])
+
+    def __len__(self) -> int:
+        return self.n
+
+
 def make_module(cfg: SFTConfig, model: Any, tokenizer: Any, val_examples: list[Any], val_prompts: list[Any],
                 executor: Any, want_ex: bool) -> Any:
     """The LightningModule: causal-LM loss on completion tokens; validation loss + EX; adapter-only checkpoints."""
@@ -389,9 +423,9 @@ def train_sft(cfg: SFTConfig, root: DictConfig, out_dir: Path) -> dict[str, Any]
         pad = tokenizer.pad_token_id
         train_items = [tokenize_row(tokenizer, r, cfg.max_completion_tokens) for r in built.rows]
         val_items = [tokenize_row(tokenizer, r, cfg.max_completion_tokens) for r in val_rows] or train_items[:1]
-        gen = torch.Generator().manual_seed(cfg.seed)
-        train_dl = torch.utils.data.DataLoader(_Rows(train_items), batch_size=cfg.batch_size, shuffle=True,
-                                               generator=gen, collate_fn=lambda b: collate(b, pad))
+        sampler = ResumableShuffle(len(train_items), cfg.seed, cfg.batch_size)
+        train_dl = torch.utils.data.DataLoader(_Rows(train_items), batch_size=cfg.batch_size, sampler=sampler,
+                                               collate_fn=lambda b: collate(b, pad))
         val_dl = torch.utils.data.DataLoader(_Rows(val_items), batch_size=cfg.batch_size,
                                              collate_fn=lambda b: collate(b, pad))
         mode = "max" if cfg.monitor == "val_ex" else "min"
@@ -407,6 +441,9 @@ def train_sft(cfg: SFTConfig, root: DictConfig, out_dir: Path) -> dict[str, Any]
         if cfg.resume and last.is_file():
             resumed_from = int(torch.load(last, map_location="cpu", weights_only=False)["global_step"])
             log.info("resuming from %s (step %d)", last, resumed_from)
+            sampler.resume(resumed_from * cfg.grad_accum)  # continue the data order where the checkpoint left it
+            # Lightning warns that a plain DataLoader restarts the epoch; ResumableShuffle does not
+            warnings.filterwarnings("ignore", message=".*dataloader is not resumable.*")
         t1 = time.perf_counter()
         trainer.fit(module, train_dl, val_dl, ckpt_path=str(last) if resumed_from is not None else None)
         train_seconds = time.perf_counter() - t1
