@@ -172,10 +172,21 @@ def compose_config(overrides: list[str] | None = None) -> DictConfig:
     names are read (`t2s.run.checks.option_choices`).
     """
     from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
 
     register_configs()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=list(overrides or []), return_hydra_config=True)
+    # inside a running Hydra app (`t2s train` composing its generation runs) the app's Hydra is set aside and put back
+    gh = GlobalHydra.instance()
+    outer = gh.hydra if gh.is_initialized() else None
+    if outer is not None:
+        gh.clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=list(overrides or []), return_hydra_config=True)
+    finally:
+        if outer is not None:
+            gh.clear()
+            gh.initialize(outer)
     choices = {str(k): v for k, v in OmegaConf.to_container(cfg.hydra.runtime.choices).items()}  # type: ignore[union-attr]
     with open_dict(cfg):
         del cfg["hydra"]

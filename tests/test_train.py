@@ -453,7 +453,13 @@ def test_rstar_with_mcts_trains_on_search_steps_and_searches_with_the_ppm(sessio
                  "train.policy.data.max_prompt_tokens=400", "train.policy.data.val_size=1",
                  "train.policy.data.include_gold=true"]
     cfg = tcfg(session_cache, overrides)
-    summary = train(cfg, out)
+    # through the CLI: the recipe composes its generation runs inside the running `t2s train` Hydra app
+    env = {**os.environ, "T2S_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "t2s.cli", "train", f"paths.cache_dir={session_cache}", *overrides,
+                           f"hydra.run.dir={out}"], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True,
+                          timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
     (rnd,) = summary["rounds"]
     # the random model never writes correct SQL: policy rows fall back to the gold SQL as the search's root `sql`
     # step (so they are `mcts_step` rows in the search prompt), and no sibling pair exists for the PPM
