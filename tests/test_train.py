@@ -298,6 +298,18 @@ def test_sft_lora_trains_validates_and_plugs_back_in(session_cache: Path, tmp_pa
 
 @pytest.mark.slow
 @requires_spider
+def test_gradient_checkpointing_gives_the_same_losses(session_cache: Path, tmp_path: Path) -> None:
+    base = [*TINY_SFT, "train.max_steps=2", "train.val_every=2"]
+    plain = train(tcfg(session_cache, base), tmp_path / "plain")
+    ckpt = train(tcfg(session_cache, [*base, "train.gradient_checkpointing=true"]), tmp_path / "ckpt")
+    assert plain["steps"] == ckpt["steps"] == 2 and ckpt["gradient_checkpointing"] and not plain["gradient_checkpointing"]
+    a = json.loads((tmp_path / "plain" / "curves.json").read_text())["train_loss"]
+    b = json.loads((tmp_path / "ckpt" / "curves.json").read_text())["train_loss"]
+    assert [round(x[1], 4) for x in a] == [round(x[1], 4) for x in b]
+
+
+@pytest.mark.slow
+@requires_spider
 def test_dora_and_wandb_offline(session_cache: Path, tmp_path: Path) -> None:
     out = tmp_path / "dora"
     train(tcfg(session_cache, [*TINY_SFT, "train/peft=dora", "train/logger=wandb", "train.max_steps=2"]), out)

@@ -56,6 +56,8 @@ class SFTConfig:
     validations without improvement; 0 = off). `checkpoint_every` steps a resumable `last.ckpt` (trainable weights,
     optimizer, scheduler, loop state) is written; a rerun of the same command resumes from it. `precision`,
     `strategy`, `accelerator`, `devices` go to Lightning's Trainer (`bf16-mixed`, `ddp`, `fsdp`, `gpu`).
+    `gradient_checkpointing` recomputes activations in the backward pass instead of keeping them (same losses, less
+    memory, more compute).
     """
 
     peft: PeftSettings
@@ -75,6 +77,7 @@ class SFTConfig:
     patience: int = 3
     checkpoint_every: int = 10
     precision: str = "32-true"
+    gradient_checkpointing: bool = False
     strategy: str = "auto"
     accelerator: str = "cpu"
     devices: int = 1

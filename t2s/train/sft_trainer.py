@@ -403,6 +403,9 @@ def train_sft(cfg: SFTConfig, root: DictConfig, out_dir: Path) -> dict[str, Any]
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     data_builder: TrainData = cfg.data
     tokenizer, model = load_base(root, cfg.peft, cfg.precision)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
     examples = load_examples(root)
     schemas = schema_source(root)
     executor = make_executor(root)
@@ -464,6 +467,7 @@ def train_sft(cfg: SFTConfig, root: DictConfig, out_dir: Path) -> dict[str, Any]
             "data_seconds": round(data_seconds, 2), "train_seconds": round(train_seconds, 2),
             "peak_rss_mb": round(peak_rss_mb(), 1),
             "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "gradient_checkpointing": bool(getattr(model, "is_gradient_checkpointing", False)),
         }
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
         return summary
