@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import statistics
 import time
 import warnings
 from pathlib import Path
@@ -254,6 +255,7 @@ def make_module(cfg: SFTConfig, model: Any, tokenizer: Any, val_examples: list[A
             self.strict_loading = False  # checkpoints hold the adapter's weights only
             self._val_losses: list[float] = []
             self.last_val: dict[str, float] = {}
+            self.micro_losses: list[float] = []  # the unscaled losses of the current optimizer step's micro-batches
 
         def on_train_start(self) -> None:
             self.model.train()  # from_pretrained leaves the model in eval mode (no adapter dropout)
@@ -261,6 +263,7 @@ def make_module(cfg: SFTConfig, model: Any, tokenizer: Any, val_examples: list[A
         def training_step(self, batch: dict[str, torch.Tensor], _: int) -> torch.Tensor:
             loss = self.model(**batch).loss
             self.log("train_loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+            self.micro_losses.append(float(loss.detach()))
             return loss
 
         def validation_step(self, batch: dict[str, torch.Tensor], _: int) -> None:
@@ -336,9 +339,12 @@ def make_callbacks(cfg: SFTConfig, out_dir: Path, monitor_mode: str) -> list[Any
             self.curves = {k: [p for p in v if p[0] <= step] for k, v in self.curves.items()}
 
         def on_train_batch_end(self, trainer: Any, module: Any, outputs: Any, batch: Any, idx: int) -> None:
-            loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-            if loss is not None and (idx + 1) % cfg.grad_accum == 0:
-                self.curves["train_loss"].append([trainer.global_step, float(loss)])
+            # one point per optimizer step: the mean loss of its micro-batches (Lightning's `outputs` holds only the
+            # last one, divided by grad_accum); curves.json is rewritten every step so a kill loses no point
+            if (idx + 1) % cfg.grad_accum == 0 and module.micro_losses:
+                self.curves["train_loss"].append([trainer.global_step, statistics.mean(module.micro_losses)])
+                module.micro_losses.clear()
+                (out_dir / CURVES).write_text(json.dumps(self.curves))
 
         def on_validation_end(self, trainer: Any, module: Any) -> None:
             if trainer.sanity_checking:
