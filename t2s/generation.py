@@ -131,31 +131,25 @@ class SearchPrompts:
         self.dialect = dialect
         self.use_evidence = use_evidence
 
-    def _fields(self, template: PromptTemplate, schema: str, question: str, evidence: str,
-                path: Sequence[StepLike]) -> dict[str, str]:
+    def _render(self, template: PromptTemplate, schema: str, question: str, evidence: str, path: Sequence[StepLike],
+                **fields: str) -> list[dict[str, str]]:
         steps = [{"label": self.step.block(f"{n.action}_label", [{}]), "text": " ".join(n.text.split())}
                  for n in path if n.action in self.actions]
-        ev = [{"evidence": evidence}] if self.use_evidence and evidence else []
-        fields = {"dialect": self.dialect, "schema": schema, "question": question,
-                  "evidence_block": template.block("evidence", ev), "steps_block": template.block("steps", steps)}
-        want = template.fields()
-        return {k: v for k, v in fields.items() if k in want}
+        return template_messages(template, schema=schema, question=question, evidence=evidence,
+                                 use_evidence=self.use_evidence, dialect=self.dialect,
+                                 steps_block=template.block("steps", steps), **fields)
 
     def messages(self, action: str, *, schema: str, question: str, evidence: str,
                  path: Sequence[StepLike]) -> list[dict[str, str]]:
         """The chat messages that ask for `action` ("sql", "revise" or a reasoning action) after `path`."""
         if action == "sql":
-            return self.sql.render(**self._fields(self.sql, schema, question, evidence, path))
+            return self._render(self.sql, schema, question, evidence, path)
         if action == "revise":
             last = path[-1]
-            f = self._fields(self.revise, schema, question, evidence, path)
-            extra = {"sql": last.sql or "", "result": last.result or last.status or ""}
-            return self.revise.render(**f, **{k: v for k, v in extra.items() if k in self.revise.fields()})
-        f = self._fields(self.step, schema, question, evidence, path)
-        if "instruction" in self.step.fields():
-            f["instruction"] = self.step.block(action, [{}])
-        return self.step.render(**f)
+            return self._render(self.revise, schema, question, evidence, path, sql=last.sql or "",
+                                result=last.result or last.status or "")
+        return self._render(self.step, schema, question, evidence, path, instruction=self.step.block(action, [{}]))
 
     def ppm_messages(self, *, schema: str, question: str, evidence: str, path: Sequence[StepLike]) -> list[dict[str, str]]:
         """The PPM's question: is the last reasoning step on `path` right?"""
-        return self.ppm.render(**self._fields(self.ppm, schema, question, evidence, path))
+        return self._render(self.ppm, schema, question, evidence, path)

@@ -391,7 +391,7 @@ class TrainData:
                                  feedback=feedback, evidence_block=evidence_block(t)),
                         sql_completion(gold), prompt=t.id, wrong_origin=origin)]
         if kind == "select_pair":
-            return self._select_rows(ex, view, pool, executor, row, evidence_block)
+            return self._select_rows(ex, view, pool, executor, row)
         if kind in SEARCH_TASKS:
             return self._search_rows(kind, ex, view, pool, row)
         return self._share_rows(kind, ex, view, schemas, rng, row)
@@ -405,11 +405,11 @@ class TrainData:
                                  f"generator=mcts`: set train.data.predictions=<that run's directory>")
             run_dir = Path(self.predictions)
             run_dir = run_dir if run_dir.is_dir() else run_dir.parent
-            cfg_file = run_dir / "config.yaml"
-            gen = (OmegaConf.load(cfg_file).get("generator") or {}) if cfg_file.is_file() else {}
-            if not str(gen.get("_target_", "")).endswith("MCTSGenerator"):
-                raise ValueError(f"train.data.predictions={self.predictions}: {cfg_file} is not the config of a "
-                                 f"`t2s run generator=mcts` run, so it has no search trees for {list(SEARCH_TASKS)}")
+            gen = search_generator(run_dir)
+            if gen is None:
+                raise ValueError(f"train.data.predictions={self.predictions}: {run_dir / 'config.yaml'} is not the "
+                                 f"config of a `t2s run generator=mcts` run, so it has no search trees for "
+                                 f"{list(SEARCH_TASKS)}")
             defaults = {"step_prompt": "mcts_step_v1", "sql_prompt": "mcts_sql_v1", "revise_prompt": "mcts_revise_v1",
                         "ppm_prompt": "mcts_ppm_v1", "dialect": "SQLite", "use_evidence": True}
             prompts = SearchPrompts(actions=list(gen.get("actions") or ["values", "plan"]),
@@ -475,9 +475,9 @@ class TrainData:
                     continue  # shared prefix already kept; a failed SQL that a revise step repaired is context
                 target = sql_completion(n["sql"]) if n.get("sql") is not None else str(n.get("text") or "").strip()
                 msgs = prompts.messages(str(n["action"]), **fields, path=steps(p[:i]))
-                kept[nid] = row(msgs, target, prompt=(prompts.sql if n["action"] == "sql" else prompts.revise if
-                                                      n["action"] == "revise" else prompts.step).id,
-                                action=n["action"], node=nid, q=round(q.get(nid, 0.0), 4), source="search")
+                template = {"sql": prompts.sql, "revise": prompts.revise}.get(str(n["action"]), prompts.step)
+                kept[nid] = row(msgs, target, prompt=template.id, action=n["action"], node=nid,
+                                q=round(q.get(nid, 0.0), 4), source="search")
         if not kept and fallback:
             return self._gold_step(ex, view, prompts, row)
         return list(kept.values())
@@ -489,8 +489,7 @@ class TrainData:
                     action="sql", source="gold")]
 
     def _select_rows(self, ex: Example, view: SchemaView, pool: list[dict[str, Any]], executor: Any,
-                     row: Callable[..., TrainRow],
-                     evidence_block: Callable[[PromptTemplate], str]) -> list[TrainRow]:
+                     row: Callable[..., TrainRow]) -> list[TrainRow]:
         gold = (ex.gold_sql or "").strip()
         right = [c["sql"] for c in pool if c.get("correct") and c["sql"].strip()] or [gold]
         wrong_pool = [c for c in _wrong_candidates(ex, pool, executor) if c[2] == "pool"]
@@ -576,6 +575,18 @@ def _read_pools(predictions: str) -> dict[str, list[dict[str, Any]]]:
                                    **_search_ref(c)}
                                   for c, v in zip(cands, verdicts)]
     return pools
+
+
+def is_mcts(generator: Any) -> bool:
+    """Whether a generator config is the MCTS generator's (the one that saves search trees)."""
+    return str((generator or {}).get("_target_", "")).endswith("MCTSGenerator")
+
+
+def search_generator(run_dir: Path) -> Any:
+    """The generator config of a run directory made by the MCTS generator, or None for any other run."""
+    cfg_file = Path(run_dir) / "config.yaml"
+    gen = OmegaConf.load(cfg_file).get("generator") if cfg_file.is_file() else None
+    return gen if is_mcts(gen) else None
 
 
 def _root_sql(prompts: SearchPrompts, ex: Example, view: SchemaView) -> list[dict[str, str]]:

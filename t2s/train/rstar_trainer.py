@@ -33,7 +33,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from t2s.train.data import TrainData
+from t2s.train.data import TrainData, is_mcts, search_generator
 from t2s.train.rstar_config import RStarSettings
 from t2s.train.sft_trainer import NoTrainingRows, save_config, train_sft
 
@@ -52,12 +52,6 @@ def _hf_llm(root: DictConfig, choices: list[str]) -> dict[str, Any]:
     return {**OmegaConf.to_container(hf, resolve=True), "model": llm["model"]}
 
 
-def is_search_run(run_dir: Path) -> bool:
-    """Whether a run directory was made by the MCTS generator (and so holds search trees)."""
-    cfg = run_dir / "config.yaml"
-    return cfg.is_file() and str(OmegaConf.load(cfg).get("generator", {}).get("_target_", "")).endswith("MCTSGenerator")
-
-
 def _generate(cfg: RStarSettings, root: DictConfig, adapter: str | None, run_dir: Path,
               ppm_adapter: str | None = None) -> dict[str, Any]:
     """One `t2s run` of the configured generator over the training dataset with the current policy (and PPM)."""
@@ -68,7 +62,7 @@ def _generate(cfg: RStarSettings, root: DictConfig, adapter: str | None, run_dir
                f"paths.data_root={root.paths.data_root}", "run.progress=false", "embedder=hashing",
                *cfg.generator_overrides]
     run_cfg = compose_config(choices)
-    use_ppm = bool(ppm_adapter) and str(run_cfg.generator.get("_target_", "")).endswith("MCTSGenerator")
+    use_ppm = bool(ppm_adapter) and is_mcts(run_cfg.generator)
     with open_dict(run_cfg):
         run_cfg.dataset = OmegaConf.create(OmegaConf.to_container(root.dataset, resolve=True))
         if adapter is None and not use_ppm:  # the base model: any backend (llama.cpp is the fast one on a CPU)
@@ -112,7 +106,7 @@ def train_rstar(cfg: RStarSettings, root: DictConfig, out_dir: Path) -> dict[str
         else:
             metrics = _generate(cfg, root, adapter if cfg.from_previous or k == 0 else root.llm.get("adapter"),
                                 rdir / "generate", ppm_adapter if cfg.ppm_in_search else None)
-            search = is_search_run(rdir / "generate")
+            search = search_generator(rdir / "generate") is not None
             policy = _sft(cfg.policy, ["mcts_step" if search else "self_sql"], rdir / "generate",
                           cfg.policy.monitor if cfg.policy.data.val_size > 0 else "val_loss")
             rec = {"round": k, "generator_adapter": adapter, "ppm_in_search": ppm_adapter if cfg.ppm_in_search else None,

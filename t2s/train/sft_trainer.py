@@ -451,10 +451,10 @@ def train_sft(cfg: SFTConfig, root: DictConfig, out_dir: Path) -> dict[str, Any]
             resumed_from = int(torch.load(last, map_location="cpu", weights_only=False)["global_step"])
             log.info("resuming from %s (step %d)", last, resumed_from)
             sampler.resume(resumed_from * cfg.grad_accum)  # continue the data order where the checkpoint left it
-            # Lightning warns that a plain DataLoader restarts the epoch; ResumableShuffle does not
-            warnings.filterwarnings("ignore", message=".*dataloader is not resumable.*")
         t1 = time.perf_counter()
-        trainer.fit(module, train_dl, val_dl, ckpt_path=str(last) if resumed_from is not None else None)
+        with warnings.catch_warnings():  # Lightning warns that a plain DataLoader restarts the epoch; ours does not
+            warnings.filterwarnings("ignore", message=".*dataloader is not resumable.*")
+            trainer.fit(module, train_dl, val_dl, ckpt_path=str(last) if resumed_from is not None else None)
         train_seconds = time.perf_counter() - t1
         if not (out_dir / "adapter").is_dir():  # no validation happened: keep the final adapter
             module.model.save_pretrained(str(out_dir / "adapter"))

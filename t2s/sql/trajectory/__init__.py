@@ -108,12 +108,10 @@ from t2s.sql.trajectory.text import MASK_TOKEN, TrajectoryError, format_trajecto
 from t2s.sql.trajectory.translate import TranslationError, Unsupported, sql_to_trajectory
 
 __all__ = [
-    "mask_answers_reply",
-    "trajectory_reply",
     "COND_OPS", "MASK_TOKEN", "PERTURB_KINDS", "SET_OPS", "Action", "Agg", "Alias", "BinOp", "BoolOp", "Col", "Cond",
     "Condition", "Distinct", "Expr", "FromPlan", "Func", "GroupBy", "Having", "Join", "Limit", "Mask", "Neg",
     "NotCond", "Null", "Num", "OrderBy", "Perturbation", "RenderError", "Select", "SetOp", "Star", "Statement", "Str",
     "Trajectory", "TrajectoryError", "TranslationError", "Unsupported", "Var", "Where", "fill_masks",
-    "format_trajectory", "mask_schema", "parse_trajectory", "perturb", "perturbations", "plan_from", "render_sql",
-    "sql_to_trajectory", "validate",
+    "format_trajectory", "mask_answers_reply", "mask_schema", "parse_trajectory", "perturb", "perturbations",
+    "plan_from", "render_sql", "sql_to_trajectory", "trajectory_reply", "validate",
 ]
