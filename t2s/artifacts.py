@@ -3,9 +3,11 @@
 A plugin declares an artifact as a subclass of `Artifact` (name, version, the parameters that change it, `build`,
 `load`) and asks the environment for it: `env.artifact(MyIndex(k=5), task.example)`. The `ArtifactStore` builds it
 once per (name, version, parameters, source content hash) under `<cache_dir>/artifacts/`, under a file lock, into a
-temporary folder renamed into place, so two sweep jobs never build it twice nor read it half-written. Its build time
-and size are kept in the artifact's `meta.json` and reported as offline cost in `metrics.json`, apart from the
-per-question cost. `t2s prepare` builds every artifact a configured pipeline needs ahead of time.
+temporary folder renamed into place, so two sweep jobs never build it twice nor read it half-written. Its build time,
+size and the sha256 of each of its files are kept in the artifact's `meta.json`; the checksums are verified on load,
+and a damaged artifact is moved aside (`<folder>.corrupt-<time>`) and rebuilt (docs/decisions.md, "Damaged caches and
+artifacts"). Build time and size are reported as offline cost in `metrics.json`, apart from the per-question cost.
+`t2s prepare` builds every artifact a configured pipeline needs ahead of time.
 
 The database profile, the value index, the field vector index and the example store are artifacts.
 """
@@ -23,7 +25,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from filelock import FileLock
+
 from t2s.files import atomic_write, build_once, content_hash, tree_size
+from t2s.integrity import DamagedFileError, move_aside
 
 if TYPE_CHECKING:
     from t2s.env import Env
@@ -135,7 +140,13 @@ class ArtifactStore:
         return self.root / artifact.name / artifact.key() / f"{source.kind}-{source.content_hash[:32]}"
 
     def get(self, artifact: Artifact, source: Source, env: Env) -> Any:
-        """The loaded artifact for `source`, built first if no process has built it yet."""
+        """The loaded artifact for `source`, built first if no process has built it yet.
+
+        Before loading, every file is checked against the sha256 recorded in `meta.json` when it was built. A
+        damaged artifact (garbage or truncated files, an unreadable `meta.json`, a missing file, or, for one built
+        before checksums existed, a load that fails) is logged with its path, moved aside to
+        `<folder>.corrupt-<time>` and rebuilt. An artifact built before checksums existed that loads gets them now.
+        """
         target = self.path(artifact, source)
         memo = (artifact.name, artifact.key(), source.content_hash)
         with self._lock:
@@ -152,21 +163,106 @@ class ArtifactStore:
                     "libraries": artifact.libraries(), "source": {"kind": source.kind, "id": source.id,
                                                                    "path": source.path, "content_hash": source.content_hash},
                     "build_seconds": seconds, "bytes": tree_size(tmp), "built_at": time.time(),
+                    "files": file_checksums(tmp),
                 }, indent=2, default=str))
                 log.info("built artifact %s for %s %s in %.1f s", artifact.name, source.kind, source.id, seconds)
 
             built = build_once(target, build)
-            meta = json.loads((target / META).read_text())
-            value = artifact.load(source, target)
+            loaded = self._load_checked(artifact, source, target)
+            if isinstance(loaded, str):
+                self._set_aside(artifact, source, target, loaded)
+                built = build_once(target, build) or built
+                loaded = self._load_checked(artifact, source, target, retry=False)
+            value, meta = loaded
             self._loaded[memo] = value
             self._records[memo] = BuildRecord(name=artifact.name, source=source.id, path=str(target),
                                               build_seconds=float(meta.get("build_seconds", 0.0)),
                                               bytes=int(meta.get("bytes", 0)), built_now=built)
             return value
 
+    def _load_checked(self, artifact: Artifact, source: Source, target: Path, *,
+                      retry: bool = True) -> tuple[Any, dict[str, Any]] | str:
+        """(loaded value, metadata) of a sound artifact; what is wrong with a damaged one (with `retry`; without it,
+        a damaged artifact raises `DamagedFileError`: it was just rebuilt)."""
+        problem, meta = artifact_problem(target)
+        if problem is None:
+            assert meta is not None
+            try:
+                value = artifact.load(source, target)
+            except Exception as e:  # noqa: BLE001 - any failure of a loader reading unchecked files means damage
+                if "files" in meta:
+                    raise RuntimeError(
+                        f"artifact {artifact.name} at {target} matches its checksums but does not load "
+                        f"({type(e).__name__}: {e}): a bug in {type(artifact).__name__}.load/build or a library "
+                        f"change; move the folder aside to rebuild it") from e
+                problem = f"it does not load: {type(e).__name__}: {e}"
+            else:
+                if "files" not in meta:  # built before checksums existed: it loads, so record them now
+                    meta["files"] = file_checksums(target)
+                    try:
+                        atomic_write(target / META, json.dumps(meta, indent=2, default=str))
+                    except OSError as e:  # a read-only cache still works, unchecked
+                        log.debug("cannot add checksums to %s: %s", target / META, e)
+                return value, meta
+        if retry:
+            return problem
+        raise DamagedFileError(target, problem, f"It was rebuilt just now: check the disk under {self.root} and "
+                                                f"{type(artifact).__name__}.build")
+
+    def _set_aside(self, artifact: Artifact, source: Source, target: Path, problem: str) -> None:
+        """Move a damaged artifact folder aside (under its build lock; skipped when another process already did)."""
+        try:
+            seen = target.stat().st_ino
+        except FileNotFoundError:
+            return
+        with FileLock(str(target) + ".lock"):
+            try:
+                if target.stat().st_ino != seen:
+                    return  # another process moved it and built a new one meanwhile
+            except FileNotFoundError:
+                return
+            aside = move_aside(target)
+        log.warning("artifact %s for %s %s at %s is damaged (%s): moved to %s, rebuilding", artifact.name,
+                    source.kind, source.id, target, problem, aside.name)
+
     def records(self) -> list[BuildRecord]:
         """Every artifact used so far by this store, in first-use order."""
         return list(self._records.values())
+
+
+def file_checksums(folder: Path) -> dict[str, str]:
+    """sha256 of every file under an artifact folder but its `meta.json`, by path relative to the folder."""
+    return {f.relative_to(folder).as_posix(): _sha256(f) for f in sorted(folder.rglob("*"))
+            if f.is_file() and f.relative_to(folder).as_posix() != META}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def artifact_problem(folder: Path) -> tuple[str | None, dict[str, Any] | None]:
+    """(what is wrong with a built artifact folder, its metadata): None and the metadata when `meta.json` reads and
+    every file it lists matches its checksum (an artifact built before checksums existed lists none)."""
+    try:
+        meta = json.loads((folder / META).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return f"{META} is missing", None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        return f"{META} does not read as JSON: {e}", None
+    files = meta.get("files", {}) if isinstance(meta, dict) else None
+    if not isinstance(files, dict):
+        return f"{META} holds no valid file list", None
+    for rel, digest in files.items():
+        f = folder / rel
+        if not f.is_file():
+            return f"{rel} is missing", meta
+        if _sha256(f) != digest:
+            return f"{rel} does not match its checksum", meta
+    return None, meta
 
 
 def offline_cost(records: list[BuildRecord]) -> dict[str, Any]:

@@ -23,7 +23,8 @@ CONF_DIR = PROJECT_ROOT / "conf"
 
 @dataclass
 class RunConf:
-    """How the pipeline runs: questions per batch (what an LLM backend may batch), resume behaviour, progress bars."""
+    """How the pipeline runs: questions per batch (what an LLM backend may batch), resume behaviour, progress bars,
+    whether a run with pipeline errors counts as finished."""
 
     batch_size: int = 8
     #: re-running in a directory that has results resumes from them; False starts over (moving old files aside)
@@ -31,6 +32,10 @@ class RunConf:
     progress: bool = True
     #: answer repeated LLM requests from the persistent response cache (paths.cache_dir/llm_cache.sqlite)
     llm_cache: bool = True
+    #: a run in which some question has no answer because a stage raised on it (a damaged cache or artifact, a
+    #: backend error) exits 0 and is recorded as finished; false: it exits 1 and is recorded as failed. Either way the
+    #: errors are counted (run.json, metrics.json, the summary line) and the next invocation retries those questions
+    allow_errors: bool = False
 
 
 @dataclass

@@ -100,6 +100,6 @@ def test_status_decides_first() -> None:
 
 
 def test_categories_are_declared_in_precedence_order() -> None:
-    assert ERROR_CATEGORIES[:6] == ("rejected", "not_authorized", "timeout", "resource_limit", "syntax_error",
-                                    "unknown_table_or_column")
-    assert ERROR_CATEGORIES[-1] == "other" and len(set(ERROR_CATEGORIES)) == 14
+    assert ERROR_CATEGORIES[:7] == ("rejected", "not_a_database", "not_authorized", "timeout", "resource_limit",
+                                    "syntax_error", "unknown_table_or_column")
+    assert ERROR_CATEGORIES[-1] == "other" and len(set(ERROR_CATEGORIES)) == 15

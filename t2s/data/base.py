@@ -5,14 +5,15 @@ Its constructor only checks arguments; `load()` reads files. Selection happens i
 for every loader (docs/data_formats.md, "Selection"):
 
 1. read every question in file order, each with its `qid` and database path;
-2. questions whose database file is missing are skipped (listed in `LoadedDataset.skipped`) or, with
+2. questions whose database file is missing, empty or not SQLite are skipped (listed in `LoadedDataset.skipped`) or, with
    `on_missing_db="error"`, the load fails naming the missing files;
 3. `sample`: a seeded random subset of that many of the remaining questions, kept in file order;
 4. `limit`: the first that many of what is left.
 
-Checks on what is left after step 2 (docs/decisions.md, "Bad inputs"): a database file of 0 bytes is
-treated like a missing one (SQLite would open it as an empty database, and a model would be shown an
-empty schema); in a labelled dataset (some questions have gold SQL) a question without gold SQL fails the
+Checks on what is left after step 2 (docs/decisions.md, "Bad inputs"): a database file of 0 bytes, and a
+file that is not a SQLite database (no SQLite header: a text file, `/etc/passwd`), are treated like a
+missing one, each under its own reason (SQLite would open an empty file as an empty database, and a model
+would be shown an empty schema); in a labelled dataset (some questions have gold SQL) a question without gold SQL fails the
 load for benchmark loaders (Spider, BIRD: their files are labelled throughout) and is a warning naming
 the questions for JSONL files (where gold SQL is optional per question), since it runs but is not scored.
 
@@ -38,13 +39,29 @@ log = logging.getLogger(__name__)
 
 ON_MISSING_DB = ("skip", "error")
 
+#: why a question whose database cannot be used is left out, by the name `metrics.json` counts it under
+#: (`LoadedDataset.skipped[i]["reason"]` holds the text)
+SKIP_REASONS = {
+    "missing_database": "missing database",
+    "not_a_database": "not a SQLite database",
+    "empty_database": "empty database file (0 bytes)",
+}
+#: the first 16 bytes of every SQLite 3 database file
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def skip_kind(reason: str) -> str:
+    """The `SKIP_REASONS` name of a skip record's `reason` text (an unknown text is its own kind)."""
+    return next((k for k, v in SKIP_REASONS.items() if v == reason), reason)
+
 
 @dataclass
 class LoadedDataset:
     """The questions a run uses, and the ones it could not use.
 
-    `skipped` holds one dict per left-out question: `qid`, `db_id`, `reason` (e.g. "missing database")
-    and `path` (the database file looked for). `tables_path` is the benchmark's schema file
+    `skipped` holds one dict per left-out question: `qid`, `db_id`, `reason` (one of `SKIP_REASONS`' texts:
+    "missing database", "not a SQLite database", "empty database file (0 bytes)") and `path` (the database
+    file looked for). `tables_path` is the benchmark's schema file
     (Spider `tables.json`, BIRD `dev_tables.json`) when there is one; evaluators that need it (Spider's
     exact-set match uses its foreign keys) read it from here, nothing else does.
     """
@@ -178,7 +195,8 @@ class Dataset(abc.ABC):
                          for path, exs in missing.items())
         if self.on_missing_db == "error":
             raise MissingDatabaseError(
-                f"dataset {self.name!r}: {n} of {len(examples)} questions need database files that do not exist or are empty: "
+                f"dataset {self.name!r}: {n} of {len(examples)} questions need database files that do not exist, are empty "
+                f"or are not SQLite databases: "
                 f"{listing}. Put the databases there (see docs/data_formats.md for the layout), or set "
                 f"`dataset.on_missing_db=skip` to run without those questions."
             )
@@ -186,25 +204,34 @@ class Dataset(abc.ABC):
         where = next(iter(missing)) if len(missing) == 1 else f"files under {os.path.commonpath(list(missing))}"
         hint = " No question is left: check the database folder, or get the databases." if n == len(examples) else ""
         log.warning(
-            "dataset %s: skipped %d of %d questions whose database file is missing or empty: %s (looked for %s).%s",
+            "dataset %s: skipped %d of %d questions whose database file is missing, empty or not SQLite: %s (looked "
+            "for %s).%s",
             self.name, n, len(examples), names, where, hint,
         )
         return kept, skipped
 
 
 def _database_problem(path: str) -> str | None:
-    """None when `path` is a usable database file; else "missing database" or "empty database file (0 bytes)"."""
+    """None when `path` is a usable database file; else why not, one of `SKIP_REASONS`' values: missing, empty
+    (0 bytes), or not a SQLite database (its first 16 bytes are not SQLite's header, e.g. a text file)."""
     try:
         st = os.stat(path)
     except OSError:
-        return "missing database"
+        return SKIP_REASONS["missing_database"]
     if not os.path.isfile(path):
-        return "missing database"
-    return "empty database file (0 bytes)" if st.st_size == 0 else None
+        return SKIP_REASONS["missing_database"]
+    if st.st_size == 0:
+        return SKIP_REASONS["empty_database"]
+    try:
+        with open(path, "rb") as f:
+            header = f.read(len(SQLITE_HEADER))
+    except OSError:
+        return SKIP_REASONS["missing_database"]
+    return None if header == SQLITE_HEADER else SKIP_REASONS["not_a_database"]
 
 
 def _unless_missing(reason: str | None) -> str:
-    return "" if reason in (None, "missing database") else f": {reason}"
+    return "" if reason in (None, SKIP_REASONS["missing_database"]) else f": {reason}"
 
 
 def _first(items: Iterable[str], n: int = 20) -> str:

@@ -28,6 +28,7 @@ __all__ = ["ERROR_CATEGORIES", "categorize_error"]
 #: every category `categorize_error` returns, in order of precedence
 ERROR_CATEGORIES: tuple[str, ...] = (
     "rejected",
+    "not_a_database",
     "not_authorized",
     "timeout",
     "resource_limit",
@@ -46,6 +47,10 @@ ERROR_CATEGORIES: tuple[str, ...] = (
 _SYNTAX = re.compile(r"syntax error|incomplete input|unrecognized token|unterminated", re.I)
 _UNKNOWN = re.compile(r"no such (table|column)", re.I)
 _NOT_AUTHORIZED = re.compile(r"^not authorized", re.I)
+#: SQLite's and the executor's messages for a database file that cannot be read as one (`t2s.db.execute`)
+_NOT_A_DATABASE = re.compile(r"file is not a database|database disk image is malformed|database file is empty|"
+                             r"database file not found|database path is not a file|cannot open database|"
+                             r"unable to open database file", re.I)
 
 
 def _all_tables(s: SpiderSQL) -> set[str]:
@@ -134,6 +139,9 @@ def categorize_error(pred_sql: str, gold_sql: str, schema: DatabaseSchema | None
     `ExecResult.status`), `pred_error` SQLite's message when it failed.
 
     - rejected: `status == "rejected"` (a statement that would modify the database);
+    - not_a_database: the question's database file could not be read as a SQLite database (missing, empty,
+      damaged, or another kind of file such as `/etc/passwd`: "file is not a database", "database disk image is
+      malformed"); nothing about the SQL can be judged;
     - not_authorized: SQLite's authorizer or its own switches refused the statement without it being a write
       (message "not authorized ...", e.g. `load_extension`);
     - timeout: `status == "timeout"`;
@@ -164,6 +172,8 @@ def categorize_error(pred_sql: str, gold_sql: str, schema: DatabaseSchema | None
     if status == "rejected":
         return "rejected"
     message = pred_error or ""
+    if status == "error" and _NOT_A_DATABASE.search(message):
+        return "not_a_database"
     if _NOT_AUTHORIZED.search(message):
         return "not_authorized"
     if status == "timeout":

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from t2s.config import CONF_DIR, register_configs, run_name
 from t2s.eval.predictions import load_predictions
-from t2s.eval.report import write_report
+from t2s.eval.report import accounting, unscored_clause, write_report
 from t2s.eval.scorer import Scorer, summarize
 from t2s.run.runner import load_dataset
 from t2s.run.store import METRICS, PREDICTIONS, REPORT, write_json
@@ -43,6 +43,7 @@ def evaluate(cfg: DictConfig, predictions: str | Path, out_dir: str | Path, *, f
     metrics = summarize(records, {}, skipped=data.skipped, dataset=data.name, scorer=scorer)
     metrics.pop("cost", None)
     metrics.pop("attribution", None)
+    metrics["accounting"] = accounting(metrics)
     metrics["predictions_file"] = str(predictions)
     metrics["wall_seconds"] = time.perf_counter() - start
     with open(out / PREDICTIONS, "w", encoding="utf-8") as f:
@@ -85,6 +86,9 @@ def evaluate_cli(args: list[str]) -> int:
         line += f", exact match {m['exact_match']:.1f}%"
     if m.get("timeouts"):
         line += f", {m['timeouts']} timeouts"
+    unscored = unscored_clause(m["accounting"])
+    if unscored:
+        line += f"; {unscored}"
     print(line)
     if hard:
         order = [k for k in ("easy", "medium", "hard", "extra") if k in hard] + [k for k in hard if k not in

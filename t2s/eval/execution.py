@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import os
 import pickle
 import re
@@ -46,6 +47,9 @@ from sqlglot.errors import TokenError
 from t2s.db.execute import SQLExecutor
 from t2s.db.types import ExecResult
 from t2s.files import content_hash, forget_content_hashes
+from t2s.integrity import DamagedFileError, damage_after, move_aside, quick_check_once
+
+log = logging.getLogger("t2s")
 
 SEMANTICS = ("spider", "bird")
 STATUSES = ("ok", "timeout", "resource_limit", "error", "rejected", "gold_error")
@@ -249,18 +253,67 @@ class GoldCache:
 
     Keyed by sha256(database content hash, max_rows, text decoding, executed SQL), so a gold query runs
     once per database content whatever the path, and an edited database misses. Values are pickled
-    `(rows, columns, error, truncated, seconds)`; timeouts are never stored. Safe for several processes
-    (SQLite locking, WAL journal).
+    `(rows, columns, error, truncated, seconds)` with their sha256; timeouts are never stored. Safe for several
+    processes (SQLite locking, WAL journal).
+
+    Gold results are derived data, so a damaged file is replaced rather than refused: `PRAGMA quick_check` when a
+    process first opens it and a full `integrity_check` after any database error; a damaged file is moved aside to
+    `gold.sqlite.corrupt-<time>` with a warning naming both paths, and an empty cache takes its place (the gold
+    queries run again). A single value that fails its checksum or does not unpickle is a miss, and is replaced.
     """
 
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / "gold.sqlite"
-        self._conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, value BLOB NOT NULL)")
-        self._conn.execute("CREATE TABLE IF NOT EXISTS file_hashes (path TEXT NOT NULL, size INTEGER NOT NULL, "
-                           "mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL, PRIMARY KEY (path, size, mtime_ns))")
+        self._conn = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        """A connection to a sound cache file (a damaged one is moved aside first)."""
+        for _ in range(3):
+            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+            inode = os.stat(self.path).st_ino
+            try:
+                problem = quick_check_once(conn, self.path)
+                if problem is None:
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    conn.execute("CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, value BLOB NOT NULL, "
+                                 "checksum TEXT)")
+                    conn.execute("CREATE TABLE IF NOT EXISTS file_hashes (path TEXT NOT NULL, size INTEGER NOT NULL, "
+                                 "mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL, PRIMARY KEY (path, size, mtime_ns))")
+                    if "checksum" not in {row[1] for row in conn.execute("PRAGMA table_info(results)")}:
+                        try:
+                            conn.execute("ALTER TABLE results ADD COLUMN checksum TEXT")
+                        except sqlite3.OperationalError:  # another process added it first
+                            pass
+                    self._inode = inode
+                    return conn
+            except sqlite3.DatabaseError as e:
+                problem = damage_after(e, self.path)
+                if problem is None:
+                    conn.close()
+                    raise
+            conn.close()
+            self._set_aside(problem, inode)
+        raise DamagedFileError(self.path, "a new file failed its check too", "Check the disk and the cache folder")
+
+    def _set_aside(self, problem: str, inode: int) -> None:
+        try:
+            if os.stat(self.path).st_ino != inode:
+                return  # another process replaced it already
+        except FileNotFoundError:
+            return
+        aside = move_aside(self.path, sqlite=True)
+        log.warning("gold result cache %s is damaged (%s): moved to %s; an empty one replaces it and gold queries "
+                    "run again", self.path, problem, aside.name)
+
+    def _recover(self, error: sqlite3.DatabaseError) -> None:
+        """After a database error: re-raise it when the file is sound, else replace the file and reconnect."""
+        problem = damage_after(error, self.path)
+        if problem is None:
+            raise error
+        self._conn.close()
+        self._set_aside(problem, self._inode)
+        self._conn = self._open()
 
     @staticmethod
     def key(db_hash: str, sql: str, *, max_rows: int, decode_errors: str) -> str:
@@ -268,34 +321,69 @@ class GoldCache:
         return hashlib.sha256(f"{db_hash}\0{max_rows}\0{decode_errors}\0{sql}".encode()).hexdigest()
 
     def get_many(self, keys: Sequence[str]) -> dict[str, ExecResult]:
-        """The cached results among `keys`."""
+        """The cached results among `keys` (a damaged file or value counts as a miss)."""
+        try:
+            return self._get_many(keys)
+        except sqlite3.DatabaseError as e:
+            self._recover(e)
+            return {}
+
+    def _get_many(self, keys: Sequence[str]) -> dict[str, ExecResult]:
         out: dict[str, ExecResult] = {}
         uniq = list(dict.fromkeys(keys))
         for start in range(0, len(uniq), 500):
             chunk = uniq[start:start + 500]
             marks = ",".join("?" * len(chunk))
-            for key, blob in self._conn.execute(f"SELECT key, value FROM results WHERE key IN ({marks})", chunk):
-                rows, columns, error, truncated, seconds = pickle.loads(blob)
+            for key, blob, checksum in self._conn.execute(
+                    f"SELECT key, value, checksum FROM results WHERE key IN ({marks})", chunk).fetchall():
+                try:
+                    if checksum is not None and checksum != hashlib.sha256(blob).hexdigest():
+                        raise ValueError("the value does not match its checksum")
+                    rows, columns, error, truncated, seconds = pickle.loads(blob)
+                except Exception as e:  # noqa: BLE001 - any unpickling failure: a damaged value
+                    log.warning("gold result cache %s: entry %s... is damaged (%s: %s); running its gold query again",
+                                self.path, key[:16], type(e).__name__, e)
+                    continue
                 out[key] = ExecResult(rows=rows, columns=columns, error=error, truncated=truncated, seconds=seconds)
         return out
 
     def put_many(self, items: dict[str, ExecResult]) -> None:
         """Store results (timeouts and memory-bound stops are skipped: they depend on the machine's load and on
         the executor's bounds, not only on the query)."""
-        data = [(k, pickle.dumps((r.rows, r.columns, r.error, r.truncated, r.seconds), protocol=pickle.HIGHEST_PROTOCOL))
-                for k, r in items.items() if r.status not in ("timeout", "resource_limit")]
-        if data:
-            with self._conn:
-                self._conn.execute("BEGIN")
-                self._conn.executemany("INSERT OR REPLACE INTO results (key, value) VALUES (?, ?)", data)
+        data = []
+        for k, r in items.items():
+            if r.status in ("timeout", "resource_limit"):
+                continue
+            blob = pickle.dumps((r.rows, r.columns, r.error, r.truncated, r.seconds), protocol=pickle.HIGHEST_PROTOCOL)
+            data.append((k, blob, hashlib.sha256(blob).hexdigest()))
+        if not data:
+            return
+        for attempt in (1, 2):
+            try:
+                with self._conn:
+                    self._conn.execute("BEGIN")
+                    self._conn.executemany("INSERT OR REPLACE INTO results (key, value, checksum) VALUES (?, ?, ?)",
+                                           data)
+                return
+            except sqlite3.DatabaseError as e:
+                if attempt == 2:
+                    raise
+                self._recover(e)
 
     def lookup_hash(self, path: str, size: int, mtime_ns: int) -> str | None:
-        row = self._conn.execute("SELECT sha256 FROM file_hashes WHERE path=? AND size=? AND mtime_ns=?",
-                                 (path, size, mtime_ns)).fetchone()
+        try:
+            row = self._conn.execute("SELECT sha256 FROM file_hashes WHERE path=? AND size=? AND mtime_ns=?",
+                                     (path, size, mtime_ns)).fetchone()
+        except sqlite3.DatabaseError as e:
+            self._recover(e)
+            return None
         return None if row is None else str(row[0])
 
     def remember_hash(self, path: str, size: int, mtime_ns: int, digest: str) -> None:
-        self._conn.execute("INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?)", (path, size, mtime_ns, digest))
+        try:
+            self._conn.execute("INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?)", (path, size, mtime_ns, digest))
+        except sqlite3.DatabaseError as e:
+            self._recover(e)
 
     def close(self) -> None:
         self._conn.close()

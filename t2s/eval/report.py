@@ -12,6 +12,46 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 HARDNESS_ORDER = ("easy", "medium", "hard", "extra", "simple", "moderate", "challenging")
 
+#: what `accounting` calls each way a question can leave EX, as the summary line and report.md write it
+UNSCORED = {"no_gold": ("without gold SQL", "without gold SQL"), "gold_error": ("gold error", "gold errors"),
+            "pipeline_error": ("pipeline error", "pipeline errors")}
+SKIPPED = {"missing_database": "missing database", "not_a_database": "not a SQLite database",
+           "empty_database": "empty database (0 bytes)"}
+
+
+def accounting(metrics: dict[str, Any]) -> dict[str, int]:
+    """Every question of the dataset by what became of it, so the parts add up to `questions`: `scored` (in EX), or
+    out of EX as `no_gold` (unlabelled), `gold_error` (the gold query failed), `pipeline_error` (a stage raised: no
+    answer, retried by the next invocation), or skipped at load as `missing_database`, `not_a_database` (no SQLite
+    header) or `empty_database` (0 bytes); a skip reason outside these is counted under its own text."""
+    from t2s.data.base import skip_kind
+
+    n, scored = int(metrics.get("n") or 0), int(metrics.get("scored") or 0)
+    gold = int((metrics.get("gold_errors") or {}).get("count") or 0)
+    pipeline = int((metrics.get("pipeline_errors") or {}).get("count") or 0)
+    out = {"questions": 0, "scored": scored, "no_gold": max(0, n - scored - gold - pipeline), "gold_error": gold,
+           "pipeline_error": pipeline, **dict.fromkeys(SKIPPED, 0)}
+    for reason, count in ((metrics.get("skipped") or {}).get("by_reason") or {}).items():
+        kind = skip_kind(reason)
+        out[kind] = out.get(kind, 0) + int(count)
+    out["questions"] = sum(v for k, v in out.items() if k != "questions")
+    return out
+
+
+def unscored_clause(counts: dict[str, int]) -> str:
+    """The part of a summary line naming every question outside EX (`accounting`'s counts), each kind apart:
+    "not scored: 2 gold errors, 1 pipeline error; skipped: 1 missing database, 1 not a SQLite database"; "" when
+    every question was scored."""
+    parts = []
+    out = [f"{counts[k]} {one if counts[k] == 1 else many}" for k, (one, many) in UNSCORED.items() if counts.get(k)]
+    if out:
+        parts.append("not scored: " + ", ".join(out))
+    skipped = [f"{v} {SKIPPED.get(k, k)}" for k, v in counts.items()
+               if v and k not in UNSCORED and k not in ("questions", "scored")]
+    if skipped:
+        parts.append("skipped: " + ", ".join(skipped))
+    return "; ".join(parts)
+
 
 def _fmt(v: Any) -> str:
     if v is None:
@@ -88,9 +128,24 @@ def write_report(path: Path, metrics: dict[str, Any], records: list[dict[str, An
         parts += ["", "Offline cost (artifacts, built once per database content and parameters): "
                   + ", ".join(f"{k} x{v['count']} {v['build_seconds']:.1f} s {v['bytes'] / 1e6:.1f} MB"
                               for k, v in offline["artifacts"].items()) + "."]
+    counts = metrics.get("accounting") or accounting(metrics)
+    if counts["questions"] != counts["scored"]:
+        parts += ["", f"Every question: {counts['questions']} in all, {counts['scored']} scored; "
+                  + unscored_clause(counts) + "."]
     skipped = metrics.get("skipped", {})
     if skipped.get("count"):
-        parts.append(f"Skipped {skipped['count']} question(s) whose database is missing: {', '.join(skipped['db_ids'])}.")
+        reasons = ", ".join(f"{reason} {n}" for reason, n in (skipped.get("by_reason") or {}).items())
+        parts.append(f"Skipped {skipped['count']} question(s) whose database cannot be used ({reasons}): "
+                     f"{', '.join(skipped['db_ids'])}.")
+    gold = metrics.get("gold_errors") or {}
+    if gold.get("count"):
+        parts.append(f"Gold errors (the gold query failed, not scored): {gold['count']}: "
+                     f"{', '.join(gold.get('qids', [])[:20])}.")
+    pipe = metrics.get("pipeline_errors") or {}
+    if pipe.get("count"):
+        parts.append(f"**Pipeline errors (a stage raised: no answer, not scored; the next invocation retries them): "
+                     f"{pipe['count']}**.")
+        parts += [f"- `{q}`: {m}" for q, m in list((pipe.get("messages") or {}).items())[:error_examples]]
     for key, title in (("by_hardness", "EX by Spider hardness"), ("by_difficulty", "EX by difficulty")):
         groups = metrics.get(key) or {}
         if groups:

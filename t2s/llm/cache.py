@@ -20,12 +20,14 @@ import hashlib
 import json
 import os
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from t2s.integrity import DamagedFileError, damage_after, move_aside, quick_check_once
 from t2s.llm.base import LLM, LLMRequest, LLMResponse, ScoreRequest, ScoreResponse
 
 #: bump when the key layout or what a stored answer means changes (old entries are then simply never hit).
@@ -43,7 +45,8 @@ CREATE TABLE IF NOT EXISTS responses (
     completion_tokens INTEGER NOT NULL,
     seconds REAL NOT NULL,
     created REAL NOT NULL,
-    finish_reasons TEXT NOT NULL DEFAULT '[]'
+    finish_reasons TEXT NOT NULL DEFAULT '[]',
+    checksum TEXT
 );
 CREATE TABLE IF NOT EXISTS scores (
     key TEXT PRIMARY KEY,
@@ -53,7 +56,8 @@ CREATE TABLE IF NOT EXISTS scores (
     logprobs TEXT NOT NULL,
     prompt_tokens INTEGER NOT NULL,
     seconds REAL NOT NULL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    checksum TEXT
 );
 """
 
@@ -110,53 +114,98 @@ class ResponseCache:
     Stores the texts, the token counts and the seconds the response took when it was computed; `get_many`
     returns them with `cached=True`. Connections are opened lazily per (process, thread), so an instance
     can be shared by threads and survives a fork.
+
+    A damaged file is refused, never used and never rewritten (`t2s.integrity.DamagedFileError`, naming the file and
+    the repair command, `python -m t2s.llm.cache recover <file>`): the first connection of a process runs
+    `PRAGMA quick_check`, any database error is followed by a full `integrity_check`, and every entry carries the
+    sha256 of its answer (`checksum`), checked when it is read, so bytes changed inside an answer are caught too.
+    A structural fault refuses the whole file for the rest of the process; an entry that fails its checksum refuses
+    only the requests that read it.
     """
 
     def __init__(self, path: str | Path, *, timeout: float = 60.0) -> None:
         self.path = Path(path)
         self.timeout = timeout
         self._local = threading.local()
+        self._damaged: DamagedFileError | None = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._connect()
 
     def __repr__(self) -> str:
         return f"ResponseCache({str(self.path)!r})"
 
+    def damaged(self, problem: str) -> DamagedFileError:
+        """The error that refuses this file, with the commands that repair it."""
+        return DamagedFileError(self.path, problem, repair_hint(self.path))
+
+    def _refuse(self, problem: str) -> DamagedFileError:
+        """Refuse the whole file from now on in this process (a structural fault SQLite's checks found)."""
+        self._damaged = self.damaged(problem)
+        return self._damaged
+
     def _connect(self) -> sqlite3.Connection:
+        if self._damaged is not None:
+            raise self._damaged
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is not None and getattr(self._local, "pid", None) == os.getpid():
             return conn
         conn = sqlite3.connect(str(self.path), timeout=self.timeout, isolation_level=None)
-        conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.executescript(_SCHEMA)
-        columns = {row[1] for row in conn.execute("PRAGMA table_info(responses)")}
-        if "finish_reasons" not in columns:  # a cache file written before finish reasons existed
-            try:
-                conn.execute("ALTER TABLE responses ADD COLUMN finish_reasons TEXT NOT NULL DEFAULT '[]'")
-            except sqlite3.OperationalError:  # another process added it first
-                pass
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+            problem = quick_check_once(conn, self.path)
+            if problem is None:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")
+                conn.executescript(_SCHEMA)
+                _add_missing_columns(conn)
+        except sqlite3.DatabaseError as e:
+            conn.close()
+            problem = damage_after(e, self.path)
+            if problem is None:
+                raise
+            raise self._refuse(problem) from e
+        if problem is not None:
+            conn.close()
+            raise self._refuse(problem)
         self._local.conn = conn
         self._local.pid = os.getpid()
         return conn
+
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+        """Rows of one read; a database error is followed by an integrity check (a damaged file is refused)."""
+        conn = self._connect()
+        try:
+            return conn.execute(sql, list(params)).fetchall()
+        except sqlite3.DatabaseError as e:
+            problem = damage_after(e, self.path)
+            if problem is None:
+                raise
+            raise self._refuse(problem) from e
 
     def get_many(self, keys: Iterable[str]) -> dict[str, LLMResponse]:
         """The stored responses among `keys` (missing keys are absent from the result), `cached=True`."""
         wanted = list(dict.fromkeys(keys))
         found: dict[str, LLMResponse] = {}
-        conn = self._connect()
         for start in range(0, len(wanted), 500):
             part = wanted[start:start + 500]
-            rows = conn.execute(
-                "SELECT key, texts, prompt_tokens, completion_tokens, seconds, finish_reasons FROM responses "
+            rows = self._query(
+                "SELECT key, texts, prompt_tokens, completion_tokens, seconds, finish_reasons, checksum FROM responses "
                 f"WHERE key IN ({','.join('?' * len(part))})",
                 part,
-            ).fetchall()
-            for key, texts, pt, ct, sec, reasons in rows:
-                found[key] = LLMResponse(texts=json.loads(texts), prompt_tokens=pt, completion_tokens=ct,
-                                         seconds=sec, cached=True, finish_reasons=json.loads(reasons))
+            )
+            for key, texts, pt, ct, sec, reasons, checksum in rows:
+                self._verify(key, checksum, response_checksum(key, texts, pt, ct, sec, reasons))
+                try:
+                    found[key] = LLMResponse(texts=json.loads(texts), prompt_tokens=pt, completion_tokens=ct,
+                                             seconds=sec, cached=True, finish_reasons=json.loads(reasons))
+                except (TypeError, ValueError) as e:
+                    raise self.damaged(f"the stored answer of entry {key[:16]}... does not decode: {e}") from e
         return found
+
+    def _verify(self, key: str, stored: str | None, actual: str) -> None:
+        """Refuse an entry whose answer no longer matches its checksum (entries written before checksums have none)."""
+        if stored is not None and stored != actual:
+            raise self.damaged(f"the stored answer of entry {str(key)[:16]}... does not match its checksum")
 
     def get(self, key: str) -> LLMResponse | None:
         """The stored response for `key`, or None."""
@@ -168,54 +217,67 @@ class ResponseCache:
         An existing key is kept as it is (first writer wins).
         """
         now = time.time()
-        rows = [
-            (key, backend, model_id, json.dumps(payload, ensure_ascii=False), json.dumps(resp.texts,
-             ensure_ascii=False), resp.prompt_tokens, resp.completion_tokens, resp.seconds, now,
-             json.dumps(resp.finish_reasons))
-            for key, backend, model_id, payload, resp in entries
-        ]
+        rows = []
+        for key, backend, model_id, payload, resp in entries:
+            texts, reasons = json.dumps(resp.texts, ensure_ascii=False), json.dumps(resp.finish_reasons)
+            rows.append((key, backend, model_id, json.dumps(payload, ensure_ascii=False), texts, resp.prompt_tokens,
+                         resp.completion_tokens, resp.seconds, now, reasons,
+                         response_checksum(key, texts, resp.prompt_tokens, resp.completion_tokens, resp.seconds,
+                                           reasons)))
         self._insert("INSERT OR IGNORE INTO responses (key, backend, model_id, request, texts, prompt_tokens, "
-                     "completion_tokens, seconds, created, finish_reasons) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                     "completion_tokens, seconds, created, finish_reasons, checksum) "
+                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
     def _insert(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
         if not rows:
             return
         conn = self._connect()
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.executemany(sql, rows)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(sql, rows)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except sqlite3.DatabaseError as e:
+            problem = damage_after(e, self.path)
+            if problem is None:
+                raise
+            raise self._refuse(problem) from e
 
     def get_scores(self, keys: Iterable[str]) -> dict[str, ScoreResponse]:
         """The stored scores among `keys` (missing keys are absent), `cached=True`."""
         wanted = list(dict.fromkeys(keys))
         found: dict[str, ScoreResponse] = {}
-        conn = self._connect()
         for start in range(0, len(wanted), 500):
             part = wanted[start:start + 500]
-            rows = conn.execute(
-                f"SELECT key, logprobs, prompt_tokens, seconds FROM scores WHERE key IN ({','.join('?' * len(part))})",
+            rows = self._query(
+                "SELECT key, logprobs, prompt_tokens, seconds, checksum FROM scores "
+                f"WHERE key IN ({','.join('?' * len(part))})",
                 part,
-            ).fetchall()
-            for key, logprobs, pt, sec in rows:
-                found[key] = ScoreResponse(logprobs=json.loads(logprobs), prompt_tokens=pt, seconds=sec, cached=True)
+            )
+            for key, logprobs, pt, sec, checksum in rows:
+                self._verify(key, checksum, score_checksum(key, logprobs, pt, sec))
+                try:
+                    found[key] = ScoreResponse(logprobs=json.loads(logprobs), prompt_tokens=pt, seconds=sec, cached=True)
+                except (TypeError, ValueError) as e:
+                    raise self.damaged(f"the stored scores of entry {key[:16]}... do not decode: {e}") from e
         return found
 
     def put_scores(self, entries: Iterable[tuple[str, str, str, dict[str, Any], ScoreResponse]]) -> None:
         """Store (key, backend, model_id, request payload, score response) entries; first writer wins."""
         now = time.time()
-        rows = [
-            (key, backend, model_id, json.dumps(payload, ensure_ascii=False), json.dumps(resp.logprobs),
-             resp.prompt_tokens, resp.seconds, now)
-            for key, backend, model_id, payload, resp in entries
-        ]
-        self._insert("INSERT OR IGNORE INTO scores VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        rows = []
+        for key, backend, model_id, payload, resp in entries:
+            logprobs = json.dumps(resp.logprobs)
+            rows.append((key, backend, model_id, json.dumps(payload, ensure_ascii=False), logprobs, resp.prompt_tokens,
+                         resp.seconds, now, score_checksum(key, logprobs, resp.prompt_tokens, resp.seconds)))
+        self._insert("INSERT OR IGNORE INTO scores (key, backend, model_id, request, logprobs, prompt_tokens, seconds, "
+                     "created, checksum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
     def __len__(self) -> int:
-        return int(self._connect().execute("SELECT count(*) FROM responses").fetchone()[0])
+        return int(self._query("SELECT count(*) FROM responses")[0][0])
 
     def clear(self, *, model_id: str | None = None) -> int:
         """Delete every entry (or those of one `model_id`); returns how many were deleted."""
@@ -235,6 +297,140 @@ class ResponseCache:
         if conn is not None and getattr(self._local, "pid", None) == os.getpid():
             conn.close()
         self._local.conn = None
+
+
+def response_checksum(key: str, texts: str, prompt_tokens: int, completion_tokens: int, seconds: float,
+                      finish_reasons: str) -> str:
+    """sha256 of a stored response entry: its key and every answer column as stored (texts and finish reasons as
+    their JSON text)."""
+    blob = "\0".join((str(key), str(texts), str(int(prompt_tokens)), str(int(completion_tokens)),
+                       repr(float(seconds)), str(finish_reasons)))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def score_checksum(key: str, logprobs: str, prompt_tokens: int, seconds: float) -> str:
+    """sha256 of a stored score entry: its key and every answer column as stored."""
+    blob = "\0".join((str(key), str(logprobs), str(int(prompt_tokens)), repr(float(seconds))))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    """Columns added since a cache file was written: finish reasons, checksums (entries without one are not checked)."""
+    wanted = {"responses": (("finish_reasons", "TEXT NOT NULL DEFAULT '[]'"), ("checksum", "TEXT")),
+              "scores": (("checksum", "TEXT"),)}
+    for table, columns in wanted.items():
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        for name, decl in columns:
+            if name not in have:
+                try:
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
+                except sqlite3.OperationalError:  # another process added it first
+                    pass
+
+
+def repair_hint(path: str | Path) -> str:
+    """What to do with a damaged response cache at `path`: the repair command and the alternatives."""
+    return (f"Repair it with `python -m t2s.llm.cache recover {path}` while no t2s process uses it (it keeps every "
+            f"entry that reads back intact and moves the damaged file to {Path(path).name}.corrupt-<time>), or start "
+            f"an empty cache with `mv {path} {path}.corrupt` (every answer is then computed again), or run without "
+            f"the cache (run.llm_cache=false).")
+
+
+_RESPONSE_COLUMNS = ("key", "backend", "model_id", "request", "texts", "prompt_tokens", "completion_tokens", "seconds",
+                     "created", "finish_reasons")
+_SCORE_COLUMNS = ("key", "backend", "model_id", "request", "logprobs", "prompt_tokens", "seconds", "created")
+
+
+def recover(path: str | Path, *, chunk: int = 256) -> dict[str, Any]:
+    """Rebuild a damaged response cache from what reads back intact.
+
+    The damaged file (with its `-wal` / `-shm`) moves to `<path>.corrupt-<time>`; a fresh cache is created at `path`
+    and every entry of the old one that can be read, decodes and matches its checksum is copied into it. Unreadable
+    stretches of the file are skipped by bisecting rowid ranges. Returns the counts: `responses` / `scores` kept,
+    `dropped` (read but failing checks), `unreadable` (rowids SQLite could not read), and the two paths.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no response cache at {path}")
+    aside = move_aside(path, sqlite=True)
+    src = sqlite3.connect(str(aside), timeout=60)
+    fresh = ResponseCache(path)
+    out: dict[str, Any] = {"path": str(path), "moved_to": str(aside), "responses": 0, "scores": 0, "dropped": 0,
+                           "unreadable": 0}
+    try:
+        for table, columns in (("responses", _RESPONSE_COLUMNS), ("scores", _SCORE_COLUMNS)):
+            rows, unreadable = _salvage(src, table, columns, chunk=chunk)
+            out["unreadable"] += unreadable
+            good = [r for r in (_intact(table, row) for row in rows) if r is not None]
+            out["dropped"] += len(rows) - len(good)
+            fresh._insert(f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}, checksum) "
+                          f"VALUES ({', '.join('?' * (len(columns) + 1))})", good)
+            out[table] = len(good)
+    finally:
+        src.close()
+        fresh.close()
+    return out
+
+
+def _salvage(conn: sqlite3.Connection, table: str, columns: tuple[str, ...], *,
+             chunk: int) -> tuple[list[tuple[Any, ...]], int]:
+    """The readable rows of `table` (its `columns` and the stored checksum, or one computed for entries that predate
+    checksums), and how many single rowids could not be read."""
+    try:
+        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+    except sqlite3.DatabaseError:
+        present = set(columns)
+    cols = [c if c in present else _DEFAULTS.get(c, "NULL") for c in columns]
+    cols.append("checksum" if "checksum" in present else "NULL")
+    select = f"SELECT {', '.join(cols)} FROM {table} WHERE rowid BETWEEN ? AND ?"
+    try:
+        top = int(conn.execute(f"SELECT max(rowid) FROM {table}").fetchone()[0] or 0)
+    except (sqlite3.DatabaseError, TypeError, ValueError):
+        try:
+            top = int(conn.execute("PRAGMA page_count").fetchone()[0]) * 1000
+        except sqlite3.DatabaseError:
+            return [], 0
+    rows: list[tuple[Any, ...]] = []
+    unreadable = 0
+    budget = 100_000
+    # lowest rowids first; a range SQLite cannot read is halved until the unreadable rowids are isolated
+    stack = [(lo, min(lo + chunk - 1, top)) for lo in range(1, top + 1, chunk)][::-1]
+    while stack and budget > 0:
+        budget -= 1
+        lo, hi = stack.pop()
+        try:
+            rows += conn.execute(select, (lo, hi)).fetchall()
+        except sqlite3.DatabaseError:
+            if lo == hi:
+                unreadable += 1
+            else:
+                mid = (lo + hi) // 2
+                stack += [(mid + 1, hi), (lo, mid)]
+    unreadable += sum(hi - lo + 1 for lo, hi in stack)  # left when the budget ran out
+    return rows, unreadable
+
+
+_DEFAULTS = {"finish_reasons": "'[]'"}
+
+
+def _intact(table: str, row: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """A salvaged row with its checksum (computed for rows that predate checksums), or None when it does not decode
+    or does not match its checksum."""
+    try:
+        if table == "responses":
+            key, _, _, request, texts, pt, ct, sec, _, reasons, checksum = row
+            ok = isinstance(json.loads(texts), list) and isinstance(json.loads(reasons), list)
+            actual = response_checksum(key, texts, pt, ct, sec, reasons)
+        else:
+            key, _, _, request, logprobs, pt, sec, _, checksum = row
+            ok = isinstance(json.loads(logprobs), list)
+            actual = score_checksum(key, logprobs, pt, sec)
+        json.loads(request)
+    except (TypeError, ValueError):
+        return None
+    if not ok or len(str(key)) != 64 or checksum not in (None, actual):
+        return None
+    return (*row[:-1], actual)
 
 
 @dataclasses.dataclass
@@ -366,3 +562,24 @@ class CachedLLM(LLM):
     def close(self) -> None:
         """Close the wrapped backend."""
         self.inner.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m t2s.llm.cache recover <file>`: rebuild a damaged response cache from its intact entries."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 2 or args[0] != "recover":
+        print("usage: python -m t2s.llm.cache recover <llm_cache.sqlite>", file=sys.stderr)
+        return 2
+    try:
+        done = recover(args[1])
+    except (OSError, sqlite3.Error) as e:
+        print(f"t2s cache recover: error: {e}", file=sys.stderr)
+        return 1
+    print(f"[t2s] recovered {done['responses']} response(s) and {done['scores']} score(s) into {done['path']}; "
+          f"{done['dropped']} entr(ies) dropped (failing their checksum or not decoding), {done['unreadable']} "
+          f"unreadable; the damaged file is kept as {done['moved_to']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

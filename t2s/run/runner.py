@@ -29,12 +29,13 @@ from t2s.data.base import Dataset, LoadedDataset
 from t2s.db.execute import SQLExecutor
 from t2s.embed import EmbedderPool
 from t2s.env import Env
-from t2s.eval.report import write_report
+from t2s.eval.report import accounting, unscored_clause, write_report
 from t2s.eval.scorer import Scorer, summarize
+from t2s.integrity import DamagedFileError
 from t2s.llm.pool import LLMPool
 from t2s.run.checks import ConfigError, check_arguments, check_config, option_choices
 from t2s.run.pipeline import Pipeline, build_stages, resolved
-from t2s.run.store import ARTIFACTS, CONFIG, METRICS, REPORT, RunStore, write_json
+from t2s.run.store import ARTIFACTS, CONFIG, ERRORS, METRICS, REPORT, PipelineErrorsError, RunStore, write_json
 from t2s.sql.schema_format import SchemaFormat
 from t2s.stages import STAGE_GROUPS
 from t2s.track.lockfile import warn_if_versions_differ
@@ -115,6 +116,11 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None, logger: RunLogger | 
 
     Finished questions are appended to `predictions.jsonl` batch by batch; calling `run` again on the same
     directory with the same config resumes, and on a finished run only re-reports. Returns the metrics.
+
+    A question on which a stage raised (a damaged cache or artifact, a backend error) has no answer: it goes to
+    `errors.jsonl`, is counted apart (`pipeline_errors` in metrics.json and run.json, the summary line) and is run
+    again by the next call. With any such question the run is recorded as failed and `PipelineErrorsError` is
+    raised after the results are written, unless `run.allow_errors` is true.
     """
     register_configs()
     start = time.perf_counter()
@@ -140,19 +146,26 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None, logger: RunLogger | 
     logger.start(config=config, run_dir=directory, name=directory.name,
                  group=directory.parent.name if directory.parent.name != "runs" else None)
     ok = False
+    problem: PipelineErrorsError | None = None
     scorer = Scorer.from_config(cfg.eval, cache_dir=Path(cfg.paths.cache_dir))
     try:
         if not todo and (directory / METRICS).exists() and previous_status == "finished":
             log.info("run already finished: results in %s", directory)
             print(f"[t2s] already finished: {n_done} questions, results in {directory}")
-        this_call = {"questions_run": 0, "llm_calls": 0, "new_llm_calls": 0}
+        this_call = {"questions_run": 0, "llm_calls": 0, "new_llm_calls": 0, "pipeline_errors": 0}
         if todo:
             log.info("%d question(s) to run, %d already finished in %s", len(todo), n_done, directory)
             this_call = _generate(cfg, data.examples, todo, store, scorer, directory, choices)
         records = [r for r in store.records() if r["qid"] in current]
         records = scorer.rescore_stale(data.examples, records, store)
         traces = {q: t for q, t in store.traces().items() if q in current}
+        answered = {r["qid"] for r in records}
+        failed = [a for q, a in store.errors().items() if q in current and q not in answered]
+        traces.update({a["qid"]: {"qid": a["qid"], "events": a.get("events", [])} for a in failed})
+        records += [{k: v for k, v in a.items() if k != "events"} for a in failed]
         metrics = summarize(records, traces, skipped=data.skipped, dataset=data.name, scorer=scorer, config=config)
+        metrics["pipeline_errors"]["messages"] = {a["qid"]: a.get("pipeline_error") for a in failed[:50]}
+        metrics["accounting"] = accounting(metrics)
         metrics["offline"] = read_offline(directory)
         metrics["options"] = {g: choices[g] for g in STAGE_GROUPS if g in choices}
         metrics["this_call"] = {**this_call, "wall_seconds": time.perf_counter() - start}
@@ -162,16 +175,30 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None, logger: RunLogger | 
         logger.log_images(images)
         cols = ["qid", "db_id", "question", "final_sql", "gold_sql", "correct", "status", "error_category"]
         logger.log_table("predictions", cols, [[r.get(c) for c in cols] for r in records])
-        store.finish("finished")
-        ok = True
+        if failed and not bool(cfg.run.allow_errors):
+            problem = PipelineErrorsError(_errors_message(failed, len(records), store), len(failed))
+        store.finish("finished" if problem is None else "failed", pipeline_errors=len(failed),
+                     **({"error": str(problem)} if problem is not None else {}))
+        ok = problem is None
         _print_summary(metrics, directory)
-        return metrics
     except BaseException as e:
         store.finish("failed" if not isinstance(e, KeyboardInterrupt) else "interrupted", error=f"{type(e).__name__}: {e}")
         raise
     finally:
         scorer.close()
         logger.finish(ok)
+    if problem is not None:
+        raise problem
+    return metrics
+
+
+def _errors_message(failed: list[dict[str, Any]], n: int, store: RunStore) -> str:
+    """What a run that ended with pipeline errors tells its user: how many, the first one, where, and what to do."""
+    first = failed[0]
+    return (f"{len(failed)} of {n} question(s) have no answer because a stage raised on them (pipeline errors, e.g. "
+            f"{first['qid']}: {first.get('pipeline_error')}). They are recorded as failed attempts in "
+            f"{store.errors_path}, not as answers, and the next invocation of the same command runs them again: fix "
+            f"the cause, then rerun it. To accept a run with such questions, set run.allow_errors=true.")
 
 
 def make_env(cfg: DictConfig, examples: list[Example], run_dir: Path) -> Env:
@@ -187,6 +214,7 @@ def make_env(cfg: DictConfig, examples: list[Example], run_dir: Path) -> Env:
     cache_dir = Path(cfg.paths.cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     pool = LLMPool(configs=cfg.llms, cache_path=cache_dir / "llm_cache.sqlite", enabled_cache=bool(cfg.run.llm_cache))
+    _ = pool.cache  # opened and checked now: a damaged response cache is refused before anything runs
     embedders = EmbedderPool(configs=cfg.get("embedders") or {}, cache_path=cache_dir / "embeddings.sqlite")
     executor = SQLExecutor(timeout=float(cfg.db.timeout), max_rows=int(cfg.db.max_rows), workers=int(cfg.db.workers),
                            max_memory_mb=int(cfg.db.max_memory_mb), max_result_mb=float(cfg.db.max_result_mb))
@@ -243,7 +271,7 @@ def _generate(cfg: DictConfig, examples: list[Example], todo: list[Example], sto
 
     Returns what this call did: questions run, LLM calls, and LLM calls that reached a model (not the cache).
     """
-    done = {"questions_run": 0, "llm_calls": 0, "new_llm_calls": 0}
+    done = {"questions_run": 0, "llm_calls": 0, "new_llm_calls": 0, "pipeline_errors": 0}
     pipeline, env = build_pipeline(cfg, examples, directory, choices)
     try:
         size = max(1, int(cfg.run.batch_size))
@@ -251,16 +279,21 @@ def _generate(cfg: DictConfig, examples: list[Example], todo: list[Example], sto
             for i in range(0, len(todo), size):
                 batch = todo[i: i + size]
                 tasks = [Task(example=ex) for ex in batch]
-                pipeline.run_batch(tasks)
-                scores = scorer.score(batch, {t.qid: t.final_sql or "" for t in tasks}, traces=[t.trace for t in tasks],
-                                      candidates={t.qid: [c.sql for c in t.candidates] for t in tasks},
-                                      dropped={t.qid: [c.sql for c in t.dropped] for t in tasks})
+                _run_batch(pipeline, tasks)
+                answered = [t for t in tasks if t.error is None]
+                failed = [t for t in tasks if t.error is not None]
+                scores = scorer.score([t.example for t in answered], {t.qid: t.final_sql or "" for t in answered},
+                                      traces=[t.trace for t in answered],
+                                      candidates={t.qid: [c.sql for c in t.candidates] for t in answered},
+                                      dropped={t.qid: [c.sql for c in t.dropped] for t in answered})
+                store.append_errors([_attempt(t, scorer) for t in failed])
                 store.append(
-                    [_record(t, s) for t, s in zip(tasks, scores)],
-                    [{"qid": t.qid, "events": [e.to_dict() for e in t.trace]} for t in tasks],
+                    [_record(t, s) for t, s in zip(answered, scores)],
+                    [{"qid": t.qid, "events": [e.to_dict() for e in t.trace]} for t in answered],
                 )
                 bar.update(len(batch))
                 done["questions_run"] += len(batch)
+                done["pipeline_errors"] += len(failed)
                 for t in tasks:
                     for e in t.trace:
                         done["llm_calls"] += e.llm_calls
@@ -271,6 +304,25 @@ def _generate(cfg: DictConfig, examples: list[Example], todo: list[Example], sto
     return done
 
 
+def _run_batch(pipeline: Pipeline, tasks: list[Task]) -> None:
+    """`pipeline.run_batch`; a batch that failed whole because a cache or artifact file is damaged raises that error
+    itself (it names the file and the fix)."""
+    try:
+        pipeline.run_batch(tasks)
+    except RuntimeError as e:
+        cause = e.__cause__
+        if isinstance(cause, DamagedFileError):
+            raise DamagedFileError(cause.path, cause.problem, cause.fix) from e
+        raise
+
+
+def _attempt(task: Task, scorer: Scorer) -> dict[str, Any]:
+    """The record of a question a stage raised on: no answer, not scored, with its trace events."""
+    return {**_record(task, {"status": "pipeline_error", "correct": None, "eval_fingerprint": scorer.fingerprint,
+                             "difficulty": task.example.difficulty}),
+            "events": [e.to_dict() for e in task.trace], "attempted": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+
 def _print_summary(metrics: dict[str, Any], directory: Path) -> None:
     ex = metrics.get("ex")
     n = metrics.get("scored", 0)
@@ -279,9 +331,9 @@ def _print_summary(metrics: dict[str, Any], directory: Path) -> None:
             else f"[t2s] {metrics.get('dataset')}: {metrics.get('n', 0)} questions (no gold SQL: not scored)")
     if metrics.get("exact_match") is not None:
         line += f", exact match {metrics['exact_match']:.1f}%"
-    skipped = metrics.get("skipped", {}).get("count", 0)
-    if skipped:
-        line += f", {skipped} skipped"
+    unscored = unscored_clause(metrics.get("accounting") or accounting(metrics))
+    if unscored:
+        line += f"; {unscored}"
     line += (f"; LLM calls {cost.get('llm_calls', 0)}, tokens {cost.get('prompt_tokens', 0)}+"
              f"{cost.get('completion_tokens', 0)}")
     print(line)
@@ -289,4 +341,8 @@ def _print_summary(metrics: dict[str, Any], directory: Path) -> None:
     print(f"[t2s] this invocation: {now.get('questions_run', 0)} question(s) run, "
           f"{now.get('new_llm_calls', 0)} new LLM call(s) ({now.get('llm_calls', 0) - now.get('new_llm_calls', 0)} "
           f"answered by the cache), {now.get('wall_seconds', 0.0):.1f} s")
+    errors = metrics.get("pipeline_errors", {}).get("count", 0)
+    if errors:
+        print(f"[t2s] {errors} question(s) without an answer (pipeline errors, listed in {directory / ERRORS}): the "
+              f"next invocation runs them again")
     print(f"[t2s] results: {directory}")

@@ -22,12 +22,14 @@ CONFIG = "config.yaml"
 REPORT = "report.md"
 #: the artifacts a run used, with their build cost (offline cost in metrics.json)
 ARTIFACTS = "artifacts.json"
+#: failed attempts: questions on which a stage raised (pipeline errors), appended per batch; never answers
+ERRORS = "errors.jsonl"
 
 log = logging.getLogger("t2s")
 
 #: config keys that do not change what a question's pipeline produces; a resumed run may differ in these
 NON_RESULT_KEYS = (
-    "run.progress", "run.resume", "run.batch_size", "run.llm_cache", "db.workers", "eval", "logger", "paths.output_root",
+    "run.progress", "run.resume", "run.batch_size", "run.llm_cache", "run.allow_errors", "db.workers", "eval", "logger", "paths.output_root",
     "notes", "prices", "dataset.limit", "dataset.sample", "dataset.on_missing_db", "serve",
 )
 
@@ -72,7 +74,17 @@ def config_diff(old: dict[str, Any], new: dict[str, Any], limit: int = 8) -> lis
 
 
 class RunDirError(RuntimeError):
-    """The run directory cannot be resumed as asked."""
+    """The run directory cannot be used as asked, or a run in it cannot be recorded as finished."""
+
+
+class PipelineErrorsError(RunDirError):
+    """A run ended with questions that have no answer because a stage raised on them (pipeline errors: a damaged
+    cache, an artifact, a backend). The run is recorded as failed and the next invocation retries those questions;
+    `run.allow_errors=true` accepts such a run. `count` is how many questions."""
+
+    def __init__(self, message: str, count: int) -> None:
+        super().__init__(message)
+        self.count = count
 
 
 def read_jsonl(path: Path, *, repair: bool = False) -> Iterator[dict[str, Any]]:
@@ -109,7 +121,9 @@ class RunStore:
     """The files of one run directory.
 
     `predictions.jsonl` is the commit log: a question is finished once its record is there. Traces are written
-    before predictions, so a trace without a prediction (a kill in between) is dropped on resume.
+    before predictions, so a trace without a prediction (a kill in between) is dropped on resume. A question on which
+    a stage raised has no answer: its attempt (the error, its trace events) goes to `errors.jsonl` instead, and it
+    is not finished, so the next invocation runs it again; the latest attempt per question is what `errors()` returns.
     """
 
     def __init__(self, run_dir: Path) -> None:
@@ -118,6 +132,7 @@ class RunStore:
         self.predictions_path = self.dir / PREDICTIONS
         self.traces_path = self.dir / TRACES
         self.state_path = self.dir / STATE
+        self.errors_path = self.dir / ERRORS
 
     def state(self) -> dict[str, Any]:
         return json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
@@ -156,7 +171,7 @@ class RunStore:
     def _open(self, config: dict[str, Any], *, resume: bool, provenance: dict[str, Any]) -> dict[str, dict[str, Any]]:
         rc = result_config(config)
         old = self.state()
-        has_results = self.predictions_path.exists() and self.predictions_path.stat().st_size > 0
+        has_results = any(p.exists() and p.stat().st_size > 0 for p in (self.predictions_path, self.errors_path))
         # compare under today's rules: the stored config is re-filtered, so a change of NON_RESULT_KEYS
         # between t2s versions does not orphan an old run directory
         old_rc = result_config(old.get("result_config", {}))
@@ -170,11 +185,13 @@ class RunStore:
                 )
             aside = self.dir / f"previous-{time.strftime('%Y%m%d-%H%M%S')}"
             aside.mkdir()
-            for name in (PREDICTIONS, TRACES, METRICS, STATE, REPORT, CONFIG):
+            for name in (PREDICTIONS, TRACES, ERRORS, METRICS, STATE, REPORT, CONFIG):
                 if (self.dir / name).exists():
                     os.replace(self.dir / name, aside / name)
             old = {}
         finished = {r["qid"]: r for r in read_jsonl(self.predictions_path, repair=True)}
+        self._move_error_records(finished)
+        list(read_jsonl(self.errors_path, repair=True))  # cut a torn last line
         traces = [t for t in read_jsonl(self.traces_path, repair=True) if t["qid"] in finished]
         if self.traces_path.exists():
             tmp = self.traces_path.with_suffix(".tmp")
@@ -189,16 +206,38 @@ class RunStore:
                             "(dirty: %s): results may mix code versions", self.dir, provenance.get("git_commit"),
                             provenance.get("git_dirty"), len(finished), prev.get("git_commit"), prev.get("git_dirty"))
         segments.append({**provenance, "started": now, "resumed_from": len(finished)})
-        state = {k: v for k, v in old.items() if k != "error"}
+        state = {k: v for k, v in old.items() if k not in ("error", "pipeline_errors")}
         state.update({**provenance, "segments": segments, "fingerprint": fingerprint(rc), "result_config": rc,
                       "status": "running", "resumed_from": len(finished), "updated": now})
         state.setdefault("started", now)
         write_json(self.state_path, state)
         return finished
 
+    def _move_error_records(self, finished: dict[str, dict[str, Any]]) -> None:
+        """Older t2s versions wrote a question a stage raised on to `predictions.jsonl` as if answered: move those
+        records to `errors.jsonl` (out of `finished`), so they are run again."""
+        failed = [r for r in finished.values() if r.get("pipeline_error")]
+        if not failed:
+            return
+        append_jsonl(self.errors_path, [{**r, "status": "pipeline_error", "correct": None} for r in failed])
+        for r in failed:
+            del finished[r["qid"]]
+        self.rewrite_predictions(list(finished.values()))
+        log.info("%d question(s) recorded with a pipeline error as if answered (by an older t2s) are run again: %s",
+                 len(failed), ", ".join(r["qid"] for r in failed[:10]))
+
     def append(self, records: list[dict[str, Any]], traces: list[dict[str, Any]]) -> None:
+        """Commit finished questions: their traces, then their prediction records."""
         append_jsonl(self.traces_path, traces)
         append_jsonl(self.predictions_path, records)
+
+    def append_errors(self, attempts: list[dict[str, Any]]) -> None:
+        """Record failed attempts (questions without an answer) in `errors.jsonl`."""
+        append_jsonl(self.errors_path, attempts)
+
+    def errors(self) -> dict[str, dict[str, Any]]:
+        """The latest failed attempt of every question that has one (finished questions included: filter them)."""
+        return {r["qid"]: r for r in read_jsonl(self.errors_path)}
 
     def records(self) -> list[dict[str, Any]]:
         """Every stored prediction record (the latest per question), in file order."""
