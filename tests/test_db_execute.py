@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import sqlite3
@@ -237,3 +238,83 @@ def test_constructor_checks_its_arguments() -> None:
         SQLExecutor(workers=-1)
     with pytest.raises(LookupError):
         SQLExecutor(decode_errors="no-such-handler")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Verdicts that depend only on the query, the database and the limits (issue 20, item 3)
+# ------------------------------------------------------------------------------------------------------------
+
+#: the issue's probe, scaled to a 512 MB bound: a 120 MB text result (about 420 MB of the worker's address space
+#: while it is built and sent back)
+BIG_RESULT = "SELECT hex(randomblob(60000000))"
+#: a correct query that needs about 400 MB while it runs and returns one small row
+HUNGRY = "SELECT length(hex(zeroblob(80000000)))"
+BOUND_MB = 512
+
+
+def test_a_verdict_does_not_depend_on_the_query_before_it(db: Path) -> None:
+    """Before: the worker kept the big answer in memory while it ran the next query, so HUNGRY was `ok` after
+    `SELECT 1` and `resource_limit` (MemoryError) after BIG_RESULT, queued behind it or sent after it."""
+    verdicts = {}
+    for first in ("SELECT 1", BIG_RESULT):
+        with SQLExecutor(timeout=30.0, workers=1, max_memory_mb=BOUND_MB) as ex:
+            together = ex.execute_many([(str(db), first), (str(db), HUNGRY)])
+            one_by_one = [ex.execute(str(db), first), ex.execute(str(db), HUNGRY)]
+        assert together[0].ok and one_by_one[0].ok, first
+        verdicts[first] = [(r.status, r.rows) for r in (together[1], one_by_one[1])]
+    assert verdicts["SELECT 1"] == verdicts[BIG_RESULT] == [("ok", [(160000000,)])] * 2
+    with SQLExecutor(timeout=30.0, workers=1, max_memory_mb=BOUND_MB) as ex:
+        for first, second in ((BIG_RESULT, HUNGRY), (HUNGRY, BIG_RESULT)):
+            assert [r.status for r in ex.execute_many([(str(db), first), (str(db), second)])] == ["ok", "ok"]
+
+
+def test_the_same_query_twice_gets_the_same_verdict(db: Path) -> None:
+    """Before: BIG_RESULT answered `ok`, `resource_limit`, `ok`, `resource_limit` in one worker (the server's
+    /execute alternated 200 / 422 the same way)."""
+    with SQLExecutor(timeout=30.0, workers=1, max_memory_mb=BOUND_MB) as ex:
+        statuses = [ex.execute(str(db), BIG_RESULT).status for _ in range(3)]
+        statuses += [r.status for r in ex.execute_many([(str(db), BIG_RESULT)] * 3)]
+    assert statuses == ["ok"] * 6
+
+
+def test_a_query_that_runs_out_of_memory_after_others_is_judged_in_a_fresh_worker(db: Path) -> None:
+    """A query over the bound is rerun as the first query of a fresh worker (so what ran before cannot have taken
+    the memory it lacked); the worker that hit the bound is replaced before the jobs queued behind it run."""
+    over = "SELECT length(hex(zeroblob(130000000)))"  # about 640 MB: over the bound in any worker
+    with SQLExecutor(timeout=30.0, workers=1, max_memory_mb=BOUND_MB) as ex:
+        ex.start()
+        (first_pid,) = ex.worker_pids()
+        results = ex.execute_many([(str(db), "SELECT 1"), (str(db), over), (str(db), "SELECT count(*) FROM singer")])
+        assert [r.status for r in results] == ["ok", "resource_limit", "ok"]
+        assert results[2].rows == [(301,)]
+        assert ex.recycled == 2 and ex.restarts == 0  # the worker that ran it after SELECT 1, then the fresh one
+        assert first_pid not in ex.worker_pids()
+
+
+def test_in_process_a_query_that_hit_a_memory_bound_gets_a_fresh_runner(db: Path) -> None:
+    """workers=0 has no process to replace: the runner (its connections and their caches) is replaced instead."""
+    with SQLExecutor(timeout=30.0, workers=0, max_result_mb=8) as ex:
+        assert ex.execute(str(db), "SELECT hex(zeroblob(5000000)) FROM singer LIMIT 3").status == "resource_limit"
+        assert ex.recycled == 1
+        assert ex.execute(str(db), "SELECT count(*) FROM singer").rows == [(301,)]
+        assert ex.recycled == 1
+
+
+def test_two_identical_predictions_in_one_file_get_the_same_verdict(db: Path, tmp_path: Path) -> None:
+    """Scored through `t2s eval`'s path (predictions file -> Scorer): gold, then two predictions, in one worker.
+    Before: the first prediction ran out of memory behind the gold answer, the second (in a fresh worker) was correct."""
+    from t2s.eval.predictions import load_predictions
+    from t2s.eval.scorer import Scorer
+    from t2s.types import Example
+
+    gold = "SELECT hex(zeroblob(40000000))"  # an 80 MB text result
+    examples = [Example(qid=q, question="?", db_id="music", db_path=str(db), gold_sql=gold) for q in ("q1", "q2")]
+    preds_file = tmp_path / "preds.jsonl"
+    preds_file.write_text("".join(json.dumps({"qid": q, "sql": gold}) + "\n" for q in ("q1", "q2")))
+    preds = load_predictions(preds_file, examples)
+    scorer = Scorer(semantics="spider", workers=1, exact_match=False, max_memory_mb=BOUND_MB, cache_dir=None)
+    try:
+        records = scorer.score(examples, preds)
+    finally:
+        scorer.close()
+    assert [(r["status"], r["correct"]) for r in records] == [("ok", True), ("ok", True)]

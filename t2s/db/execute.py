@@ -4,11 +4,21 @@ Every query runs in a worker process (a plain `python -c` child talking length-p
 stdin/stdout). A worker keeps one read-only connection per database file open and serves queries one at a
 time. Three layers keep a run safe:
 
-1. Nothing can write. Connections are opened with the URI `file:...?mode=ro` (SQLite itself refuses to
-   write and never creates a missing file), `PRAGMA query_only=ON`, and an authorizer that allows only
-   reads (SELECT, READ, functions, recursive CTEs, read-only PRAGMAs). Any other action (INSERT, UPDATE,
-   DELETE, CREATE/DROP/ALTER, ATTACH, transactions, PRAGMA writes, ...) fails at prepare time and the
-   result says which: `rejected: statement would modify the database (DROP TABLE singer)`.
+1. Nothing can write, and reads stay inside the database's own tables. Connections are opened with the URI
+   `file:...?mode=ro` (SQLite itself refuses to write and never creates a missing file), `PRAGMA
+   query_only=ON`, and an authorizer that allows only reads (SELECT, READ, functions, recursive CTEs, the
+   PRAGMAs that describe one table or index). Any other action (INSERT, UPDATE, DELETE, CREATE/DROP/ALTER,
+   ATTACH, transactions, PRAGMA writes, ...) fails at prepare time and the result says which: `rejected:
+   statement would modify the database (DROP TABLE singer)`. The read side doors are refused as `not
+   authorized: ...` (status "error", error category `not_authorized`), however they are reached (a CTE named
+   like the table, `main.` / `temp.` prefixes, a view): reading the schema tables (`sqlite_master`,
+   `sqlite_schema`, `sqlite_temp_master`, `sqlite_temp_schema`) and the virtual tables `sqlite_stmt`, `dbstat`
+   and `sqlite_dbpage` (`_REFUSED_TABLES`); every other PRAGMA, in statement or table-valued form
+   (`pragma_database_list()`, `pragma_compile_options()`, `pragma_function_list()`, ...); and the functions of
+   `_REFUSED_FUNCTIONS` (`fts3_tokenizer` in both forms, `load_extension`, build fingerprints, R*Tree debugging
+   aids). No Spider or BIRD gold query uses any of them, so the rules are the same for gold, model SQL and the
+   server; the pipeline's own introspection (`t2s.db.introspect`) reads the schema on its own connection.
+   docs/security.md lists them and why.
 2. Cooperative deadline: an SQLite progress handler interrupts a query that runs past its timeout
    (runaway recursive CTEs, huge cross joins stop within milliseconds of the limit).
 3. Hard deadline: the parent kills (SIGKILL) and respawns a worker that has not answered within
@@ -27,7 +37,8 @@ starts with "resource limit:"), never a dead machine:
 
 - each worker process runs under an address-space limit (`max_memory_mb`, `RLIMIT_AS`, default 1024 MB):
   an allocation past it fails inside the worker (SQLite's "out of memory" or Python's `MemoryError`), the
-  worker answers, and is replaced by a fresh process once its queue is empty (so its heap goes back);
+  worker answers, and retires: it exits before running anything queued behind, and those jobs go to a fresh
+  process (so its heap goes back);
 - the rows fetched for one query may weigh at most `max_result_mb` (default 256 MB; text and blob lengths
   plus 8 bytes per other value), checked while fetching, so neither the worker nor the parent that
   unpickles the answer holds more;
@@ -35,16 +46,25 @@ starts with "resource limit:"), never a dead machine:
 
 With `workers=0` only the result budget and the value cap apply (the caller's process is not limited).
 
+A verdict depends on the query, the database and the limits, not on the queries before it in the same worker:
+a worker drops each answer before it reads the next job; it retires after a query that hit a memory bound, and
+after any query that left its address space more than `_footprint_slack_mb` above its size at start (1/16 of
+the bound, 64 MB at 1024 MB: a whole Spider gold run grows a worker by about 24 MB); and a query that ran out
+of memory in a worker that had run others first is run again as the first query of a fresh worker, whose answer
+is the one returned. With `workers=0` a runner whose query hit a memory bound is replaced (its connections
+closed) before the next query.
+
 Only one statement runs per call: text with several statements returns an error saying so (SQLite's
 "You can only execute one statement at a time"); a trailing `;` or comment is fine. `SELECT 1; ;` (an
 empty statement after the query) is refused the same way, as `sqlite3` and the official evaluators do,
 but the message says what is there: an extra `;`, not a second statement.
 
-Read-only table-valued PRAGMA functions (`SELECT * FROM pragma_table_info('singer')`) and other eponymous
-virtual tables (`json_each`) run: SQLite offers table-valued forms only for PRAGMAs without side effects,
-and the first use of such a table on a connection shows up in the authorizer as an UPDATE of the schema
-table inside a SELECT, which is allowed (SQLite never lets a statement write `sqlite_master` without
-`PRAGMA writable_schema`, itself refused, and the connection is read-only anyway).
+The allowed table-valued PRAGMA functions (`SELECT * FROM pragma_table_info('singer')`) and other eponymous
+virtual tables (`json_each`) run: the first use of such a table on a connection shows up in the authorizer as
+an UPDATE of each schema-table column and a READ of the schema table's ROWID inside a SELECT, which are
+allowed in that order only (SQLite never lets a statement write `sqlite_master` without `PRAGMA
+writable_schema`, itself refused, and the connection is read-only anyway). The PRAGMA behind a table-valued
+function is authorized when the query steps, by name, so a cached statement is judged as a new one.
 `workers=0` runs queries in the calling process (cooperative deadline only, no protection against a
 crash or a C-level hang); it exists for measurements and environments that cannot start processes.
 """
@@ -92,14 +112,43 @@ DEFAULT_MAX_RESULT_MB = 256
 RESOURCE_LIMIT_PREFIX = "resource limit:"
 _FETCH_CHUNK = 256
 _SCHEMA_TABLES = ("sqlite_master", "sqlite_temp_master", "sqlite_schema", "sqlite_temp_schema")
+#: where a refusal of the read-only policy points the user
+_POLICY_DOC = 'docs/security.md, "What model-written SQL may use"'
 
-_SQLITE_READ_ONLY_ACTIONS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
-#: PRAGMAs that take an argument but only read (e.g. `PRAGMA table_info(singer)`).
-_READ_PRAGMAS_WITH_ARG = {
-    "table_info", "table_xinfo", "table_list", "index_list", "index_info", "index_xinfo",
-    "foreign_key_list", "foreign_key_check", "integrity_check", "quick_check",
-    # the argument of these table-valued forms is a schema name (`pragma_database_list('main')`)
-    "database_list", "collation_list", "function_list", "module_list", "pragma_list", "compile_options",
+#: PRAGMAs model-written and gold SQL may run, as a statement (`PRAGMA table_info(singer)`) or a table-valued function
+#: (`SELECT * FROM pragma_table_info('singer')`): each describes one table or index, which the prompt's schema shows
+#: anyway. Every other PRAGMA is refused: a write (with an argument) as "rejected", a read as "not authorized".
+_ALLOWED_PRAGMAS = frozenset({"table_info", "table_xinfo", "index_list", "index_info", "index_xinfo", "foreign_key_list"})
+#: PRAGMAs that take an argument and only read, refused all the same (they describe the process, the SQLite build, the
+#: database files or the whole database): "not authorized", not "would modify the database"
+_REFUSED_READ_PRAGMAS = frozenset({
+    "database_list", "compile_options", "function_list", "module_list", "pragma_list", "collation_list", "table_list",
+    "integrity_check", "quick_check", "foreign_key_check",
+})
+#: SQL functions refused (SQLITE_FUNCTION in the authorizer), with why; every other built-in function runs
+_BUILD_INFO = "it describes the SQLite build, like PRAGMA compile_options"
+_REFUSED_FUNCTIONS: dict[str, str] = {
+    "fts3_tokenizer": "it returns a tokenizer's memory address and, with two arguments, installs a tokenizer from a "
+                      "memory address: a known SQLite memory-safety hazard",
+    "load_extension": "it loads a shared library into the process",
+    "fts5": "it hands out a C pointer to the FTS5 API, for C callers only",
+    "rtreenode": "it decodes raw R*Tree node blobs, a debugging aid (CVE-2019-8457 was an out-of-bounds read in it)",
+    "rtreedepth": "it decodes raw R*Tree node blobs, a debugging aid",
+    "rtreecheck": "it is an R*Tree debugging aid",
+    "sqlite_compileoption_get": _BUILD_INFO,
+    "sqlite_compileoption_used": _BUILD_INFO,
+    "sqlite_source_id": _BUILD_INFO,
+    "sqlite_version": _BUILD_INFO,
+    "fts5_source_id": _BUILD_INFO,
+    "sqlite_log": "it writes to the process's SQLite error log",
+}
+#: tables whose reading is refused (SQLITE_READ), with why: the schema tables, and the eponymous virtual tables that
+#: show more than the rows of the database's own tables
+_REFUSED_TABLES: dict[str, str] = {
+    **{t: "it is SQLite's schema table; model SQL gets the schema from the prompt" for t in _SCHEMA_TABLES},
+    "sqlite_stmt": "it lists the SQL of the statements prepared on the worker's connection, other queries' included",
+    "dbstat": "it describes the pages of every table, the schema table's included",
+    "sqlite_dbpage": "it returns the database file's raw pages, the schema table's included",
 }
 _ACTION_NAMES: dict[int, str] = {
     sqlite3.SQLITE_CREATE_INDEX: "CREATE INDEX", sqlite3.SQLITE_CREATE_TABLE: "CREATE TABLE",
@@ -129,11 +178,14 @@ class _Runner:
     def __init__(self, max_memory_mb: int | None = None) -> None:
         self.max_memory_mb = max_memory_mb  # the address-space limit this process runs under (None: none)
         self._first_action: int | None = None  # the first authorizer action of the statement being prepared
+        self._vtab_setup = False  # the last authorizer call was part of an eponymous virtual table's first use
         self._conns: OrderedDict[tuple[str, int, int], sqlite3.Connection] = OrderedDict()
         self._decode: dict[int, str] = {}  # id(connection) -> decode error handler in force
         self._deadline = float("inf")
         self._expired = False
-        self._denied: str | None = None
+        self._denied: str | None = None  # the first write the authorizer refused ("DROP TABLE singer")
+        self._refused: str | None = None  # the first read the authorizer refused, as the full error message
+        self.out_of_memory = False  # the last query failed on an allocation (not on the result budget or value cap)
 
     # -- connection handling ------------------------------------------------------------------
     def _progress(self) -> int:
@@ -142,17 +194,40 @@ class _Runner:
             return 1
         return 0
 
-    def _authorize(self, action: int, arg1: str | None, arg2: str | None, _db: str | None, _trigger: str | None) -> int:
+    def _authorize(self, action: int, arg1: str | None, arg2: str | None, _db: str | None, trigger: str | None) -> int:
+        """SQLite's authorizer callback: reads, minus the side doors of `_REFUSED_*`; no write of any kind."""
         if self._first_action is None:
             self._first_action = action
-        if action in _SQLITE_READ_ONLY_ACTIONS:
+        after_vtab_setup, self._vtab_setup = self._vtab_setup, False
+        if action == sqlite3.SQLITE_READ:
+            table = (arg1 or "").lower()
+            if table in _SCHEMA_TABLES and after_vtab_setup and (arg2 or "").lower() == "rowid":
+                return sqlite3.SQLITE_OK  # the last step of an eponymous virtual table's first use, see below
+            if table in _REFUSED_TABLES:
+                via = f" (through the view or trigger {trigger})" if trigger else ""
+                return self._refuse(f"reading {arg1}{via}", _REFUSED_TABLES[table])
             return sqlite3.SQLITE_OK
-        if (action == sqlite3.SQLITE_UPDATE and self._first_action == sqlite3.SQLITE_SELECT and _trigger is None
+        if action == sqlite3.SQLITE_FUNCTION:
+            name = (arg2 or "").lower()
+            if name in _REFUSED_FUNCTIONS:
+                return self._refuse(f"the function {arg2}()", _REFUSED_FUNCTIONS[name])
+            return sqlite3.SQLITE_OK
+        if action in (sqlite3.SQLITE_SELECT, sqlite3.SQLITE_RECURSIVE):
+            return sqlite3.SQLITE_OK
+        if (action == sqlite3.SQLITE_UPDATE and self._first_action == sqlite3.SQLITE_SELECT and trigger is None
                 and (arg1 or "").lower() in _SCHEMA_TABLES):
-            # an eponymous virtual table (pragma_table_info, json_each) set up inside a SELECT: not a write
+            # The first use of an eponymous virtual table (pragma_table_info, json_each) on a connection shows up as
+            # an UPDATE of each schema-table column and a READ of its ROWID inside a SELECT: not a write (SQLite never
+            # lets a statement write the schema table without PRAGMA writable_schema, itself refused).
+            self._vtab_setup = True
             return sqlite3.SQLITE_OK
-        if action == sqlite3.SQLITE_PRAGMA and (arg2 is None or (arg1 or "").lower() in _READ_PRAGMAS_WITH_ARG):
-            return sqlite3.SQLITE_OK
+        if action == sqlite3.SQLITE_PRAGMA:
+            name = (arg1 or "").lower()
+            if name in _ALLOWED_PRAGMAS:
+                return sqlite3.SQLITE_OK
+            if arg2 is None or name in _REFUSED_READ_PRAGMAS:
+                return self._refuse(f"PRAGMA {arg1}", "only the PRAGMAs that describe one table or index run: "
+                                    + ", ".join(sorted(_ALLOWED_PRAGMAS)))
         if self._denied is None:
             name = _ACTION_NAMES.get(action, f"action {action}")
             if action == sqlite3.SQLITE_PRAGMA:
@@ -164,6 +239,12 @@ class _Runner:
             else:
                 target = arg1 or ""
             self._denied = f"{name} {target}".strip()
+        return sqlite3.SQLITE_DENY
+
+    def _refuse(self, what: str, why: str) -> int:
+        """Deny a read of the read-only policy's deny-lists, keeping the first refusal's message."""
+        if self._refused is None:
+            self._refused = f"not authorized: {what} is refused here, because {why} (see {_POLICY_DOC})"
         return sqlite3.SQLITE_DENY
 
     def _connect(self, db_path: str, decode_errors: str) -> sqlite3.Connection | str:
@@ -186,6 +267,7 @@ class _Runner:
             except sqlite3.Error as e:
                 return f"cannot open database {db_path}: {e}"
             conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, _MAX_VALUE_BYTES)
+            _disable_fts3_tokenizer(conn)
             conn.set_authorizer(self._authorize)
             conn.set_progress_handler(self._progress, _PROGRESS_STEPS)
             self._conns[key] = conn
@@ -204,12 +286,24 @@ class _Runner:
         self._deadline = time.monotonic() + timeout
         self._expired = False
         self._denied = None
+        self._refused = None
+        self.out_of_memory = False
         self._first_action = None
+        self._vtab_setup = False
+
+    def close(self) -> None:
+        """Close every cached connection (a runner replaced after a query hit a memory bound)."""
+        for conn in self._conns.values():
+            conn.close()
+        self._conns.clear()
+        self._decode.clear()
 
     def _failure(self, e: Exception, sql: str) -> tuple[str | None, bool]:
         """(error message, timed_out) for an exception raised while running `sql`."""
         if self._expired:
             return None, True
+        if self._refused is not None:
+            return self._refused, False
         if self._denied is not None:
             what = self._denied
             # DDL first shows up as a write to the schema table (CREATE/DROP TABLE, ANALYZE) and VACUUM as
@@ -221,6 +315,7 @@ class _Runner:
         if isinstance(e, _ResultTooBig):
             return msg, False
         if isinstance(e, MemoryError) or (isinstance(e, sqlite3.Error) and _MEMORY_ERRORS.search(msg)):
+            self.out_of_memory = isinstance(e, MemoryError) or "out of memory" in msg.lower()
             bound = (f"under the worker's bound of {self.max_memory_mb} MB (db.max_memory_mb / eval.max_memory_mb)"
                      if self.max_memory_mb else "(no per-process bound with workers=0)")
             return f"{RESOURCE_LIMIT_PREFIX} the query ran out of memory {bound}; sqlite3: {msg or type(e).__name__}", False
@@ -280,6 +375,7 @@ class _Runner:
                 out["columns"] = [d[0] for d in cur.description or ()]
             except Exception as e:  # noqa: BLE001 - every failure of model SQL becomes a result
                 out["error"], out["timed_out"] = self._failure(e, sql)
+                out["out_of_memory"] = self.out_of_memory
             finally:
                 if cur is not None:
                     cur.close()
@@ -305,7 +401,8 @@ class _Runner:
                     cur.fetchall()
                 except Exception as e:  # noqa: BLE001
                     err, timed_out = self._failure(e, sql)
-                    return {"times": times, "error": err, "timed_out": timed_out, "index": i}
+                    return {"times": times, "error": err, "timed_out": timed_out, "index": i,
+                            "out_of_memory": self.out_of_memory}
                 finally:
                     if cur is not None:
                         cur.close()
@@ -351,7 +448,10 @@ def _read_msg(fd: int) -> Any | None:
 def _worker_main(max_memory_mb: int = 0) -> None:
     """Entry point of a worker process: read jobs from stdin, answer on (the original) stdout.
 
-    `max_memory_mb` > 0 limits the process's address space (`RLIMIT_AS`) to that many MB.
+    `max_memory_mb` > 0 limits the process's address space (`RLIMIT_AS`) to that many MB. After an answer the
+    worker retires (sends `(None, reason)` and exits 0, leaving the jobs queued behind it to the parent) when the
+    query hit a memory bound or when its address space grew past its size at start plus `_footprint_slack_mb`: so
+    every query starts in a process at most that slack bigger than a fresh one.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # parent gone: end quietly, no BrokenPipeError traceback
@@ -362,25 +462,69 @@ def _worker_main(max_memory_mb: int = 0) -> None:
     out_fd = os.dup(1)
     os.dup2(2, 1)  # stray prints must not corrupt the protocol
     runner = _Runner(max_memory_mb if max_memory_mb > 0 else None)
+    start = _address_space_mb()
+    ceiling = None if start is None else start + _footprint_slack_mb(max_memory_mb)
     while True:
         msg = _read_msg(0)
         if msg is None:
             return
-        job_id, job = msg
-        try:
-            reply = runner.run(job)
-        except Exception as e:  # noqa: BLE001 - keep serving
-            reply = _error_reply(f"internal worker error: {e!r}")
-        try:
-            data = _frame((job_id, reply))
-        except MemoryError:
-            reply = _error_reply(f"{RESOURCE_LIMIT_PREFIX} the result did not fit in the worker's memory bound of "
-                                 f"{max_memory_mb} MB when sent back (db.max_memory_mb / eval.max_memory_mb)")
-            data = _frame((job_id, reply))
+        data, hit_bound = _answer(runner, msg, max_memory_mb)
         try:
             _write_all(out_fd, data)
         except BrokenPipeError:
             return
+        del data, msg  # a big answer must not stay in memory while the next query runs
+        size = _address_space_mb()
+        if hit_bound or (ceiling is not None and size is not None and size > ceiling):
+            reason = ("a query hit a memory bound" if hit_bound
+                      else f"address space {size:.0f} MB, past {ceiling:.0f} MB (size at start + slack)")
+            try:
+                _write_all(out_fd, _frame((None, reason)))
+            except BrokenPipeError:
+                pass
+            return
+
+
+def _answer(runner: _Runner, msg: tuple[int, tuple[Any, ...]], max_memory_mb: int) -> tuple[bytes, bool]:
+    """Run one `(job id, job)` message: the framed answer, and whether the job hit a memory bound (resource limit)."""
+    job_id, job = msg
+    try:
+        reply = runner.run(job)
+    except Exception as e:  # noqa: BLE001 - keep serving
+        reply = _error_reply(f"internal worker error: {e!r}")
+    try:
+        data = _frame((job_id, reply))
+    except MemoryError:
+        reply = _error_reply(f"{RESOURCE_LIMIT_PREFIX} the result did not fit in the worker's memory bound of "
+                             f"{max_memory_mb} MB when sent back (db.max_memory_mb / eval.max_memory_mb)")
+        reply["out_of_memory"] = True
+        data = _frame((job_id, reply))
+    return data, str(reply.get("error") or "").startswith(RESOURCE_LIMIT_PREFIX)
+
+
+def _address_space_mb() -> float | None:
+    """This process's address space (VmSize) in MB, what `RLIMIT_AS` bounds; None where there is no /proc."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _footprint_slack_mb(max_memory_mb: int) -> int:
+    """How far (MB) a worker's address space may grow past its size at start before the worker is replaced:
+    1/16 of its bound, at least 16 MB (64 MB without a bound). A whole Spider train + dev gold run grows a worker
+    by about 24 MB (cached connections and their page caches), under the slack of the default 1024 MB bound."""
+    return max(16, max_memory_mb // 16) if max_memory_mb > 0 else 64
+
+
+def _disable_fts3_tokenizer(conn: sqlite3.Connection) -> None:
+    """Turn off the two-argument `fts3_tokenizer()` at connection level where Python offers the switch (3.12+:
+    `Connection.setconfig`). The authorizer refuses both forms everywhere; this is a second lock on the dangerous one."""
+    option = getattr(sqlite3, "SQLITE_DBCONFIG_ENABLE_FTS3_TOKENIZER", None)
+    setconfig = getattr(conn, "setconfig", None)
+    if option is not None and setconfig is not None:
+        setconfig(option, False)
 
 
 def _error_reply(error: str) -> dict[str, Any]:
@@ -454,7 +598,9 @@ class _Worker:
     """One worker process, the jobs sent to it (a FIFO; the head is the one running) and unread output."""
 
     def __init__(self, env: dict[str, str], max_memory_mb: int = 0) -> None:
-        self.recycle = False  # replace this worker once its queue is empty (it hit a memory bound)
+        self.recycle = False  # it answered a query that hit a memory bound: send it nothing more, it is retiring
+        self.retired = False  # it said it retires (and exits without running the jobs queued behind)
+        self.answered = 0  # answers received; 0 means no query has run in this process yet (a fresh worker)
         self.proc = subprocess.Popen(
             # -S: no site-packages (the worker needs the standard library and t2s, found via PYTHONPATH)
             [sys.executable, "-S", "-c",
@@ -657,15 +803,25 @@ class SQLExecutor:
             return
         with self._lock:
             if self.workers == 0:
-                if self._local is None:
-                    self._local = _Runner(None)
-                for i, job in enumerate(specs):
-                    t0 = time.perf_counter()
-                    raw = self._local.run(job.payload)
-                    raw["seconds"] = time.perf_counter() - t0
-                    yield i, raw
-                return
-            yield from self._run_pool(specs)
+                yield from self._run_local(specs)
+            else:
+                yield from self._run_pool(specs)
+
+    def _run_local(self, specs: list[_Job]) -> Iterator[tuple[int, dict[str, Any]]]:
+        """workers=0: run the jobs in this process, one after another. A runner whose query hit a memory bound is
+        replaced (its connections closed) before the next query; this process's own memory stays as it is."""
+        for i, job in enumerate(specs):
+            if self._local is None:
+                self._local = _Runner(None)
+            t0 = time.perf_counter()
+            raw = self._local.run(job.payload)
+            raw.pop("out_of_memory", None)
+            raw["seconds"] = time.perf_counter() - t0
+            if str(raw.get("error") or "").startswith(RESOURCE_LIMIT_PREFIX):
+                self._local.close()
+                self._local = None
+                self.recycled += 1
+            yield i, raw
 
     def _fill_pool(self) -> None:
         if self._owner_pid != os.getpid():
@@ -673,10 +829,14 @@ class SQLExecutor:
             self._pool.clear()
             self._owner_pid = os.getpid()
         for idx, w in enumerate(self._pool):
-            if w.proc.poll() is not None:  # died while idle (killed from outside, out of memory, ...)
+            code = w.proc.poll()
+            if code is not None:  # retired after the last call's last answer (exit 0), or died while idle
                 w.kill()
                 self._pool[idx] = self._spawn()
-                self.restarts += 1
+                if code == 0:
+                    self.recycled += 1
+                else:
+                    self.restarts += 1
         while len(self._pool) < self.workers:
             self._pool.append(self._spawn())
 
@@ -687,104 +847,182 @@ class SQLExecutor:
         return _Worker(env, self.max_memory_mb)
 
     def _run_pool(self, specs: list[_Job]) -> Iterator[tuple[int, dict[str, Any]]]:
-        """Schedule jobs over the workers.
-
-        Each worker gets a short queue of jobs (about `_QUEUE_SECONDS` of work, judged from recent job
-        times, and under `_BIG_MESSAGE` bytes so a write never blocks), so it never waits for the parent.
-        The head job's clock starts when the previous answer arrives; a worker whose head job is late by
-        more than `kill_grace` is killed and replaced, and its other queued jobs go back to the front.
-        """
+        """Schedule jobs over the workers (see `_PoolRun` for how), yielding `(index, raw answer)` as they finish."""
         self._fill_pool()
-        pending: deque[int] = deque(range(len(specs)))
-        messages: dict[int, bytes] = {}
-        remaining = len(specs)
-        sel = selectors.DefaultSelector()
-        watched: set[int] = set()  # an idle worker writes nothing, so watching it costs nothing
+        run = _PoolRun(self, specs)
         try:
-            while remaining:
-                now = time.monotonic()
-                depth = max(1, min(_MAX_QUEUE, int(_QUEUE_SECONDS / max(self._job_seconds, 1e-6))))
-                for w in self._pool:
-                    batch: list[tuple[int, float, bytes]] = []
-                    size = w.inflight_bytes
-                    while pending and not w.recycle and len(w.inflight) + len(batch) < depth:
-                        i = pending[0]
-                        msg = messages.pop(i, None) or _frame((i, specs[i].payload))
-                        if (w.inflight or batch) and size + len(msg) > _BIG_MESSAGE:
-                            messages[i] = msg
-                            break
-                        pending.popleft()
-                        batch.append((i, specs[i].budget, msg))
-                        size += len(msg)
-                    if batch:
-                        try:
-                            w.send(batch, now)
-                        except OSError:
-                            pass  # the worker died; its end of file is handled below
-                busy = [w for w in self._pool if w.inflight]
-                next_deadline = min(w.head_started + w.inflight[0][1] + self.kill_grace for w in busy)
-                for w in busy:
-                    if w.out_fd not in watched:
-                        sel.register(w.out_fd, selectors.EVENT_READ)
-                        watched.add(w.out_fd)
-                ready = {key.fd for key, _ in sel.select(max(0.0, next_deadline - time.monotonic()))}
-                now = time.monotonic()
-                for idx, w in enumerate(list(self._pool)):
-                    if not w.inflight:
-                        if w.out_fd in ready:  # an idle worker only becomes readable when it died
-                            sel.unregister(w.out_fd)
-                            watched.discard(w.out_fd)
-                            w.kill()
-                            self._pool[idx] = self._spawn()
-                            self.restarts += 1
-                        continue
-                    if w.out_fd in ready:
-                        answers = w.receive()
-                        if answers is not None:
-                            for job_id, raw in answers:
-                                head = w.pop_head()
-                                assert head == job_id, "worker answered out of order"
-                                raw["seconds"] = now - w.head_started
-                                self._job_seconds = 0.9 * self._job_seconds + 0.1 * raw["seconds"]
-                                w.head_started = now
-                                remaining -= 1
-                                if str(raw.get("error") or "").startswith(RESOURCE_LIMIT_PREFIX):
-                                    w.recycle = True
-                                yield job_id, raw
-                            if w.recycle and not w.inflight:
-                                # its heap may still hold what the query took: a fresh process gives it back
-                                sel.unregister(w.out_fd)
-                                watched.discard(w.out_fd)
-                                w.stop(wait=1.0)
-                                self._pool[idx] = self._spawn()
-                                self.recycled += 1
-                            continue
-                        code = w.proc.wait()
-                        reason: str | None = f"the worker process died while running this query (exit code {code})"
-                        timed_out = False
-                    elif now > w.head_started + w.inflight[0][1] + self.kill_grace:
-                        reason, timed_out = None, True
-                    else:
-                        continue
-                    head = w.pop_head()
-                    for i, _b, _s in reversed(w.inflight):
-                        pending.appendleft(i)
-                    sel.unregister(w.out_fd)
-                    watched.discard(w.out_fd)
-                    w.kill()
-                    self._pool[idx] = self._spawn()
-                    self.restarts += 1
-                    remaining -= 1
-                    yield head, {"rows": [], "columns": [], "error": reason, "timed_out": timed_out,
-                                 "truncated": False, "seconds": now - w.head_started, "times": [], "index": None}
+            while run.remaining:
+                run.dispatch()
+                yield from run.collect(run.wait())
         except BaseException:
             # Interrupted (KeyboardInterrupt, caller stopped iterating): answers still in flight would
             # desynchronize the protocol, so drop these workers; the next call starts fresh ones.
-            if remaining:
+            if run.remaining:
                 _stop_all(self._pool)
             raise
         finally:
-            sel.close()
+            run.close()
+
+
+class _PoolRun:
+    """One `SQLExecutor._run_pool` call: the jobs still to send, what each worker runs, and the answers.
+
+    Each worker gets a short queue of jobs (about `_QUEUE_SECONDS` of work, judged from recent job times, and under
+    `_BIG_MESSAGE` bytes so a write never blocks), so it never waits for the parent. The head job's clock starts
+    when the previous answer arrives; a worker whose head job is late by more than `kill_grace` is killed and
+    replaced, and its other queued jobs go back to the front.
+
+    Verdicts do not depend on what ran before: a worker retires right after a query that hit a memory bound, or once
+    its address space grew past a slack (see `_worker_main`), and the jobs queued behind it go back to the front
+    for a fresh worker. A query that ran out of memory in a worker that had run other queries first is run again as
+    the first query of a fresh worker, and that answer is the one returned.
+    """
+
+    def __init__(self, ex: SQLExecutor, specs: list[_Job]) -> None:
+        self.ex = ex
+        self.pool = ex._pool
+        self.specs = specs
+        self.pending: deque[int] = deque(range(len(specs)))
+        self.fresh_only: deque[int] = deque()  # jobs to rerun as the first query of a fresh worker
+        self.rerun: set[int] = set()  # jobs already sent back to a fresh worker once
+        self.messages: dict[int, bytes] = {}
+        self.remaining = len(specs)
+        self.sel = selectors.DefaultSelector()
+        self.watched: set[int] = set()  # an idle worker writes nothing, so watching it costs nothing
+
+    # -- sending ----------------------------------------------------------------------------------
+    def dispatch(self) -> None:
+        """Top up every worker's queue from the waiting jobs (a fresh worker takes a job to rerun first)."""
+        now = time.monotonic()
+        depth = max(1, min(_MAX_QUEUE, int(_QUEUE_SECONDS / max(self.ex._job_seconds, 1e-6))))
+        if self.fresh_only and not any(w.inflight or self._is_fresh(w) for w in self.pool):
+            self._replace(0, retired=True)  # cannot happen (a worker that ran out of memory retires); never hang
+        for w in self.pool:
+            batch: list[tuple[int, float, bytes]] = []
+            if self.fresh_only and self._is_fresh(w):
+                batch.append(self._message(self.fresh_only.popleft()))
+            size = w.inflight_bytes + sum(len(m) for _, _, m in batch)
+            while self.pending and not w.recycle and len(w.inflight) + len(batch) < depth:
+                i = self.pending[0]
+                msg = self.messages.pop(i, None) or _frame((i, self.specs[i].payload))
+                if (w.inflight or batch) and size + len(msg) > _BIG_MESSAGE:
+                    self.messages[i] = msg
+                    break
+                self.pending.popleft()
+                batch.append((i, self.specs[i].budget, msg))
+                size += len(msg)
+            if batch:
+                try:
+                    w.send(batch, now)
+                except OSError:
+                    pass  # the worker died or retired; its end of file or farewell is handled in `collect`
+
+    def _message(self, i: int) -> tuple[int, float, bytes]:
+        return i, self.specs[i].budget, self.messages.pop(i, None) or _frame((i, self.specs[i].payload))
+
+    @staticmethod
+    def _is_fresh(w: _Worker) -> bool:
+        return w.answered == 0 and not w.inflight and not w.recycle
+
+    # -- waiting ----------------------------------------------------------------------------------
+    def wait(self) -> set[int]:
+        """Wait until a busy worker writes or the earliest hard deadline passes; the readable descriptors."""
+        busy = [w for w in self.pool if w.inflight]
+        if not busy:
+            return set()
+        next_deadline = min(w.head_started + w.inflight[0][1] + self.ex.kill_grace for w in busy)
+        for w in busy:
+            if w.out_fd not in self.watched:
+                self.sel.register(w.out_fd, selectors.EVENT_READ)
+                self.watched.add(w.out_fd)
+        return {key.fd for key, _ in self.sel.select(max(0.0, next_deadline - time.monotonic()))}
+
+    # -- receiving --------------------------------------------------------------------------------
+    def collect(self, ready: set[int]) -> Iterator[tuple[int, dict[str, Any]]]:
+        """The answers of the readable workers; kill and replace the dead and the late, retire the retiring."""
+        now = time.monotonic()
+        for idx, w in enumerate(list(self.pool)):
+            if w.out_fd in ready:
+                messages = w.receive()
+                if messages is None:  # end of file: the worker died
+                    if w.inflight:
+                        code = w.proc.wait()
+                        yield self._fail_head(idx, w, f"the worker process died while running this query "
+                                                      f"(exit code {code})", timed_out=False, now=now)
+                    else:
+                        self._replace(idx, retired=False)
+                    continue
+                yield from self._answers(w, messages, now)
+                if w.retired or (w.recycle and not w.inflight):
+                    # its heap may still hold what the query took: a fresh process gives it back
+                    self._replace(idx, retired=True)
+            elif w.inflight and now > w.head_started + w.inflight[0][1] + self.ex.kill_grace:
+                yield self._fail_head(idx, w, None, timed_out=True, now=now)
+
+    def _answers(self, w: _Worker, messages: list[tuple[int | None, Any]],
+                 now: float) -> Iterator[tuple[int, dict[str, Any]]]:
+        for job_id, raw in messages:
+            if job_id is None:  # the worker's farewell: it exits without running the jobs queued behind
+                w.retired = True
+                continue
+            head = w.pop_head()
+            assert head == job_id, "worker answered out of order"
+            raw["seconds"] = now - w.head_started
+            self.ex._job_seconds = 0.9 * self.ex._job_seconds + 0.1 * raw["seconds"]
+            w.head_started = now
+            ran_after_others = w.answered > 0
+            w.answered += 1
+            if str(raw.get("error") or "").startswith(RESOURCE_LIMIT_PREFIX):
+                w.recycle = True
+            if raw.pop("out_of_memory", False) and ran_after_others and job_id not in self.rerun:
+                self.rerun.add(job_id)  # what ran before may have taken the memory it lacked: ask a fresh worker
+                self.fresh_only.append(job_id)
+                continue
+            self.remaining -= 1
+            yield job_id, raw
+
+    def _fail_head(self, idx: int, w: _Worker, reason: str | None, *, timed_out: bool,
+                   now: float) -> tuple[int, dict[str, Any]]:
+        """The head job's answer when its worker died or ran late; the worker is killed and replaced and its other
+        queued jobs go back to the front."""
+        head = w.pop_head()
+        self._requeue(w)
+        self._unwatch(w)
+        w.kill()
+        self.pool[idx] = self.ex._spawn()
+        self.ex.restarts += 1
+        self.remaining -= 1
+        return head, {"rows": [], "columns": [], "error": reason, "timed_out": timed_out, "truncated": False,
+                      "seconds": now - w.head_started, "times": [], "index": None}
+
+    def _replace(self, idx: int, *, retired: bool) -> None:
+        """Replace worker `idx` with a fresh process; a retired one (counted in `recycled`) or one that died idle."""
+        w = self.pool[idx]
+        self._requeue(w)
+        self._unwatch(w)
+        if retired:
+            w.stop(wait=1.0)
+            self.ex.recycled += 1
+        else:
+            w.kill()
+            self.ex.restarts += 1
+        self.pool[idx] = self.ex._spawn()
+
+    def _requeue(self, w: _Worker) -> None:
+        """Put the jobs still queued in `w` (never run) back at the front, in their order."""
+        while w.inflight:
+            i = w.inflight[-1][0]
+            w.inflight.pop()
+            (self.fresh_only if i in self.rerun else self.pending).appendleft(i)
+        w.inflight_bytes = 0
+
+    def _unwatch(self, w: _Worker) -> None:
+        if w.out_fd in self.watched:
+            self.sel.unregister(w.out_fd)
+            self.watched.discard(w.out_fd)
+
+    def close(self) -> None:
+        self.sel.close()
 
 
 def _frame(obj: Any) -> bytes:

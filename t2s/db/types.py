@@ -95,8 +95,9 @@ class ExecResult(JsonRecord):
     """Outcome of running one SQL query.
 
     Exactly one of: `ok` (rows fetched; `truncated` if the row cap cut them), `error` (SQLite's message,
-    "rejected: ..." for a statement that would modify the database, or "resource limit: ..." for a query
-    stopped by a memory bound of `SQLExecutor`), `timed_out`.
+    "rejected: ..." for a statement that would modify the database, "not authorized: ..." for a read the
+    read-only policy refuses (the schema table, a PRAGMA other than those describing one table, `fts3_tokenizer`;
+    docs/security.md), or "resource limit: ..." for a query stopped by a memory bound of `SQLExecutor`), `timed_out`.
     `seconds` is wall time including any process overhead.
     """
 
