@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -65,15 +66,39 @@ def cmd_run(args: list[str]) -> int:
     return _hydra_app(run_app.main, ["t2s run", *_sweep_args(args)])
 
 
+class _WithoutJobLine:
+    """A stderr that drops the line Hydra writes before re-raising a single job's error ("Error executing job with
+    overrides: [...]"): `main` prints the error itself, in one message. Everything else passes through."""
+
+    PREFIX = "Error executing job with overrides:"
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        if text.startswith(self.PREFIX):
+            return len(text)
+        return self.stream.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
 def _hydra_app(app_main: Any, argv: list[str]) -> int:
     """Run a Hydra app with `argv`. Hydra prints a (shortened) traceback itself unless HYDRA_FULL_ERROR is set; with
-    it set, the error reaches `main`, which prints one message (restored afterwards)."""
+    it set, the error reaches `main`, which prints one message (restored afterwards). In a sweep (-m) Hydra's line
+    naming the failed job's overrides is kept; for one job it would only repeat the command line."""
     sys.argv = argv
     before = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    stderr = sys.stderr
+    if not any(a in ("-m", "--multirun") for a in argv):
+        sys.stderr = _WithoutJobLine(stderr)  # type: ignore[assignment]
     try:
         app_main()
     finally:
+        if sys.stderr is not stderr and isinstance(sys.stderr, _WithoutJobLine):
+            sys.stderr = stderr
         if before is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
         else:
@@ -181,20 +206,29 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     return HydraException, OmegaConfBaseException, ConfigError, RunDirError, CompareError, OSError, ValueError
 
 
+#: the detail lines OmegaConf appends to its errors ("    full_key: run.batch_size", "    object_type=RunConf")
+_OMEGACONF_DETAIL = re.compile(r"^\s+(full_key|reference_type|object_type)[:=]")
+
+
 def error_message(e: BaseException) -> str:
     """One readable message for an exception: its text, then the text of its causes when they add something
-    (Hydra wraps a plugin's error in "Error in call to target ...")."""
+    (Hydra wraps a plugin's error in "Error in call to target ..."). OmegaConf's detail lines are left out, and a
+    rejected override is one line: `Error merging override run.batch_size=abc: Value 'abc' of type 'str' could not be
+    converted to Integer`."""
     parts: list[str] = []
     seen: set[int] = set()
     cur: BaseException | None = e
     while cur is not None and id(cur) not in seen and len(parts) < 4:
         seen.add(id(cur))
-        text = str(cur).strip() or type(cur).__name__
+        text = "\n".join(line for line in str(cur).strip().splitlines() if not _OMEGACONF_DETAIL.match(line))
+        text = text.strip() or type(cur).__name__
         if isinstance(cur, (KeyError, AttributeError, TypeError, NameError)) or not str(cur).strip():
             text = f"{type(cur).__name__}: {text}"
         if not any(text in p for p in parts):
             parts.append(text)
         cur = cur.__cause__ or (None if cur.__suppress_context__ else cur.__context__)
+    if len(parts) == 2 and parts[0].startswith("Error merging override ") and "\n" not in "".join(parts):
+        return ": ".join(parts)
     return "\n".join(parts)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 import threading
 from collections.abc import Mapping
@@ -86,6 +85,7 @@ class LLMPool:
             signature = json.dumps(config, sort_keys=True, default=str)
             backend = self._backends.get(signature)
             if backend is None:
+                self._check(name, self.configs[name], config)
                 backend = self._build(name, config)
                 self._backends[signature] = backend
             wrapped = CachedLLM(backend, self.cache)
@@ -93,34 +93,24 @@ class LLMPool:
             return wrapped
 
     @staticmethod
-    def _check_keys(name: str, config: Mapping[str, Any]) -> None:
-        """Fail before anything is built when a key is not a constructor argument, or a required one is absent."""
-        from hydra.utils import get_class
+    def _check(name: str, node: Any, config: Mapping[str, Any]) -> None:
+        """Fail before anything is built when `config` does not bind to its class's constructor (unknown or missing
+        keys, a value of the wrong type or range: `t2s.run.checks.bind`). A node of a run config that
+        `check_config` passed is not checked again."""
+        from t2s.run.checks import ConfigError, bind, is_checked
 
-        target = str(config["_target_"])
-        try:
-            cls = get_class(target)
-        except Exception as e:
-            raise ValueError(f"`llms.{name}._target_`: cannot import {target!r} ({e})") from e
-        params = inspect.signature(cls.__init__).parameters
-        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        if is_checked(node):
             return
-        accepted = {n for n, p in params.items() if n != "self" and p.kind is not inspect.Parameter.VAR_POSITIONAL}
-        keys = {k for k in config if not k.startswith("_")}
-        unknown = sorted(keys - accepted)
-        missing = sorted(n for n in accepted - keys if params[n].default is inspect.Parameter.empty)
-        if unknown or missing:
-            problems = ([f"unknown key(s) {', '.join(unknown)}"] if unknown else []) + (
-                [f"missing required key(s) {', '.join(missing)}"] if missing else [])
-            raise ValueError(
-                f"`llms.{name}` ({target}): {'; '.join(problems)}; accepted keys: {', '.join(sorted(accepted))}"
-            )
+        found = bind(config)
+        if found.error:
+            raise ConfigError(f"`llms.{name}._target_`: {found.summary()}")
+        if not found.ok:
+            raise ConfigError(f"`llms.{name}` ({found.target}): {found.summary()}")
 
-    @classmethod
-    def _build(cls, name: str, config: Mapping[str, Any]) -> LLM:
+    @staticmethod
+    def _build(name: str, config: Mapping[str, Any]) -> LLM:
         from hydra.utils import instantiate
 
-        cls._check_keys(name, config)
         try:
             llm = instantiate(dict(config), _convert_="all")
         except Exception as e:
