@@ -181,7 +181,7 @@ class Dataset(abc.ABC):
             paths = [ex.db_path, *ex.meta.get("db_paths", [])]
             for p in dict.fromkeys(paths):
                 if p not in exists:
-                    exists[p] = _database_problem(p)
+                    exists[p] = database_problem(p)
             absent = [p for p in dict.fromkeys(paths) if exists[p] is not None]
             if absent:
                 missing.setdefault(absent[0], []).append(ex)
@@ -211,7 +211,7 @@ class Dataset(abc.ABC):
         return kept, skipped
 
 
-def _database_problem(path: str) -> str | None:
+def database_problem(path: str) -> str | None:
     """None when `path` is a usable database file; else why not, one of `SKIP_REASONS`' values: missing, empty
     (0 bytes), or not a SQLite database (its first 16 bytes are not SQLite's header, e.g. a text file)."""
     try:

@@ -48,9 +48,9 @@ _SYNTAX = re.compile(r"syntax error|incomplete input|unrecognized token|untermin
 _UNKNOWN = re.compile(r"no such (table|column)", re.I)
 _NOT_AUTHORIZED = re.compile(r"^not authorized", re.I)
 #: SQLite's and the executor's messages for a database file that cannot be read as one (`t2s.db.execute`)
-_NOT_A_DATABASE = re.compile(r"file is not a database|database disk image is malformed|database file is empty|"
-                             r"database file not found|database path is not a file|cannot open database|"
-                             r"unable to open database file", re.I)
+_NOT_A_DATABASE = re.compile(r"file is not a database|database disk image is malformed|not a SQLite database|"
+                             r"database file is empty|empty database file|database file not found|missing database|"
+                             r"database path is not a file|cannot open database|unable to open database file", re.I)
 
 
 def _all_tables(s: SpiderSQL) -> set[str]:
@@ -141,7 +141,8 @@ def categorize_error(pred_sql: str, gold_sql: str, schema: DatabaseSchema | None
     - rejected: `status == "rejected"` (a statement that would modify the database);
     - not_a_database: the question's database file could not be read as a SQLite database (missing, empty,
       damaged, or another kind of file such as `/etc/passwd`: "file is not a database", "database disk image is
-      malformed"); nothing about the SQL can be judged;
+      malformed", or the scorer's "not a SQLite database: <path>", which it puts first when a prediction fails on
+      such a file, even with a syntax error); nothing about the SQL can be judged;
     - not_authorized: SQLite's authorizer or its own switches refused the statement without it being a write
       (message "not authorized ...", e.g. `load_extension`);
     - timeout: `status == "timeout"`;

@@ -44,6 +44,7 @@ from sqlglot import TokenType
 from sqlglot.dialects.sqlite import SQLite
 from sqlglot.errors import TokenError
 
+from t2s.data.base import database_problem
 from t2s.db.execute import SQLExecutor
 from t2s.db.types import ExecResult
 from t2s.files import content_hash, forget_content_hashes
@@ -579,6 +580,9 @@ def _verdict(g: str, dbs: list[str], om: bool, preds: Sequence[tuple[ExecResult 
         if not pred.ok:
             v.status = pred.status
             v.pred_error = pred.error if not pred.timed_out else f"prediction timed out after {timeout:g} s"
+            problem = database_problem(db) if pred.status == "error" else None
+            if problem is not None:  # SQLite reports a syntax error before it reads the file: say what the file is
+                v.pred_error = f"{problem}: {db} (SQLite: {v.pred_error})"
             v.failed_db = db
             return v
         if pred.truncated:
