@@ -7,7 +7,7 @@ time. Three layers keep a run safe:
 1. Nothing can write, and reads stay inside the database's own tables. Connections are opened with the URI
    `file:...?mode=ro` (SQLite itself refuses to write and never creates a missing file), `PRAGMA
    query_only=ON`, and an authorizer that allows only reads (SELECT, READ, functions, recursive CTEs, the
-   PRAGMAs that describe one table or index). Any other action (INSERT, UPDATE, DELETE, CREATE/DROP/ALTER,
+   PRAGMAs that describe one table or index, and `data_version`). Any other action (INSERT, UPDATE, DELETE, CREATE/DROP/ALTER,
    ATTACH, transactions, PRAGMA writes, ...) fails at prepare time and the result says which: `rejected:
    statement would modify the database (DROP TABLE singer)`. The read side doors are refused as `not
    authorized: ...` (status "error", error category `not_authorized`), however they are reached (a CTE named
@@ -117,8 +117,10 @@ _POLICY_DOC = 'docs/security.md, "What model-written SQL may use"'
 
 #: PRAGMAs model-written and gold SQL may run, as a statement (`PRAGMA table_info(singer)`) or a table-valued function
 #: (`SELECT * FROM pragma_table_info('singer')`): each describes one table or index, which the prompt's schema shows
-#: anyway. Every other PRAGMA is refused: a write (with an argument) as "rejected", a read as "not authorized".
-_ALLOWED_PRAGMAS = frozenset({"table_info", "table_xinfo", "index_list", "index_info", "index_xinfo", "foreign_key_list"})
+#: anyway; and `data_version` (a change counter), which FTS5 reads to query its own tables. Every other PRAGMA is
+#: refused: a write (with an argument) as "rejected", a read as "not authorized".
+_ALLOWED_PRAGMAS = frozenset({"table_info", "table_xinfo", "index_list", "index_info", "index_xinfo", "foreign_key_list",
+                              "data_version"})
 #: PRAGMAs that take an argument and only read, refused all the same (they describe the process, the SQLite build, the
 #: database files or the whole database): "not authorized", not "would modify the database"
 _REFUSED_READ_PRAGMAS = frozenset({
@@ -226,8 +228,8 @@ class _Runner:
             if name in _ALLOWED_PRAGMAS:
                 return sqlite3.SQLITE_OK
             if arg2 is None or name in _REFUSED_READ_PRAGMAS:
-                return self._refuse(f"PRAGMA {arg1}", "only the PRAGMAs that describe one table or index run: "
-                                    + ", ".join(sorted(_ALLOWED_PRAGMAS)))
+                return self._refuse(f"PRAGMA {arg1}", "only the PRAGMAs that describe one table or index (and "
+                                    "data_version) run: " + ", ".join(sorted(_ALLOWED_PRAGMAS)))
         if self._denied is None:
             name = _ACTION_NAMES.get(action, f"action {action}")
             if action == sqlite3.SQLITE_PRAGMA:
