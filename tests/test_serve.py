@@ -3,7 +3,9 @@
 Two real services over the demo set: one with the tiny random-weight model (`llm=tiny`, the real HF path), one with
 the scripted LLM (`llm=scripted`, answering each demo question with its gold SQL, so generate -> validate -> execute
 returns real rows).
-Every bad input must get a 4xx that says what was rejected, and no database file may change.
+Every bad input must get a 4xx that says what was rejected, and no database file may change. The hostile inputs of
+issue 20 (lone surrogates, NaN, bodies that are not UTF-8, strings for booleans, deep nesting written by a client or
+by the model, an oversized schema, an oversized result, a foreign Host header) each have a test here.
 """
 
 from __future__ import annotations
@@ -24,14 +26,35 @@ from omegaconf import DictConfig
 
 from t2s.data.demo import DEMO_DIR
 from t2s.db.introspect import connect_readonly, introspect
-from t2s.serve.app import create_app
-from t2s.serve.ddl import DDLError, build_ddl_database
-from t2s.serve.service import Service
-from t2s.serve.validate import SQLRejected, validate_select
+from t2s.serve.app import MAX_BODY_BYTES, MAX_RESPONSE_BYTES, SafeJSONResponse, create_app, default_hosts
+from t2s.serve.ddl import DDLCache, DDLError, build_ddl_database
+from t2s.serve.service import Batcher, ServeError, Service
+from t2s.serve.validate import MAX_DEPTH, MAX_SQL_CHARS, SQLRejected, validate_select
+from t2s.types import Example
 
 DEMO_QUESTIONS = json.loads((DEMO_DIR / "questions.json").read_text())
 #: a query that runs far past a 1 s limit on the demo databases (a 6-way cross join, ~10^10 rows)
 RUNAWAY = "SELECT count(*) FROM books a, books b, books c, books d, books e, books f, books g"
+#: the Host the test clients send (the app answers the bound host, 127.0.0.1 and localhost only)
+LOCAL = "http://127.0.0.1"
+#: 60 nested parentheses: sqlglot's recursive parser ran out of stack at 50 (a 500 before)
+DEEP_SQL = "SELECT " + "(" * 60 + "1" + ")" * 60
+#: deep nesting without parentheses: a RecursionError inside sqlglot itself
+NOT_CHAIN_SQL = "SELECT " + "NOT " * 300 + "1"
+#: about 10 MB of rows, more than the response cap (MAX_RESPONSE_BYTES)
+HUGE_RESULT_SQL = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 20) "
+                   "SELECT x, hex(randomblob(250000)) FROM c")
+#: questions the scripted model answers with hostile SQL (its own writing, not the client's)
+HOSTILE_ANSWERS = {"Nest the query deeply": DEEP_SQL, "Nest NOT deeply": NOT_CHAIN_SQL,
+                   "Return a huge result": HUGE_RESULT_SQL}
+
+
+def big_ddl(n_tables: int = 490, n_columns: int = 17) -> str:
+    """CREATE TABLE text of the size that hung the batcher with `llm=tiny` (490 tables, 334 KB by default)."""
+    return "\n".join(
+        f"CREATE TABLE table_{t} (id INTEGER PRIMARY KEY, "
+        + ", ".join(f"column_number_{c}_of_t{t} VARCHAR(40)" for c in range(n_columns)) + ");"
+        for t in range(n_tables))
 
 
 def gold_rules() -> list[dict[str, str]]:
@@ -47,7 +70,8 @@ def scripted_config(cache_dir: Path, tmp: Path, overrides: list[str] | None = No
     """The demo config with the scripted LLM answering gold SQL, a 1 s query limit and no response cache."""
     cfg = compose_config(["llm=scripted", "db.timeout=1.0", "run.llm_cache=false", *(overrides or [])],
                          cache_dir=cache_dir, output_root=tmp)
-    cfg.llm.rules = gold_rules()
+    cfg.llm.rules = gold_rules() + [{"match": re.escape(q), "reply": f"```sql\n{sql}\n```"}
+                                    for q, sql in HOSTILE_ANSWERS.items()]
     return cfg
 
 
@@ -61,7 +85,7 @@ def db_hashes(*folders: Path) -> dict[str, str]:
 def scripted(session_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service, TestClient]]:
     tmp = tmp_path_factory.mktemp("serve-scripted")
     service = Service(scripted_config(session_cache, tmp, ["serve.max_wait_ms=300"]), tmp / "run")
-    with TestClient(create_app(service)) as client:
+    with TestClient(create_app(service), base_url=LOCAL) as client:
         yield service, client
 
 
@@ -70,7 +94,7 @@ def tiny(session_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     tmp = tmp_path_factory.mktemp("serve-tiny")
     cfg = compose_config(["db.timeout=1.0", "generator.max_new_tokens=24"], cache_dir=session_cache, output_root=tmp)
     service = Service(cfg, tmp / "run")
-    with TestClient(create_app(service)) as client:
+    with TestClient(create_app(service), base_url=LOCAL) as client:
         yield service, client
 
 
@@ -115,6 +139,9 @@ def test_demo_page_and_openapi(tiny: tuple[Service, TestClient]) -> None:
     spec = client.get("/openapi.json").json()
     assert {"/generate_sql", "/execute", "/databases", "/databases/{db_id}/schema", "/health"} <= set(spec["paths"])
     assert "GenerateRequest" in spec["components"]["schemas"]
+    for path in ("/docs", "/redoc"):  # FastAPI's pages load swagger-ui / redoc from a CDN: not served
+        r = client.get(path)
+        assert r.status_code == 404 and r.json()["detail"]["kind"] == "not_found"
 
 
 # ------------------------------------------------------------------------------------------------ generation
@@ -266,7 +293,7 @@ def test_generated_sql_failing_validation_is_reported_not_run(session_cache: Pat
     cfg = scripted_config(session_cache, tmp_path)
     cfg.llm.default = "```sql\nDELETE FROM books\n```"  # what no demo question matches gets
     service = Service(cfg, tmp_path / "run")
-    with TestClient(create_app(service)) as client:
+    with TestClient(create_app(service), base_url=LOCAL) as client:
         body = client.post("/generate_sql", json={"question": "Drop everything", "db_id": "library",
                                                   "execute": True}).json()
     assert body["sql"] == "DELETE FROM books"
@@ -325,3 +352,245 @@ def test_validator_accepts_spider_dev_gold_sql() -> None:
         validate_select(q["query"], schemas[q["db_id"]])
         checked += 1
     assert checked > 900
+
+
+# ------------------------------------------------------------------------------------------------ hostile input
+def post_raw(client: TestClient, path: str, body: bytes) -> Any:
+    return client.post(path, content=body, headers={"content-type": "application/json"})
+
+
+def assert_error(r: Any, status: int, kind: str) -> dict[str, Any]:
+    """The response is the API's error shape with this status and kind; returns the detail."""
+    assert r.status_code == status, r.text[:500]
+    detail = r.json()["detail"]
+    assert detail["kind"] == kind and detail["message"], detail
+    return detail
+
+
+@pytest.mark.parametrize("path", ["/execute", "/generate_sql"])
+@pytest.mark.parametrize("body, says", [
+    (b'{"db_id": "library", "sql": "SELECT \'a\\ud800b\'", "question": "a\\ud800b"}', "lone surrogate"),
+    (b'{"db_id": "library", "sql": "SELECT 1", "question": "q", "max_rows": NaN}', "NaN"),
+    (b'{"db_id": "library", "sql": "SELECT 1", "question": "q", "max_rows": Infinity}', "Infinity"),
+    (b'{"db_id": "library", "sql": "SELECT 1", "question": "q", "max_rows": -Infinity}', "-Infinity"),
+    (b'{"db_id": "library", "sql": "SELECT 1", "question": "q", "max_rows": 1e400}', "out of range"),
+    (b'{"db_id": "library", "sql": "SELECT \xff\xfe", "question": "q"}', "not valid UTF-8"),
+    (b'{"db_id": "library", "sql": ', "not JSON"),
+    (b'{"db_id": ' + b"[" * 100 + b"]" * 100 + b"}", "levels deep"),
+    (b'{"db_id": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "too deeply"),
+])
+def test_bodies_that_are_not_strict_json_get_the_error_shape(scripted: tuple[Service, TestClient], path: str,
+                                                             body: bytes, says: str) -> None:
+    _, client = scripted
+    detail = assert_error(post_raw(client, path, body), 422, "invalid_json")
+    assert says in detail["message"]
+
+
+@pytest.mark.parametrize("payload, field", [
+    ({"question": "How many books are there?", "db_id": "library", "execute": "yes"}, "execute"),
+    ({"question": "How many books are there?", "db_id": "library", "execute": 1}, "execute"),
+    ({"question": "How many books are there?", "db_id": "library", "max_rows": "5"}, "max_rows"),
+    ({"question": "How many books are there?", "db_id": "library", "max_rows": 5.0}, "max_rows"),
+    ({"question": "How many books are there?", "db_id": "library", "max_rows": True}, "max_rows"),
+    ({"question": 42, "db_id": "library"}, "question"),
+])
+def test_types_are_strict(scripted: tuple[Service, TestClient], payload: dict[str, Any], field: str) -> None:
+    _, client = scripted
+    detail = assert_error(client.post("/generate_sql", json=payload), 422, "invalid_request")
+    assert detail["errors"][0]["loc"] == ["body", field]
+
+
+def test_errors_quote_only_a_prefix_of_the_input(scripted: tuple[Service, TestClient]) -> None:
+    _, client = scripted
+    for path, payload in [("/generate_sql", {"question": "q" * 1_000_000, "db_id": "library"}),
+                          ("/execute", {"db_id": "library", "sql": "SELECT " + "1 + " * 250_000 + "1"}),
+                          ("/execute", {"db_id": "library", "sql": "SELECT 1", "k" * 100_000: 1}),
+                          ("/execute", {"db_id": "library", "sql": "SELECT * FROM " + "t" * 19_000})]:
+        r = client.post(path, json=payload)
+        assert 400 <= r.status_code < 500 and r.json()["detail"]["message"]
+        assert len(r.content) < 5_000, f"{path} echoed {len(r.content):,} bytes"
+    r = client.get("/databases/" + "x" * 10_000 + "/schema")
+    assert_error(r, 404, "unknown_database")
+    assert len(r.content) < 2_000
+
+
+def test_a_body_over_the_limit_is_a_413(scripted: tuple[Service, TestClient]) -> None:
+    _, client = scripted
+    r = post_raw(client, "/generate_sql", b'{"question": "' + b"x" * (MAX_BODY_BYTES + 1) + b'"}')
+    assert "at most" in assert_error(r, 413, "body_too_large")["message"]
+
+
+def test_http_errors_get_the_error_shape(scripted: tuple[Service, TestClient]) -> None:
+    _, client = scripted
+    assert_error(client.get("/no/such/endpoint"), 404, "not_found")
+    assert_error(client.get("/execute"), 405, "method_not_allowed")
+    assert_error(client.post("/execute", content=b"db_id=library", headers={"content-type": "text/plain"}), 422,
+                 "invalid_json")
+
+
+@pytest.mark.parametrize("sql, says", [
+    (DEEP_SQL, "60 parentheses deep"),
+    ("SELECT title FROM books WHERE book_id IN " + "(SELECT book_id FROM books WHERE book_id IN " * 40
+     + "(SELECT 1)" + ")" * 40, "parentheses deep"),
+    (NOT_CHAIN_SQL, "recursion limit"),
+    # 350 UNION ALL terms in 19 KB: under the length limit, over the node limit (5,000 terms took 23 s of CPU)
+    (" UNION ALL ".join(f"SELECT title FROM books WHERE book_id = {i}" for i in range(350)), "syntax nodes"),
+])
+def test_deep_or_huge_sql_is_a_422(scripted: tuple[Service, TestClient], sql: str, says: str) -> None:
+    _, client = scripted
+    assert len(sql) <= MAX_SQL_CHARS
+    detail = assert_error(client.post("/execute", json={"db_id": "library", "sql": sql}), 422, "too_complex")
+    assert says in detail["message"] and len(detail["sql"]) < 600
+
+
+def test_sql_over_the_length_limit_is_refused_by_the_schema(scripted: tuple[Service, TestClient]) -> None:
+    _, client = scripted
+    sql = " UNION ALL ".join(f"SELECT title FROM books WHERE book_id = {i}" for i in range(5_000))  # 95 KB
+    detail = assert_error(client.post("/execute", json={"db_id": "library", "sql": sql}), 422, "invalid_request")
+    assert f"at most {MAX_SQL_CHARS} characters" in detail["message"]
+    with pytest.raises(SQLRejected) as e:  # the model's SQL goes through the same bound
+        validate_select(sql, scripted[0].schema("library"))
+    assert e.value.kind == "too_complex"
+
+
+def test_the_nesting_limit_counts_only_real_parentheses(scripted: tuple[Service, TestClient]) -> None:
+    schema = scripted[0].schema("library")
+    validate_select("SELECT " + "(" * MAX_DEPTH + "1" + ")" * MAX_DEPTH, schema)
+    # parentheses inside strings, quoted names and comments do not count
+    validate_select("SELECT '" + "(" * 100 + "' AS \"((((\" FROM books -- " + "(" * 100, schema)
+
+
+@pytest.mark.parametrize("question, says", [("Nest the query deeply", "parentheses deep"),
+                                            ("Nest NOT deeply", "recursion limit")])
+def test_deep_sql_written_by_the_model_is_reported_in_execution(scripted: tuple[Service, TestClient], question: str,
+                                                                says: str) -> None:
+    _, client = scripted
+    r = client.post("/generate_sql", json={"question": question, "db_id": "library", "execute": True})
+    assert r.status_code == 200, r.text[:500]
+    body = r.json()
+    assert body["sql"] == HOSTILE_ANSWERS[question]
+    assert body["execution"]["status"] == "rejected" and says in body["execution"]["error"]
+
+
+def test_an_oversized_result_is_cut_with_a_flag(scripted: tuple[Service, TestClient]) -> None:
+    _, client = scripted
+    r = client.post("/execute", json={"db_id": "library", "sql": HUGE_RESULT_SQL, "max_rows": 1000})
+    assert r.status_code == 200, r.text[:500]
+    body = r.json()
+    assert body["truncated"] and body["truncated_by"] == "max_bytes"
+    assert 0 < len(body["rows"]) < 20 and len(r.content) <= MAX_RESPONSE_BYTES + 10_000
+    assert [row[0] for row in body["rows"]] == list(range(1, len(body["rows"]) + 1))
+    r = client.post("/generate_sql", json={"question": "Return a huge result", "db_id": "library", "execute": True,
+                                           "max_rows": 1000})
+    assert r.status_code == 200 and r.json()["execution"]["truncated_by"] == "max_bytes"
+    assert len(r.content) <= MAX_RESPONSE_BYTES + 20_000
+    r = client.post("/execute", json={"db_id": "library", "sql": "SELECT title FROM books", "max_rows": 1})
+    assert r.json()["truncated_by"] == "max_rows"
+
+
+def test_a_foreign_host_header_is_refused(scripted: tuple[Service, TestClient]) -> None:
+    _, client = scripted
+    ok = {"db_id": "library", "sql": "SELECT count(*) FROM books"}
+    for host in ("evil.example", "evil.example:8000", "127.0.0.1.evil.example", "localhost.evil.example"):
+        detail = assert_error(client.post("/execute", json=ok, headers={"host": host}), 400, "invalid_host")
+        assert host in detail["message"]
+        assert_error(client.get("/health", headers={"host": host}), 400, "invalid_host")
+    for host in ("127.0.0.1", "127.0.0.1:8000", "localhost", "LOCALHOST:8000"):
+        assert client.post("/execute", json=ok, headers={"host": host}).status_code == 200
+    assert default_hosts("127.0.0.1") == ["127.0.0.1", "localhost"]
+    assert default_hosts("10.1.2.3") == ["10.1.2.3", "127.0.0.1", "localhost"]
+    assert default_hosts("0.0.0.0") == ["*"]
+
+
+def test_error_rendering_is_strict_json_whatever_it_holds() -> None:
+    body = SafeJSONResponse({"a": "x\ud800y", "b": float("nan"), "c": [float("inf")], "d": "é"}).body
+    assert json.loads(body) == {"a": "x\ud800y", "b": "nan", "c": ["inf"], "d": "é"}
+    assert b"NaN" not in body
+
+
+# ------------------------------------------------------------------------------------------------ bounded work
+def test_an_oversized_schema_is_refused_before_the_batcher(tiny: tuple[Service, TestClient]) -> None:
+    """The schema that hung the batcher (490 tables, 334 KB; inside the API's limits) and `llm=tiny`: a 413 with
+    the token counts, and the server goes on answering."""
+    service, client = tiny
+    batches = service.batcher.batches
+    ddl = big_ddl()
+    assert len(ddl) < 500_000
+    detail = assert_error(client.post("/generate_sql", json={"question": "How many?", "schema": ddl}), 413,
+                          "prompt_too_long")
+    assert detail["prompt_tokens"] > 100_000 and detail["context_tokens"] < 10_000
+    assert f"{detail['prompt_tokens']:,} tokens" in detail["message"]
+    # small enough to pass the unparsed check, too large once built: refused after the build
+    mid = big_ddl(8, 8)
+    detail = assert_error(client.post("/generate_sql", json={"question": "How many?", "schema": mid}), 413,
+                          "prompt_too_long")
+    assert detail["prompt_tokens"] > detail["context_tokens"]
+    assert service.batcher.batches == batches, "no refused question reached the batcher"
+    r = client.post("/generate_sql", json={"question": "How many?", "schema": big_ddl(1, 2)})
+    assert r.status_code == 200 and r.json()["trace"]["llm_calls"] == 1
+    r = client.post("/generate_sql", json={"question": "How many books are there?", "db_id": "library"})
+    assert r.status_code == 200 and r.json()["trace"]["llm_calls"] == 1
+    assert service.budget.checked == ["generator"]
+
+
+def test_ddl_databases_are_an_lru_cache(tmp_path: Path) -> None:
+    evicted: list[str] = []
+    cache = DDLCache(tmp_path, max_entries=2, on_evict=lambda db: evicted.append(db.db_id))
+    a = cache.acquire("CREATE TABLE a (x INT)")
+    cache.release(a)
+    b = cache.acquire("CREATE TABLE b (x INT)")  # in use from here on
+    c = cache.acquire("CREATE TABLE c (x INT)")
+    cache.release(c)
+    assert evicted == [a.db_id] and not a.path.exists() and b.path.is_file() and c.path.is_file()
+    assert cache.acquire("CREATE TABLE a (x INT)").path == a.path and a.path.is_file()  # rebuilt on demand
+    assert b.path.is_file(), "a database in use is never removed"
+    assert len(cache.entries()) == 2 and evicted == [a.db_id, c.db_id]
+    small = DDLCache(tmp_path / "bytes", max_bytes=1)
+    d = small.acquire("CREATE TABLE d (x INT)")
+    small.release(d)
+    small.release(small.acquire("CREATE TABLE e (x INT)"))
+    assert [f.name for f, _, _ in small.entries()] == [build_ddl_database("CREATE TABLE e (x INT)",
+                                                                          tmp_path / "bytes").db_id]
+
+
+def test_the_service_forgets_evicted_ddl_schemas(scripted: tuple[Service, TestClient]) -> None:
+    service, client = scripted
+    limit = service.ddl.max_entries
+    service.ddl.max_entries = 1
+    try:
+        paths = []
+        for name in ("first_ddl_table", "second_ddl_table"):
+            r = client.post("/generate_sql", json={"question": "How many?", "schema": f"CREATE TABLE {name} (x INT)"})
+            assert r.status_code == 200
+            paths.append(service.ddl.root / r.json()["db_id"] / f"{r.json()['db_id']}.sqlite")
+        assert not paths[0].exists() and paths[1].is_file()
+        assert str(paths[0]) not in service.env._schemas and str(paths[1]) in service.env._schemas
+        assert [f.name for f, _, _ in service.ddl.entries()] == [paths[1].parent.name]
+    finally:
+        service.ddl.max_entries = limit
+
+
+def test_batcher_shutdown_answers_every_waiting_request() -> None:
+    """SIGTERM runs `Service.shutdown`: the question in the running batch and the queued one get a 503 at once,
+    new ones are refused, and the worker ends when its batch does."""
+    release = threading.Event()
+    started = threading.Event()
+
+    def run(tasks: list[Any]) -> None:
+        started.set()
+        release.wait(30)
+
+    batcher = Batcher(run, max_batch=1, max_wait=0.0)
+    running = batcher.submit(Example(qid="a", question="q", db_id="d", db_path="d.sqlite"))
+    assert started.wait(10)
+    queued = batcher.submit(Example(qid="b", question="q", db_id="d", db_path="d.sqlite"))
+    batcher.shutdown()
+    for future in (running, queued):
+        with pytest.raises(ServeError) as e:
+            future.result(timeout=5)
+        assert e.value.status == 503 and e.value.kind == "shutting_down"
+    with pytest.raises(ServeError):
+        batcher.submit(Example(qid="c", question="q", db_id="d", db_path="d.sqlite"))
+    assert batcher.alive
+    release.set()
+    assert batcher.close(grace=10) and not batcher.alive

@@ -5,6 +5,12 @@
 columns resolve against them (sqlglot's `qualify` with the schema). Anything else raises `SQLRejected` with a `kind`
 a client can branch on and a message naming what was rejected and why.
 
+The work is bounded: a query longer than `MAX_SQL_CHARS`, nested deeper than `MAX_DEPTH` parentheses, or parsing to
+more than `MAX_NODES` syntax nodes is rejected as `too_complex` before sqlglot's `qualify` (whose cost grows with the
+square of a long UNION chain: 5,000 terms took 23 s), and so is any query that exhausts Python's recursion limit in
+sqlglot (`NOT NOT ... 1`). The largest gold query of Spider and BIRD (dev and train) has 272 nodes and 1,446
+characters; at the limits validation takes well under a second.
+
 SQLite quirk kept: a double-quoted name that is no column of the query's tables is a string literal in SQLite
 (`WHERE name = "Bob"`, common in Spider's gold SQL), so such a name is read as a string, not rejected.
 
@@ -31,7 +37,16 @@ _FORBIDDEN = (
 
 #: the `kind` values of `SQLRejected`
 REJECTION_KINDS = ("empty", "syntax", "multiple_statements", "not_select", "unknown_table", "unknown_column",
-                   "invalid")
+                   "invalid", "too_complex")
+
+#: characters of SQL the validator reads at most (the longest Spider / BIRD gold query has 1,446)
+MAX_SQL_CHARS = 20_000
+#: parenthesis nesting at most (sqlglot's recursive parser exhausts Python's stack near 50)
+MAX_DEPTH = 32
+#: syntax nodes of the parsed statement at most (the largest Spider / BIRD gold query has 272)
+MAX_NODES = 3_000
+#: characters of a rejected query quoted in a message
+QUOTE_CHARS = 80
 
 
 @dataclass
@@ -55,28 +70,84 @@ def _statement_name(node: exp.Expression) -> str:
     return type(node).__name__.upper()
 
 
+def _paren_depth(sql: str) -> int:
+    """The deepest parenthesis nesting of `sql`, outside string literals, quoted names and comments."""
+    depth = deepest = 0
+    i, n = 0, len(sql)
+    while i < n:
+        ch = sql[i]
+        if ch in "'\"`[":
+            close = "]" if ch == "[" else ch
+            end = sql.find(close, i + 1)
+            i = n if end < 0 else end + 1
+            continue
+        if ch == "-" and sql.startswith("--", i):
+            end = sql.find("\n", i)
+            i = n if end < 0 else end + 1
+            continue
+        if ch == "/" and sql.startswith("/*", i):
+            end = sql.find("*/", i + 2)
+            i = n if end < 0 else end + 2
+            continue
+        if ch == "(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch == ")":
+            depth = max(0, depth - 1)
+        i += 1
+    return deepest
+
+
+def _check_size(sql: str) -> None:
+    if len(sql) > MAX_SQL_CHARS:
+        raise SQLRejected("too_complex", f"rejected: the SQL is {len(sql):,} characters long; at most "
+                                         f"{MAX_SQL_CHARS:,} are accepted")
+    depth = _paren_depth(sql)
+    if depth > MAX_DEPTH:
+        raise SQLRejected("too_complex", f"rejected: the SQL nests {depth} parentheses deep; at most {MAX_DEPTH} "
+                                         "levels are accepted")
+
+
+def _too_deep() -> SQLRejected:
+    return SQLRejected("too_complex", "rejected: the SQL nests too deeply to analyse (Python's recursion limit was "
+                                      "reached); flatten nested expressions or subqueries")
+
+
 def parse_single(sql: str) -> exp.Expression:
-    """The one statement of `sql` (SQLite dialect); `SQLRejected` when empty, unparsable or several statements."""
+    """The one statement of `sql` (SQLite dialect); `SQLRejected` when empty, too large, unparsable or several
+    statements."""
     if not sql or not sql.strip():
         raise SQLRejected("empty", "rejected: the SQL is empty")
+    _check_size(sql)
     try:
         statements = [s for s in sqlglot.parse(sql, read="sqlite") if s is not None]
     except (ParseError, SqlglotError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise SQLRejected("syntax", f"rejected: the SQL does not parse as SQLite ({first})") from None
+        raise SQLRejected("syntax", f"rejected: the SQL does not parse as SQLite ({first[:200]})") from None
+    except RecursionError:
+        raise _too_deep() from None
     if not statements:
         raise SQLRejected("empty", "rejected: the SQL holds no statement (only comments or semicolons)")
     if len(statements) > 1:
-        names = ", ".join(_statement_name(s) for s in statements)
+        names = ", ".join(_statement_name(s) for s in statements[:10]) + (", ..." if len(statements) > 10 else "")
         raise SQLRejected("multiple_statements",
                           f"rejected: {len(statements)} statements ({names}); send exactly one SELECT")
     return statements[0]
 
 
+def _check_nodes(tree: exp.Expression) -> None:
+    count = 0
+    for _ in tree.walk():
+        count += 1
+        if count > MAX_NODES:
+            raise SQLRejected("too_complex", f"rejected: the query has more than {MAX_NODES:,} syntax nodes; "
+                                             "split it into smaller queries")
+
+
 def _check_read_only(tree: exp.Expression) -> None:
     if not isinstance(tree, (exp.Select, exp.SetOperation, *_FORBIDDEN)) and not isinstance(tree, exp.Query):
-        raise SQLRejected("syntax", f"rejected: {tree.sql(dialect='sqlite')[:80]!r} is not an SQL statement; send "
-                                    "one SELECT")
+        raise SQLRejected("syntax", f"rejected: {tree.sql(dialect='sqlite')[:QUOTE_CHARS]!r} is not an SQL "
+                                    "statement; send one SELECT")
     if not isinstance(tree, (exp.Select, exp.SetOperation)):
         raise SQLRejected("not_select", f"rejected: {_statement_name(tree)} is not a query; only a single SELECT "
                                         "(or WITH ... SELECT) runs here, nothing that changes a database")
@@ -97,8 +168,10 @@ def _check_tables(tree: exp.Expression, schema: DatabaseSchema) -> None:
             raise SQLRejected("unknown_table", f"rejected: table {table.text('db')}.{name} is outside database "
                                                f"{schema.db_id!r}; only its own tables can be read")
         if name.lower() not in ctes and name.lower() not in known:
-            raise SQLRejected("unknown_table", f"rejected: no table {name!r} in database {schema.db_id!r} "
-                                               f"(tables: {', '.join(sorted(t.name for t in schema.tables))})")
+            names = sorted(t.name for t in schema.tables)
+            listed = ", ".join(names[:30]) + (f", ... ({len(names)} in all)" if len(names) > 30 else "")
+            raise SQLRejected("unknown_table", f"rejected: no table {name[:QUOTE_CHARS]!r} in database "
+                                               f"{schema.db_id!r} (tables: {listed})")
 
 
 def _double_quoted_strings_to_literals(tree: exp.Expression, schema: DatabaseSchema) -> exp.Expression:
@@ -120,19 +193,22 @@ def _double_quoted_strings_to_literals(tree: exp.Expression, schema: DatabaseSch
 def validate_select(sql: str, schema: DatabaseSchema) -> exp.Expression:
     """Check `sql` is one read-only query over `schema`'s tables and columns; returns the parsed statement.
 
-    Raises `SQLRejected` otherwise (see the module docstring for what is accepted).
+    Raises `SQLRejected` otherwise (see the module docstring for what is accepted and how much work it takes).
     """
     tree = parse_single(sql)
-    _check_read_only(tree)
-    _check_tables(tree, schema)
-    mapping = {t.name: {c.name: (c.type or "TEXT") for c in t.columns} for t in schema.tables}
-    tree = _double_quoted_strings_to_literals(tree.copy(), schema)
     try:
+        _check_nodes(tree)
+        _check_read_only(tree)
+        _check_tables(tree, schema)
+        mapping = {t.name: {c.name: (c.type or "TEXT") for c in t.columns} for t in schema.tables}
+        tree = _double_quoted_strings_to_literals(tree.copy(), schema)
         qualify(tree, schema=mapping, dialect="sqlite", validate_qualify_columns=True, identify=False)
     except OptimizeError as e:
-        msg = str(e).split(". Line:")[0]
+        msg = str(e).split(". Line:")[0][:300]
         kind = "unknown_column" if "could not be resolved" in msg or "Unknown column" in msg else "invalid"
         raise SQLRejected(kind, f"rejected: {msg} in database {schema.db_id!r}") from None
     except SqlglotError as e:
-        raise SQLRejected("invalid", f"rejected: {e}") from None
+        raise SQLRejected("invalid", f"rejected: {str(e)[:300]}") from None
+    except RecursionError:
+        raise _too_deep() from None
     return tree
