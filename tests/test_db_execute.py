@@ -302,7 +302,8 @@ def test_in_process_a_query_that_hit_a_memory_bound_gets_a_fresh_runner(db: Path
 
 def test_two_identical_predictions_in_one_file_get_the_same_verdict(db: Path, tmp_path: Path) -> None:
     """Scored through `t2s eval`'s path (predictions file -> Scorer): gold, then two predictions, in one worker.
-    Before: the first prediction ran out of memory behind the gold answer, the second (in a fresh worker) was correct."""
+    Before: the first prediction ran out of memory behind the gold answer, the second (in a fresh worker) was
+    correct."""
     from t2s.eval.predictions import load_predictions
     from t2s.eval.scorer import Scorer
     from t2s.types import Example

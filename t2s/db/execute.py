@@ -7,9 +7,9 @@ time. Three layers keep a run safe:
 1. Nothing can write, and reads stay inside the database's own tables. Connections are opened with the URI
    `file:...?mode=ro` (SQLite itself refuses to write and never creates a missing file), `PRAGMA
    query_only=ON`, and an authorizer that allows only reads (SELECT, READ, functions, recursive CTEs, the
-   PRAGMAs that describe one table or index, and `data_version`). Any other action (INSERT, UPDATE, DELETE, CREATE/DROP/ALTER,
-   ATTACH, transactions, PRAGMA writes, ...) fails at prepare time and the result says which: `rejected:
-   statement would modify the database (DROP TABLE singer)`. The read side doors are refused as `not
+   PRAGMAs that describe one table or index, and `data_version`). Any other action (INSERT, UPDATE, DELETE,
+   CREATE/DROP/ALTER, ATTACH, transactions, PRAGMA writes, ...) fails at prepare time and the result says which:
+   `rejected: statement would modify the database (DROP TABLE singer)`. The read side doors are refused as `not
    authorized: ...` (status "error", error category `not_authorized`), however they are reached (a CTE named
    like the table, `main.` / `temp.` prefixes, a view): reading the schema tables (`sqlite_master`,
    `sqlite_schema`, `sqlite_temp_master`, `sqlite_temp_schema`) and the virtual tables `sqlite_stmt`, `dbstat`
@@ -119,8 +119,9 @@ _POLICY_DOC = 'docs/security.md, "What model-written SQL may use"'
 #: (`SELECT * FROM pragma_table_info('singer')`): each describes one table or index, which the prompt's schema shows
 #: anyway; and `data_version` (a change counter), which FTS5 reads to query its own tables. Every other PRAGMA is
 #: refused: a write (with an argument) as "rejected", a read as "not authorized".
-_ALLOWED_PRAGMAS = frozenset({"table_info", "table_xinfo", "index_list", "index_info", "index_xinfo", "foreign_key_list",
-                              "data_version"})
+_ALLOWED_PRAGMAS = frozenset({
+    "table_info", "table_xinfo", "index_list", "index_info", "index_xinfo", "foreign_key_list", "data_version",
+})
 #: PRAGMAs that take an argument and only read, refused all the same (they describe the process, the SQLite build, the
 #: database files or the whole database): "not authorized", not "would modify the database"
 _REFUSED_READ_PRAGMAS = frozenset({
@@ -522,7 +523,8 @@ def _footprint_slack_mb(max_memory_mb: int) -> int:
 
 def _disable_fts3_tokenizer(conn: sqlite3.Connection) -> None:
     """Turn off the two-argument `fts3_tokenizer()` at connection level where Python offers the switch (3.12+:
-    `Connection.setconfig`). The authorizer refuses both forms everywhere; this is a second lock on the dangerous one."""
+    `Connection.setconfig`). The authorizer refuses both forms everywhere; this is a second lock on the hazardous
+    one."""
     option = getattr(sqlite3, "SQLITE_DBCONFIG_ENABLE_FTS3_TOKENIZER", None)
     setconfig = getattr(conn, "setconfig", None)
     if option is not None and setconfig is not None:
