@@ -16,7 +16,7 @@ import pytest
 
 from t2s.llm.base import GenParams, LLMRequest, ScoreRequest
 from t2s.llm.cpu import busy_elsewhere, default_threads, usable_cores
-from t2s.llm.llamacpp import LlamaCppLLM
+from t2s.llm.llamacpp import ALIGN, LlamaCppLLM, canonical_reuse
 from t2s.llm.openai import OpenAILLM
 
 SCHEMA = "CREATE TABLE singer (singer_id INTEGER PRIMARY KEY, name TEXT, country TEXT, age INTEGER);"
@@ -88,17 +88,52 @@ def test_llamacpp_reuses_the_prompt_prefix(embedded_llamacpp: LlamaCppLLM, monke
     cold_tokens, evaluated[:] = sum(evaluated), []
     warm = llm.generate([ask("How many rows has t4?")])[0]
     assert cold.prompt_tokens > 250 and warm.prompt_tokens == cold.prompt_tokens
-    assert cold_tokens >= cold.prompt_tokens - 20  # only the chat template's first tokens were shared
-    assert sum(evaluated) <= 12, evaluated  # the question's tail and the assistant turn start
+    assert cold_tokens >= cold.prompt_tokens - ALIGN  # only the chat template's first tokens were shared
+    # the question's tail and the assistant turn start, from the last aligned chunk boundary before them
+    assert sum(evaluated) <= ALIGN + 12, evaluated
     assert warm.text == cold.text
+
+
+def test_canonical_reuse_keeps_only_chunks_a_cold_evaluation_makes() -> None:
+    body = list(range(200))
+    assert canonical_reuse([], body, set(), align=64) == 0
+    # full chunks are kept up to the common prefix; a partial chunk only when it ends where the body ends
+    assert canonical_reuse(list(range(150)), body, {64, 128, 150}, align=64) == 128
+    assert canonical_reuse(list(range(300)), body, {64, 128, 192, 200}, align=64) == 200
+    assert canonical_reuse(list(range(300)), body[:150], {64, 128, 150}, align=64) == 150
+    assert canonical_reuse(list(range(300)), body[:160], {64, 128, 150}, align=64) == 128  # 150 ended another body
+    assert canonical_reuse(list(range(100)) + [-1] * 50, body, {64, 128}, align=64) == 64  # diverges at 100
+    assert canonical_reuse(list(range(300)), body, set(), align=64) == 0  # nothing evaluated canonically
+
+
+def test_llamacpp_seeded_samples_do_not_depend_on_the_cache(embedded_llamacpp: LlamaCppLLM) -> None:
+    """The same request and seed give the same samples after another prompt with a shared prefix, after itself
+    (its whole prompt cached) and after an unrelated one: the prompt is evaluated the same way every time."""
+    llm = embedded_llamacpp
+    schema = "\n".join(f"CREATE TABLE t{i} (id INTEGER PRIMARY KEY, name TEXT, value REAL);" for i in range(1, 13))
+    ask = lambda q, seed: LLMRequest.chat(  # noqa: E731
+        [{"role": "user", "content": f"{schema}\nQuestion: {q}"}],
+        GenParams(max_new_tokens=8, temperature=1.0, n=2, seed=seed))
+    llm.generate([LLMRequest.chat([{"role": "user", "content": "Say hi."}], GenParams(max_new_tokens=2))])
+    first = llm.generate([ask("How many rows has t3?", 7)])[0]
+    llm.generate([ask("How many rows has t4?", 1)])  # shares the schema prefix
+    again = llm.generate([ask("How many rows has t3?", 7)])[0]
+    cached = llm.generate([ask("How many rows has t3?", 7)])[0]  # its own prompt fully cached
+    assert first.texts == again.texts == cached.texts and len(first.texts) == 2
 
 
 def test_llamacpp_scores_continuations(embedded_llamacpp: LlamaCppLLM) -> None:
     llm = embedded_llamacpp
     question = [{"role": "user", "content": "Is 2 + 2 equal to 4? Answer with A (yes) or B (no) only."}]
-    ab, ba = llm.score([ScoreRequest.chat(question, ["A", "B", "A (yes)", ""]), ScoreRequest.chat(question, ["B", "A"])])
+    requests = [ScoreRequest.chat(question, ["A", "B", "A (yes)", ""]), ScoreRequest.chat(question, ["B", "A"])]
+    ab, ba = llm.score(requests)
     assert ab.logprobs[0] > ab.logprobs[1] and ab.logprobs[2] < ab.logprobs[0] < 0 and ab.logprobs[3] == 0.0
-    assert ba.logprobs == pytest.approx([ab.logprobs[1], ab.logprobs[0]], abs=5e-3)  # batch splits differ
+    # every readout is evaluated the same way (the prompt's body canonically, its last token alone), so the same
+    # continuation after the same prompt scores exactly the same, in any order and whatever the cache held: what
+    # llama.cpp guarantees on every CPU (the same computation), not one CPU's rounding
+    assert ba.logprobs == [ab.logprobs[1], ab.logprobs[0]]
+    llm.generate([sql_request("How many singers are there?", max_new_tokens=4)])  # the cache now holds another prompt
+    assert [r.logprobs for r in llm.score(requests[::-1])] == [ba.logprobs, ab.logprobs]
     assert ab.prompt_tokens == len(llm.tokens(ScoreRequest.chat(question, ["A"])))
     # the greedy answer's text scores higher than a made-up one
     answer = llm.generate([LLMRequest.chat(question, GenParams(max_new_tokens=4))])[0].text
@@ -162,7 +197,9 @@ def test_parallel_decoding_keeps_stops_counts_and_request_order(parallel_llamacp
 def test_parallel_sampling_is_seeded_and_shares_the_prompt(parallel_llamacpp: LlamaCppLLM,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """n samples of one prompt evaluate the prompt once (the other sequences copy its KV cache); the same seed
-    gives the same samples, another seed others; greedy n=2 decodes once and repeats it."""
+    gives the same samples, also when the prompt is still in the cache from the call before (every call starts from
+    an empty cache, so a call's samples depend only on its requests); another seed others; greedy n=2 decodes once
+    and repeats it."""
     llm = parallel_llamacpp
     schema = "\n".join(f"CREATE TABLE t{i} (id INTEGER PRIMARY KEY, name TEXT, value REAL);" for i in range(1, 13))
     sample = lambda seed: LLMRequest.chat(  # noqa: E731

@@ -8,18 +8,25 @@ transformers bf16). It loads the hash-verified GGUF assembled from the model whe
   (tested), and is tokenized with special tokens parsed; a raw prompt is sent as is (with the vocabulary's BOS).
 - Decoding: with `parallel: 1`, one sequence at a time on one llama.cpp context. Requests are sent in order of
   their rendered prompt text, so prompts that share a prefix (same system message, same schema) follow each other,
-  and llama.cpp reuses the KV cache of the longest common prefix with the previous prompt (`Llama.generate`'s
-  prefix match). With `parallel: N > 1`, N completions are decoded together on a second context
-  (`t2s.llm.llamacpp_parallel`: continuous batching, shared prompt prefixes, one long answer never holds the
-  others). llama.cpp's numerics depend slightly on how tokens are batched, so a few greedy answers differ between
-  the two modes (and, in both, with the prompt that came before); each mode is deterministic for a given run.
+  and the KV cache of the common prefix with what the context holds is reused. With `parallel: N > 1`, N
+  completions are decoded together on a second context (`t2s.llm.llamacpp_parallel`: continuous batching, shared
+  prompt prefixes, one long answer never holds the others).
+- Reproducibility (docs/inference.md, "What is reproducible"): llama.cpp's arithmetic depends on how tokens are
+  batched (its kernels differ by batch size, and by CPU: AVX2 and AVX-512 machines pick different ones), so a
+  token's logits are only reproducible when it is evaluated in the same batch shape over the same cache. With
+  `parallel: 1` every prompt is evaluated canonically (`_evaluate_body`): all tokens but the last in chunks that
+  start at multiples of `ALIGN` tokens, the last one alone, and the cache is reused only up to the end of a chunk
+  evaluated that way. So a request's completions and scores depend only on the request (and the CPU), never on
+  what came before: the same seed gives the same samples on a cold and a warm cache. With `parallel > 1` the
+  decoder starts each call from an empty cache, so a call's completions depend only on its list of requests.
+  Greedy answers can still differ between the two modes, and between CPUs.
 - Sampling matches the `hf` backend's semantics: greedy at temperature 0, otherwise temperature and top-p only
   (top-k, min-p and repetition penalties off); completion j of a sampled request is seeded from (`seed`, j).
 - A completion ends at an end-of-generation token, a stop string, the closing fence (`stop_after_fence`) or a
   loop (`t2s.llm.stops`); `completion_tokens` counts up to and including the token that ended it (the eos too,
   as in `hf`); `finish_reasons` says "stop", "length" or "loop".
-- `score` evaluates prompt + continuation tokens and reads the next-token logits after each position, reusing
-  the prompt's KV cache between the continuations of a request.
+- `score` evaluates prompt + continuation tokens and reads the next-token logits after each position (each
+  readout evaluated canonically, as above), reusing the prompt's KV cache between continuations and requests.
 - Threads: `n_threads: null` takes `t2s.llm.cpu.default_threads()` (cores, or cores // n_jobs under the Hydra
   joblib launcher), not llama.cpp's half-the-cores default.
 """
@@ -38,6 +45,28 @@ from t2s.llm.cpu import default_threads
 from t2s.llm.llamacpp_parallel import Completion, ParallelDecoder, completion_text, finish
 from t2s.llm.models import embedded_gguf, embedded_spec, fingerprint_path, import_optional, is_named_model
 from t2s.llm.stops import CompletionMonitor
+
+
+#: prompt chunks start at multiples of this many tokens, and cache reuse stops at a chunk's end (see `_evaluate_body`)
+ALIGN = 128
+
+
+def canonical_reuse(cached: list[int], body: list[int], ends: set[int], align: int = ALIGN) -> int:
+    """How many leading tokens of `body` to keep from the cache so that evaluating the rest in chunks starting at
+    multiples of `align` gives the KV cache that evaluating all of `body` that way from scratch gives.
+
+    `cached` is what the cache holds and `ends` the ends of chunks that were evaluated canonically (each began at a
+    multiple of `align`). A kept end must be a multiple of `align` (a full chunk) or the end of `body` itself (its
+    last, partial chunk, which a cold evaluation of `body` ends at too).
+    """
+    common = 0
+    for a, b in zip(cached, body):
+        if a != b:
+            break
+        common += 1
+    limit = min(common, len(body))
+    usable = [e for e in ends if e <= limit and (e % align == 0 or e == len(body))]
+    return max(usable, default=0)
 
 
 def _completion_seed(seed: int, index: int) -> int:
@@ -99,6 +128,8 @@ class LlamaCppLLM(LLM):
         self._pieces: dict[int, bytes] = {}
         self._model_id: str | None = None
         self._lock = threading.RLock()
+        #: ends of the prompt chunks in the one-at-a-time context's cache that were evaluated canonically
+        self._chunk_ends: set[int] = set()
         #: seconds the last load took (0 until loaded)
         self.load_seconds = 0.0
         #: threads the loaded model uses (0 until loaded)
@@ -219,6 +250,8 @@ class LlamaCppLLM(LLM):
         completion: list[int] = []
         reason = "length"
         if params.max_new_tokens > 0:
+            self._evaluate_body(prompt)
+            # `generate` finds all but the last prompt token cached and evaluates the last one alone
             for token in llama.generate(prompt, temp=max(params.temperature, 0.0), top_p=params.top_p, top_k=0,
                                         min_p=0.0, typical_p=1.0, repeat_penalty=1.0):
                 completion.append(token)
@@ -272,20 +305,33 @@ class LlamaCppLLM(LLM):
             return out
 
     # ------------------------------------------------------------------------------------------- scoring
+    def _evaluate_body(self, tokens: list[int]) -> None:
+        """Leave all but the last of `tokens` in the one-at-a-time context's cache, evaluated canonically: in chunks
+        that start at multiples of `ALIGN`, reusing cached chunks only where a cold evaluation would have made the
+        same ones (`canonical_reuse`). The caller evaluates the last token alone for its logits, so the logits do
+        not depend on what the cache held before (the cache holds one sequence, cell i = position i)."""
+        llama = self._llama
+        body = tokens[:-1]
+        try:
+            keep = canonical_reuse(list(llama.input_ids[:llama.n_tokens]), body, self._chunk_ends)
+            self._chunk_ends = {e for e in self._chunk_ends if e <= keep}
+            llama.n_tokens = keep  # `eval` drops the KV cache from here on
+            for start in range(keep, len(body), ALIGN):
+                llama.eval(body[start:start + ALIGN])
+                self._chunk_ends.add(min(start + ALIGN, len(body)))
+        except BaseException:
+            self._chunk_ends = set()
+            llama.n_tokens = 0
+            raise
+
     def _logits_after(self, tokens: list[int]) -> Any:
-        """The next-token logits after `tokens` (a numpy array), reusing the KV cache of the common prefix."""
+        """The next-token logits after `tokens` (a numpy array): the body evaluated canonically (`_evaluate_body`),
+        then the last token alone."""
         import numpy as np
 
         llama = self._llama
-        cached = llama.input_ids[:llama.n_tokens]
-        prefix = 0
-        for a, b in zip(cached, tokens):
-            if a != b:
-                break
-            prefix += 1
-        prefix = min(prefix, len(tokens) - 1)  # the last token is evaluated again to get its logits
-        llama.n_tokens = prefix  # `eval` drops the KV cache from here on
-        llama.eval(tokens[prefix:])
+        self._evaluate_body(tokens)
+        llama.eval(tokens[-1:])
         return np.ctypeslib.as_array(llama._ctx.get_logits_ith(-1), shape=(llama.n_vocab(),)).astype(np.float64)
 
     def score(self, requests: list[ScoreRequest]) -> list[ScoreResponse]:

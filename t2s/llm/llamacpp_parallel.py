@@ -14,6 +14,11 @@ How it works (llama.cpp's own multi-sequence API through llama-cpp-python's low-
   `llama_memory_seq_cp` (in a unified cache the cells are shared, not copied), the rest of the prompt is
   evaluated in chunks of `n_batch`, and the first token is sampled from the last prompt position's logits.
   So n samples of one prompt, or questions on one schema, evaluate the shared prefix once.
+- Every `run` starts from an empty cache. Where a prompt's cells land in the unified cache, and which tokens
+  shared a batch with it, change its logits in the last bits (llama.cpp's kernels and its tiled attention depend
+  on batch shape and cell layout); starting empty makes the layout a function of the call's own requests, so the
+  same requests with the same seeds give the same samples whatever an earlier call left (docs/inference.md,
+  "What is reproducible"). Prefixes are shared within a call, not across calls.
 - Each step feeds the last sampled token of every running completion in one batch and samples the next token of
   each from its own row of logits. A completion that ends frees its sequence for the next in the queue at once:
   one long answer does not hold the others.
@@ -121,7 +126,7 @@ class ParallelDecoder:
                                f"{n_ctx} tokens; lower `parallel` or `n_ctx` in the LLM config")
         self._mem = llama_cpp.llama_get_memory(self._ctx)
         self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, parallel)
-        #: the tokens each sequence's KV cache holds (kept after a completion ends, for prefix reuse)
+        #: the tokens each sequence's KV cache holds (kept after a completion ends, for prefix reuse within a call)
         self._held: list[list[int]] = [[] for _ in range(parallel)]
 
     def close(self) -> None:
@@ -204,6 +209,8 @@ class ParallelDecoder:
         queue = deque(range(len(jobs)))
         running: dict[int, _Running] = {}
         lib = self._lib
+        lib.llama_memory_clear(self._mem, True)  # a call's answers depend on its own requests only
+        self._held = [[] for _ in range(self.parallel)]
 
         def end(r: _Running, reason: str) -> None:
             lib.llama_sampler_free(r.sampler)
