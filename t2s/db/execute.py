@@ -793,7 +793,9 @@ class SQLExecutor:
         """Stop the worker processes. Safe to call twice; the executor restarts workers if used again."""
         with self._lock:
             _stop_all(self._pool)
-            self._local = None
+            if self._local is not None:
+                self._local.close()
+                self._local = None
 
     def __enter__(self) -> SQLExecutor:
         return self
