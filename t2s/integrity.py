@@ -85,9 +85,13 @@ def damage_after(error: sqlite3.DatabaseError, path: str | os.PathLike[str]) -> 
     except sqlite3.Error:
         return None  # cannot open it at all (permissions, a missing folder): not a damaged file
     try:
-        return sqlite_problem(conn, full=True)
+        problem = sqlite_problem(conn, full=True)
     finally:
         conn.close()
+    if problem is not None:
+        with _checked_lock:  # a file found damaged is quick-checked again by the next open
+            _checked.discard((os.getpid(), os.path.realpath(path)))
+    return problem
 
 
 def move_aside(path: str | os.PathLike[str], *, sqlite: bool = False) -> Path:

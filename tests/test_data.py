@@ -282,6 +282,28 @@ def test_jsonl_errors_name_file_line_and_key(tmp_path: Path, line: str, expected
     assert str(path) in str(err.value)
 
 
+def test_a_file_that_is_not_sqlite_is_skipped_under_its_own_reason(tmp_path: Path) -> None:
+    dbs = tmp_path / "dbs"
+    make_db(dbs / "good.sqlite")
+    (dbs / "text.sqlite").write_text("id,name\n1,Ann\n")  # a CSV saved under the database's name
+    (dbs / "tiny.sqlite").write_bytes(b"SQLite")  # shorter than the header
+    passwd = tmp_path / "passwd"
+    passwd.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    path = write_jsonl(tmp_path / "q.jsonl", [
+        {"id": "g", "question": "?", "db_id": "good", "sql": "SELECT 1"},
+        {"id": "t", "question": "?", "db_id": "text", "sql": "SELECT 1"},
+        {"id": "s", "question": "?", "db_id": "tiny", "sql": "SELECT 1"},
+        {"id": "p", "question": "?", "db_id": "passwd", "db_path": str(passwd), "sql": "SELECT 1"},
+        {"id": "m", "question": "?", "db_id": "ghost", "sql": "SELECT 1"},
+    ])
+    ds = JsonlDataset(path=str(path), db_dir=str(dbs), name="mine").load()
+    assert [e.qid for e in ds.examples] == ["g"]
+    assert {s["qid"]: s["reason"] for s in ds.skipped} == {"t": "not a SQLite database", "s": "not a SQLite database",
+                                                           "p": "not a SQLite database", "m": "missing database"}
+    with pytest.raises(MissingDatabaseError, match=r"text.sqlite \(1 questions, db_id text: not a SQLite database\)"):
+        JsonlDataset(path=str(path), db_dir=str(dbs), name="mine", on_missing_db="error").load()
+
+
 def test_jsonl_missing_file_says_how_to_fix(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="T2S_DATA") as err:
         JsonlDataset(path=str(tmp_path / "none.jsonl"), db_dir=str(tmp_path)).load()

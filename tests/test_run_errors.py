@@ -101,7 +101,7 @@ def test_a_damaged_cache_entry_fails_only_its_question_until_repaired_then_only_
 
     # repaired, the next invocation runs the failed question only, and finishes
     assert cache_main(["recover", str(db)]) == 0
-    assert "1 entr(ies) dropped" in capsys.readouterr().out
+    assert f"recovered {LIMIT - 1} response(s)" in (done := capsys.readouterr().out) and "dropped 1 " in done
     assert len(list(cache.glob("llm_cache.sqlite.corrupt-*"))) == 1
     assert _cli(run_dir, cache) == 0
     capsys.readouterr()
@@ -130,6 +130,26 @@ def test_allow_errors_exits_0_but_counts_the_errors_and_the_next_invocation_stil
     assert _cli(run_dir, cache, "run.allow_errors=true") == 0
     capsys.readouterr()
     assert _json(run_dir / "metrics.json")["this_call"]["questions_run"] == 1  # the failed question, not the answers
+
+
+def test_a_run_directory_from_before_holding_a_pipeline_error_as_an_answer_retries_that_question(
+        tmp_path: Path, session_cache: Path) -> None:
+    cfg = compose_config([f"dataset.limit={LIMIT}"], cache_dir=session_cache)
+    run_dir = tmp_path / "run"
+    run(cfg, run_dir=run_dir)
+    records = list(read_jsonl(run_dir / "predictions.jsonl"))
+    # what older versions wrote for a question a stage raised on: an "answer" with an empty SQL, scored wrong
+    old = {**records[1], "final_sql": "", "candidates": [], "pipeline_error": "generator/zero_shot: DatabaseError: "
+           "database disk image is malformed", "correct": False, "status": "ok"}
+    (run_dir / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [records[0], old, *records[2:]]))
+    metrics = run(cfg, run_dir=run_dir)
+    assert metrics["this_call"]["questions_run"] == 1 and metrics["pipeline_errors"]["count"] == 0
+    again = list(read_jsonl(run_dir / "predictions.jsonl"))[-1]
+    assert (again["qid"], again["final_sql"], again["correct"]) == (records[1]["qid"], records[1]["final_sql"],
+                                                                    records[1]["correct"])  # answered again
+    assert not again["pipeline_error"]
+    assert [r["qid"] for r in read_jsonl(run_dir / "errors.jsonl")] == [old["qid"]]
+    assert _json(run_dir / "run.json")["status"] == "finished"
 
 
 def test_a_structurally_damaged_cache_is_refused_before_any_question_then_recovered(

@@ -576,8 +576,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"t2s cache recover: error: {e}", file=sys.stderr)
         return 1
     print(f"[t2s] recovered {done['responses']} response(s) and {done['scores']} score(s) into {done['path']}; "
-          f"{done['dropped']} entr(ies) dropped (failing their checksum or not decoding), {done['unreadable']} "
-          f"unreadable; the damaged file is kept as {done['moved_to']}")
+          f"dropped {done['dropped']} (failing their checksum or not decoding), unreadable {done['unreadable']}; "
+          f"the damaged file is kept as {done['moved_to']}")
     return 0
 
 
