@@ -132,6 +132,20 @@ def test_allow_errors_exits_0_but_counts_the_errors_and_the_next_invocation_stil
     assert _json(run_dir / "metrics.json")["this_call"]["questions_run"] == 1  # the failed question, not the answers
 
 
+def test_a_batch_that_fails_whole_on_damaged_entries_stops_the_run_with_the_files_own_message(
+        tmp_path: Path, quiet: None, capsys: pytest.CaptureFixture[str]) -> None:
+    cache = _populated_cache(tmp_path, capsys)
+    db = cache / "llm_cache.sqlite"
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE responses SET checksum = 'damaged'")
+    run_dir = tmp_path / "second"
+    assert _cli(run_dir, cache) == 1
+    err = capsys.readouterr().err
+    assert f"t2s run: error: {db} is damaged (the stored answer of entry" in err
+    assert "python -m t2s.llm.cache recover" in err and "may be a bug" not in err
+    assert not (run_dir / "predictions.jsonl").exists()  # nothing recorded as answered
+
+
 def test_a_run_directory_from_before_holding_a_pipeline_error_as_an_answer_retries_that_question(
         tmp_path: Path, session_cache: Path) -> None:
     cfg = compose_config([f"dataset.limit={LIMIT}"], cache_dir=session_cache)
