@@ -13,12 +13,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import signal
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from conftest import SHARED_DATA, compose_config, requires_spider
 from fastapi.testclient import TestClient
@@ -46,7 +48,7 @@ HUGE_RESULT_SQL = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM
                    "SELECT x, hex(randomblob(250000)) FROM c")
 #: questions the scripted model answers with hostile SQL (its own writing, not the client's)
 HOSTILE_ANSWERS = {"Nest the query deeply": DEEP_SQL, "Nest NOT deeply": NOT_CHAIN_SQL,
-                   "Return a huge result": HUGE_RESULT_SQL}
+                   "Return a huge result": HUGE_RESULT_SQL, "Hold the batch": RUNAWAY}
 
 
 def big_ddl(n_tables: int = 490, n_columns: int = 17) -> str:
@@ -594,3 +596,54 @@ def test_batcher_shutdown_answers_every_waiting_request() -> None:
     assert batcher.alive
     release.set()
     assert batcher.close(grace=10) and not batcher.alive
+
+
+def test_sigterm_answers_waiting_requests_and_stops_the_server(session_cache: Path, tmp_path: Path) -> None:
+    """The hang of issue 20: a batch that does not finish (here the CHASE fixer runs the model's runaway query)
+    held every later request, and SIGTERM did not stop uvicorn. Now the signal answers the question in the batch
+    and the one queued behind it with a 503 and the server thread ends; the batch itself is abandoned."""
+    import uvicorn
+
+    from t2s.serve.server import uvicorn_server
+
+    cfg = scripted_config(session_cache, tmp_path, ["fixer=chase", "serve.max_wait_ms=0"])
+    service = Service(cfg, tmp_path / "run")
+    service.shutdown_grace = 0.2
+    config = uvicorn.Config(create_app(service), host="127.0.0.1", port=0, log_level="warning",
+                            timeout_graceful_shutdown=5)
+    server = uvicorn_server(config, service)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            assert thread.is_alive(), "uvicorn did not start"
+            time.sleep(0.02)
+        url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+        answers: dict[str, Any] = {}
+
+        def ask(question: str) -> None:
+            answers[question] = httpx.post(f"{url}/generate_sql", json={"question": question, "db_id": "library"},
+                                           timeout=120)
+
+        held = threading.Thread(target=ask, args=("Hold the batch",))
+        held.start()
+        while service.batcher.running == 0:
+            time.sleep(0.02)
+        queued = threading.Thread(target=ask, args=("How many books are there?",))
+        queued.start()
+        while service.batcher.waiting == 0:
+            time.sleep(0.02)
+        server.handle_exit(signal.SIGTERM, None)  # what uvicorn's signal handler calls
+        for t in (held, queued):
+            t.join(60)
+            assert not t.is_alive(), "a request still waits after SIGTERM"
+        assert len(answers) == 2
+        for r in answers.values():
+            assert_error(r, 503, "shutting_down")
+        thread.join(60)
+        assert not thread.is_alive(), "the server did not stop after SIGTERM"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        service.batcher.close(grace=60)
+        service.env.close()

@@ -106,8 +106,8 @@ def build_ddl_database(ddl: str, cache_dir: Path) -> DDLDatabase:
     try:
         conn = sqlite3.connect(tmp)
         try:
-            conn.executescript(script)
-            conn.commit()
+            # one transaction: a commit per CREATE TABLE (autocommit) took 5.5 s for 490 tables
+            conn.executescript(f"BEGIN;\n{script}COMMIT;\n")
         finally:
             conn.close()
         os.replace(tmp, target)

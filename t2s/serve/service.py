@@ -102,6 +102,16 @@ class Batcher:
         """Whether the worker thread is running (it ends after `shutdown` once its batch is done)."""
         return self._thread.is_alive()
 
+    @property
+    def running(self) -> int:
+        """Questions in the batch being run now."""
+        return len(self._running)
+
+    @property
+    def waiting(self) -> int:
+        """Questions queued for a later batch."""
+        return self._queue.qsize()
+
     def _loop(self) -> None:
         while True:
             first = self._queue.get()
@@ -321,6 +331,8 @@ class Service:
         self._ids = itertools.count(1)
         self._id_lock = threading.Lock()
         self.ddl = DDLCache(self.cache_dir, on_evict=self._forget)
+        #: seconds `close` waits for a running batch
+        self.shutdown_grace = SHUTDOWN_GRACE_SECONDS
         try:
             self.llms = self._load_llms()
             self.budget = PromptBudget({n: self.env.llm(n) for n in self.env.llms.names}, self._served_schemas)
@@ -348,10 +360,11 @@ class Service:
         self.batcher.shutdown()
 
     def close(self) -> None:
-        """Stop the batcher (waiting questions get a 503; a running batch gets `SHUTDOWN_GRACE_SECONDS`), then the
-        executor's workers and the LLMs."""
-        self.batcher.close()
-        self.env.close()
+        """Stop the batcher (waiting questions get a 503; a running batch gets `shutdown_grace` seconds), then the
+        executor's workers and the LLMs. A batch still running after the grace is abandoned and the environment is
+        left open (closing it would wait for that batch); the process's exit ends both."""
+        if self.batcher.close(self.shutdown_grace):
+            self.env.close()
 
     def _served_schemas(self) -> list[str]:
         """The schema text of every served database, as the prompts show it."""

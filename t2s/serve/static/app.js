@@ -74,7 +74,8 @@ function renderResult(res) {
   const head = "<thead><tr>" + res.columns.map((c) => `<th>${esc(c)}</th>`).join("") + "</tr></thead>";
   const body = "<tbody>" + res.rows.map((r) => "<tr>" + r.map((v) => `<td>${v === null ? '<span class="muted">NULL</span>' : esc(v)}</td>`).join("") + "</tr>").join("") + "</tbody>";
   table.innerHTML = head + body;
-  $("result-meta").textContent = `${res.rows.length} row(s)${res.truncated ? " (truncated)" : ""} in ${(res.seconds * 1000).toFixed(1)} ms`;
+  const cut = !res.truncated ? "" : res.truncated_by === "max_bytes" ? " (cut: the response size cap)" : " (truncated)";
+  $("result-meta").textContent = `${res.rows.length} row(s)${cut} in ${(res.seconds * 1000).toFixed(1)} ms`;
 }
 
 function renderCandidates(cands, finalSql) {
