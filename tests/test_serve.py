@@ -647,3 +647,20 @@ def test_sigterm_answers_waiting_requests_and_stops_the_server(session_cache: Pa
         thread.join(30)
         service.batcher.close(grace=60)
         service.env.close()
+
+
+@pytest.mark.slow
+def test_the_embedded_model_refuses_prompts_over_its_context(session_cache: Path, tmp_path: Path) -> None:
+    """llama.cpp (`llm=embedded`, `n_ctx` 4096): a schema over the context is a 413 with the counts, before the
+    batcher; a demo question is answered."""
+    cfg = compose_config(["llm=embedded", "db.timeout=1.0", "generator.max_new_tokens=32"], cache_dir=session_cache,
+                         output_root=tmp_path)
+    service = Service(cfg, tmp_path / "run")
+    with TestClient(create_app(service), base_url=LOCAL) as client:
+        for ddl in (big_ddl(40, 10), big_ddl()):
+            detail = assert_error(client.post("/generate_sql", json={"question": "How many?", "schema": ddl}), 413,
+                                  "prompt_too_long")
+            assert detail["context_tokens"] == 4096 and detail["prompt_tokens"] > 4096
+        r = client.post("/generate_sql", json={"question": "How many books are there?", "db_id": "library"})
+        assert r.status_code == 200 and r.json()["trace"]["llm_calls"] == 1
+        assert service.batcher.questions == 1

@@ -131,10 +131,12 @@ class Batcher:
                     break
                 jobs.append(job)
             with self._state_lock:
-                jobs = [j for j in jobs if not j.future.done()]  # failed by `shutdown` while the batch formed
+                if self._closing:  # `shutdown` came while the batch formed: these jobs were in no list it saw
+                    for j in jobs:
+                        _settle(j.future, exception=_stopping())
+                    return
                 self._running = jobs
-            if jobs:
-                self._process(jobs)
+            self._process(jobs)
             with self._state_lock:
                 self._running = []
             if stop:
@@ -207,14 +209,15 @@ class PromptBudget:
     """Counts a request's prompt tokens before it reaches the batcher, against each named LLM's context.
 
     The count is the tokens of the schema as the prompts show it (the run's `schema_format`), the question and the
-    evidence, with the LLM's own tokenizer: a lower bound of any prompt that holds them (templates add more). The
-    context is the backend's: llama.cpp's `n_ctx` and vLLM's `max_model_len` are hard limits the backends enforce;
-    transformers runs a model past its `max_position_embeddings`, in time that grows with the square of the length
-    (a 336 KB schema is about 240,000 tokens of the tiny model, whose first forward pass alone would take some
-    15 minutes: 79,000 tokens took 98 s). For the hf backend, when the served databases' own schemas already need
-    more than the declared context (the random tiny model declares 512 tokens, and every demo schema is longer),
-    a schema is held to the largest served one instead. A backend with no known context (openai, scripted) is not
-    checked; a backend that declares `context_tokens` and `count_tokens(text)` itself is checked with those.
+    evidence, with the LLM's own tokenizer: a lower bound of any prompt that holds them (templates and the completion
+    add more). The context is the backend's. llama.cpp's `n_ctx` is a limit the backend enforces itself (it raises);
+    here it becomes a 413 before any work. transformers runs a model past its `max_position_embeddings`, in time that
+    grows with the square of the length: the 334 KB schema of issue 20 is about 260,000 tokens of the tiny model,
+    whose first forward pass would take some 18 minutes on one thread (79,000 tokens took 98 s, 20,000 took 4 s), and
+    that held the batcher. For the hf backend, when the served databases' own schemas already need more than the
+    declared context (the random tiny model declares 512 tokens, and every demo schema is longer), a schema is held
+    to the largest served one instead. A backend that declares `context_tokens` and `count_tokens(text)` is checked
+    with those; the others (openai, scripted, vllm) are not checked.
     """
 
     def __init__(self, llms: dict[str, Any], served_schemas: Callable[[], list[str]]) -> None:
