@@ -265,6 +265,14 @@ def test_bad_generate_requests(scripted: tuple[Service, TestClient], payload: di
     ("SELECT title FROM bookz", "unknown_table", "bookz"),
     ("SELECT titel FROM books", "unknown_column", "titel"),
     ("SELECT * FROM sqlite_master", "unknown_table", "sqlite_master"),
+    # issue 20's side doors: the schema table behind a CTE of its name or a prefix, PRAGMA table functions
+    ("WITH sqlite_master AS (SELECT 1) SELECT * FROM main.sqlite_master", "unknown_table", "internal table"),
+    ("SELECT sql FROM main.sqlite_schema", "unknown_table", "internal table"),
+    ("SELECT * FROM temp.sqlite_master", "unknown_table", "outside database"),
+    ("WITH b AS (SELECT 1) SELECT * FROM main.b", "unknown_table", "no table 'b'"),
+    ("SELECT * FROM pragma_database_list()", "not_select", "pragma_database_list"),
+    ("SELECT name FROM pragma_table_info('books')", "not_select", "pragma_table_info"),
+    ("SELECT fts3_tokenizer('simple')", "not_select", "fts3_tokenizer"),  # the executor's authorizer
     ("SELEC title FROM books", "syntax", "does not parse"),
     ("-- nothing", "empty", "no statement"),
     (RUNAWAY, "timeout", "limit"),
@@ -488,6 +496,16 @@ def test_an_oversized_result_is_cut_with_a_flag(scripted: tuple[Service, TestCli
     assert len(r.content) <= MAX_RESPONSE_BYTES + 20_000
     r = client.post("/execute", json={"db_id": "library", "sql": "SELECT title FROM books", "max_rows": 1})
     assert r.json()["truncated_by"] == "max_rows"
+
+
+def test_a_result_over_the_executor_bound_is_a_422(session_cache: Path, tmp_path: Path) -> None:
+    """`db.max_result_mb` bounds what the worker fetches (and so the server's memory): past it, a 422 that says so."""
+    service = Service(scripted_config(session_cache, tmp_path, ["db.max_result_mb=1"]), tmp_path / "run")
+    with TestClient(create_app(service), base_url=LOCAL) as client:
+        r = client.post("/execute", json={"db_id": "library", "sql": HUGE_RESULT_SQL, "max_rows": 1000})
+        assert "memory bound" in assert_error(r, 422, "resource_limit")["message"]
+        r = client.post("/generate_sql", json={"question": "Return a huge result", "db_id": "library", "execute": True})
+        assert r.status_code == 200 and r.json()["execution"]["status"] == "resource_limit"
 
 
 def test_a_foreign_host_header_is_refused(scripted: tuple[Service, TestClient]) -> None:

@@ -90,7 +90,7 @@ class ExecuteRequest(BaseModel):
 class ExecutionOut(BaseModel):
     """Rows of a query (values as JSON: blobs as base64 strings, NaN/inf as strings) or why it did not run."""
 
-    status: str = Field(description="ok | timeout | rejected | error")
+    status: str = Field(description="ok | timeout | resource_limit | rejected | error")
     columns: list[str] = []
     rows: list[list[Any]] = []
     truncated: bool = Field(False, description="rows were cut: see truncated_by")

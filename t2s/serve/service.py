@@ -473,7 +473,11 @@ class Service:
         if res.timed_out:
             raise ServeError(422, "timeout", f"the query ran past the {self.timeout:g} s limit and was stopped; "
                                              "simplify it or add a LIMIT", sql=sql)
+        if res.status == "resource_limit":
+            raise ServeError(422, "resource_limit", f"the query was stopped at a memory bound ({res.error}); select "
+                                                    "fewer or smaller columns, or add a LIMIT", sql=sql)
         if res.error is not None:
-            kind = "not_select" if res.status == "rejected" else "sql_error"
+            refused = res.status == "rejected" or res.error.startswith("not authorized")
+            kind = "not_select" if refused else "sql_error"
             raise ServeError(422, kind, f"SQLite refused the query: {res.error}", sql=sql)
         return res

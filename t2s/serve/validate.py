@@ -2,7 +2,9 @@
 
 `validate_select(sql, schema)` accepts exactly one statement that is a SELECT, a set operation of SELECTs
 (UNION / INTERSECT / EXCEPT) or a WITH ... SELECT, whose tables are in the schema (or are CTEs of the query) and whose
-columns resolve against them (sqlglot's `qualify` with the schema). Anything else raises `SQLRejected` with a `kind`
+columns resolve against them (sqlglot's `qualify` with the schema). SQLite's internal tables (`sqlite_master`,
+`sqlite_schema`, ...) are refused however they are reached (`main.` prefix, a CTE of the same name), and so are
+table-valued PRAGMA functions (`pragma_database_list()`). Anything else raises `SQLRejected` with a `kind`
 a client can branch on and a message naming what was rejected and why.
 
 The work is bounded: a query longer than `MAX_SQL_CHARS`, nested deeper than `MAX_DEPTH` parentheses, or parsing to
@@ -158,16 +160,29 @@ def _check_read_only(tree: exp.Expression) -> None:
 
 
 def _check_tables(tree: exp.Expression, schema: DatabaseSchema) -> None:
+    """Every table is one of the database's own (or, unqualified, a CTE of the query); SQLite's internal tables
+    (`sqlite_master`, `sqlite_schema`, ...) and table-valued PRAGMA functions are refused however they are named."""
     ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
     known = {t.name.lower() for t in schema.tables}
+    for func in tree.find_all(exp.Anonymous):
+        if str(func.name).lower().startswith("pragma_"):
+            raise SQLRejected("not_select", f"rejected: {str(func.name)[:QUOTE_CHARS]}() reads SQLite's settings, "
+                                            "not the database's tables; only its tables can be read")
     for table in tree.find_all(exp.Table):
         name = table.name
         if not name:  # a table-valued function or a subquery source
             continue
-        if table.args.get("db") is not None and table.text("db").lower() not in ("main", ""):
-            raise SQLRejected("unknown_table", f"rejected: table {table.text('db')}.{name} is outside database "
-                                               f"{schema.db_id!r}; only its own tables can be read")
-        if name.lower() not in ctes and name.lower() not in known:
+        qualified = table.args.get("db") is not None
+        if qualified and table.text("db").lower() not in ("main", ""):
+            raise SQLRejected("unknown_table", f"rejected: table {table.text('db')[:QUOTE_CHARS]}.{name[:QUOTE_CHARS]} "
+                                               f"is outside database {schema.db_id!r}; only its own tables can be read")
+        low = name.lower()
+        if low.startswith("sqlite_"):
+            raise SQLRejected("unknown_table", f"rejected: {name[:QUOTE_CHARS]!r} is an internal table of SQLite, not "
+                                               f"a table of database {schema.db_id!r} (a CTE of that name does not "
+                                               "change that)")
+        # `main.x` always names a stored table, even when the query has a CTE called x
+        if (qualified or low not in ctes) and low not in known:
             names = sorted(t.name for t in schema.tables)
             listed = ", ".join(names[:30]) + (f", ... ({len(names)} in all)" if len(names) > 30 else "")
             raise SQLRejected("unknown_table", f"rejected: no table {name[:QUOTE_CHARS]!r} in database "
