@@ -370,8 +370,18 @@ class Service:
             self.env.close()
 
     def _served_schemas(self) -> list[str]:
-        """The schema text of every served database, as the prompts show it."""
-        return [self.schema_text(db_id) for db_id in self.databases]
+        """The schema text of every served database that can be read, as the prompts show it."""
+        texts = (self._readable_schema_text(db_id) for db_id in self.databases)
+        return [t for t in texts if t is not None]
+
+    def _readable_schema_text(self, db_id: str) -> str | None:
+        """`schema_text`, or None when the database cannot be read (the pipeline then reports the question's error,
+        as a run does)."""
+        try:
+            return self.schema_text(db_id)
+        except Exception as e:  # noqa: BLE001 - a broken database file: the question's error, not the server's
+            log.warning("cannot read the schema of database %r: %s", db_id, e)
+            return None
 
     def _forget(self, db: DDLDatabase) -> None:
         """A DDL database is being removed from the cache: drop its introspected schema (memory and disk)."""
@@ -428,7 +438,9 @@ class Service:
             assert db_id is not None
             db = self.database(db_id)
             example = self._example(db_id, db.path, question, evidence)
-            self.budget.check(self.schema_text(db_id), request_text)
+            text = self._readable_schema_text(db_id)
+            if text is not None:
+                self.budget.check(text, request_text)
             return self.batcher.submit(example).result()
         # the schema text is about as long as the DDL: twice the limit cannot fit, so it is refused unparsed
         self.budget.check(ddl[: len(ddl) // 2], what="the schema")
