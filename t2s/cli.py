@@ -29,6 +29,9 @@ commands:
   serve [overrides]        the configured pipeline behind an HTTP API and a demo page (serve.host, serve.port),
                            e.g. t2s serve llm=tiny serve.port=8080
   plugins                  list every config group, its options and each plugin's one-line description
+  export predictions=RUN_DIR --format spider|bird [out=FILE]
+                           a run's final SQL as the official evaluators' prediction file (one line per question
+                           of the dataset file, `SELECT 1` where the run has no answer; or BIRD's JSON)
   compare DIR [DIR...] [--out DIR]
                            one table (+ CSV, accuracy/cost and attribution plots) over run directories or a sweep
   compare --wandb-project P [--wandb-group G] [--wandb-entity E]
@@ -187,6 +190,33 @@ def cmd_compare(args: list[str]) -> int:
     return 0
 
 
+def cmd_export(args: list[str]) -> int:
+    """`t2s export predictions=RUN_DIR --format spider|bird [out=FILE]` (`t2s.eval.export`)."""
+    from t2s.eval.export import FORMATS, export_predictions
+
+    own: dict[str, str | None] = {"predictions": None, "format": None, "out": None}
+    rest = list(args)
+    while rest:
+        a = rest.pop(0)
+        if a in ("--format", "-f") and rest:
+            own["format"] = rest.pop(0)
+        elif a.startswith("--format="):
+            own["format"] = a.split("=", 1)[1]
+        elif "=" in a and a.split("=", 1)[0] in own:
+            own[a.split("=", 1)[0]] = a.split("=", 1)[1]
+        else:
+            print(f"t2s export: unexpected argument {a!r}; usage: t2s export predictions=RUN_DIR --format "
+                  f"{'|'.join(FORMATS)} [out=FILE]", file=sys.stderr)
+            return 2
+    if not own["predictions"] or not own["format"]:
+        print(f"t2s export: give predictions=RUN_DIR and --format {'|'.join(FORMATS)}", file=sys.stderr)
+        return 2
+    done = export_predictions(own["predictions"], own["format"], own["out"])
+    print(f"[t2s] wrote {done['path']}: {done['questions']} questions, {done['answered']} answered, "
+          f"{done['placeholders']} written as `SELECT 1` (no answer in the run)")
+    return 0
+
+
 DEBUG_VARIABLES = ("T2S_DEBUG", "HYDRA_FULL_ERROR")
 
 
@@ -241,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     cmd, rest = argv[0], argv[1:]
     commands = {"run": cmd_run, "eval": cmd_eval, "prepare": cmd_prepare, "plugins": cmd_plugins, "compare": cmd_compare,
-                "serve": cmd_serve, "train": cmd_train}
+                "serve": cmd_serve, "train": cmd_train, "export": cmd_export}
     if cmd not in commands:
         print(f"t2s: unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
         return 2

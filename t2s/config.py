@@ -16,9 +16,15 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-#: the project root: the folder holding `conf/` and `experiments/`
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = PROJECT_ROOT / "conf"
+_CHECKOUT = Path(__file__).resolve().parents[1]
+#: the source checkout this package runs from (`conf/` beside `t2s/`), or None for an installed wheel
+SOURCE_ROOT: Path | None = (_CHECKOUT if (_CHECKOUT / "conf" / "config.yaml").is_file()
+                             and (_CHECKOUT / "pyproject.toml").is_file() else None)
+#: where relative paths in the config (`data/`, `.cache`, `outputs`) and the lock file are taken from: the checkout,
+#: or for an installed package the working directory `t2s` was started in
+PROJECT_ROOT = SOURCE_ROOT if SOURCE_ROOT is not None else Path.cwd()
+#: the config tree: `conf/` of the checkout, or the copy a wheel ships as package data (`t2s/conf/`, see setup.py)
+CONF_DIR = SOURCE_ROOT / "conf" if SOURCE_ROOT is not None else Path(__file__).resolve().parent / "conf"
 
 
 @dataclass

@@ -36,8 +36,8 @@ from t2s.types import TraceEvent
 
 BASE_CONFIG: dict[str, Any] = {
     "dataset": {"_target_": "t2s.data.demo.DemoDataset", "limit": 6},
-    "schema_format": {"_target_": "plugins.schema_format.mschema.MSchemaFormat", "include_samples": True},
-    "generator": {"_target_": "plugins.generator.zero_shot.ZeroShotGenerator", "n": 1, "temperature": 0.0},
+    "schema_format": {"_target_": "t2s_plugins.schema_format.mschema.MSchemaFormat", "include_samples": True},
+    "generator": {"_target_": "t2s_plugins.generator.zero_shot.ZeroShotGenerator", "n": 1, "temperature": 0.0},
     "seed": 0,
     "run": {"progress": False, "batch_size": 8},
     "paths": {"output_root": "/somewhere"},
@@ -167,7 +167,7 @@ def test_attribution_columns_per_stage(tmp_path: Path) -> None:
 
 def test_runs_without_hydra_metadata_differ_by_config(tmp_path: Path) -> None:
     cfg_b = json.loads(json.dumps(BASE_CONFIG))
-    cfg_b["schema_format"] = {"_target_": "plugins.schema_format.ddl.DDLFormat", "include_samples": True}
+    cfg_b["schema_format"] = {"_target_": "t2s_plugins.schema_format.ddl.DDLFormat", "include_samples": True}
     cfg_b["generator"]["temperature"] = 0.7
     cfg_b["run"]["progress"] = True  # not a result key: no column
     a = write_run(tmp_path / "a", overrides=None, correct=[True, False])

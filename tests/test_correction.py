@@ -17,8 +17,8 @@ import pytest
 import yaml
 from conftest import compose_config
 
-from plugins.corrector.share import parse_mask_answers, parse_trajectory_reply, schema_problems
-from plugins.fixer.chase import column_hint, last_sql
+from t2s_plugins.corrector.share import parse_mask_answers, parse_trajectory_reply, schema_problems
+from t2s_plugins.fixer.chase import column_hint, last_sql
 from t2s.db.introspect import introspect
 from t2s.run.runner import run
 from t2s.sql.trajectory import parse_trajectory

@@ -157,7 +157,7 @@ def test_retrievers_pass_the_stage_contract(world: Any) -> None:
 
 
 def test_bad_options_fail_with_the_key() -> None:
-    from plugins.example_retriever.skeleton_knn import SkeletonKnnRetriever
+    from t2s_plugins.example_retriever.skeleton_knn import SkeletonKnnRetriever
     from t2s.data.demo import DemoDataset
 
     with pytest.raises(ValueError, match="mode"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from plugins.selector.first import FirstSelector
+from t2s_plugins.selector.first import FirstSelector
 from t2s.run.pipeline import Pipeline
 from t2s.stages import Generator
 from t2s.types import Candidate, Example, Task

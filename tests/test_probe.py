@@ -123,7 +123,7 @@ def test_each_round_is_one_batch_over_the_questions_still_probing(probed: Any) -
 
 
 def test_probe_checks_and_notes() -> None:
-    from plugins.prober.pv import check_probe, describe, parse_reply
+    from t2s_plugins.prober.pv import check_probe, describe, parse_reply
 
     assert check_probe("SELECT a FROM t", 3) == ("SELECT a FROM t LIMIT 3", "ok", "")
     assert check_probe("SELECT a FROM t LIMIT 50", 3)[0] == "SELECT a FROM t LIMIT 50"

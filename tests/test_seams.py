@@ -276,7 +276,7 @@ def test_every_bad_key_and_unknown_name_is_reported_at_once(session_cache: Path)
 
 
 def test_nested_target_nodes_are_checked_too(session_cache: Path) -> None:
-    cfg = compose_config(["+generator.members=[{_target_: plugins.generator.zero_shot.ZeroShotGenerator, nn: 1, "
+    cfg = compose_config(["+generator.members=[{_target_: t2s_plugins.generator.zero_shot.ZeroShotGenerator, nn: 1, "
                           "llm: nobody}]"], cache_dir=session_cache)
     with pytest.raises(ConfigError) as e:
         check_config(cfg)

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from plugins.generator.ensemble import EnsembleGenerator
-from plugins.generator.mcts import MCTSGenerator, Node, Tree, uct
-from plugins.schema_format.ddl import DDLFormat
-from plugins.selector.adaptive_tournament import AdaptiveTournamentSelector, parse_choice
-from plugins.selector.majority import MajoritySelector
+from t2s_plugins.generator.ensemble import EnsembleGenerator
+from t2s_plugins.generator.mcts import MCTSGenerator, Node, Tree, uct
+from t2s_plugins.schema_format.ddl import DDLFormat
+from t2s_plugins.selector.adaptive_tournament import AdaptiveTournamentSelector, parse_choice
+from t2s_plugins.selector.majority import MajoritySelector
 from t2s.db.execute import SQLExecutor
 from t2s.db.types import ExecResult
 from t2s.env import Env
@@ -298,7 +298,7 @@ def test_judge_by_log_probability_when_the_backend_scores(db: str, executor: SQL
 
 
 def zs(**kw: Any) -> dict[str, Any]:
-    return {"_target_": "plugins.generator.zero_shot.ZeroShotGenerator", **kw}
+    return {"_target_": "t2s_plugins.generator.zero_shot.ZeroShotGenerator", **kw}
 
 
 def test_ensemble_batches_members_per_llm_and_tags_every_candidate(db: str, executor: SQLExecutor,
@@ -463,7 +463,7 @@ def test_member_contributions_count_unique_correct_questions(tmp_path: Path) -> 
 def test_an_mcts_member_runs_inside_the_ensemble(db: str, executor: SQLExecutor, tmp_path: Path) -> None:
     env = mcts_env(tmp_path, executor)
     gen = EnsembleGenerator(members={
-        "search": {"_target_": "plugins.generator.mcts.MCTSGenerator", "simulations": 2, "actions": ["plan"]},
+        "search": {"_target_": "t2s_plugins.generator.mcts.MCTSGenerator", "simulations": 2, "actions": ["plan"]},
         "direct": zs()})
     gen.name = "ensemble"
     res = stage_contract(gen, env, [make_task(db, []).example, make_task(db, [], qid="q2").example])

@@ -61,13 +61,35 @@ def result_config(config: dict[str, Any]) -> dict[str, Any]:
     return c
 
 
+#: module prefixes of `_target_`s that moved without changing behaviour, new -> the name run directories made before
+#: the move recorded (the wheel ships `plugins/` as `t2s_plugins`): a run's fingerprint reads targets by the old name,
+#: so such a run still resumes and compares
+MOVED_TARGETS = {"t2s_plugins.": "plugins."}
+
+
+def canonical_targets(config: Any) -> Any:
+    """`config` with every `_target_` written by its pre-move name (`MOVED_TARGETS`)."""
+    if isinstance(config, dict):
+        out = {}
+        for k, v in config.items():
+            if k == "_target_" and isinstance(v, str):
+                v = next((old + v[len(new):] for new, old in MOVED_TARGETS.items() if v.startswith(new)), v)
+            out[k] = canonical_targets(v)
+        return out
+    if isinstance(config, list):
+        return [canonical_targets(v) for v in config]
+    return config
+
+
 def fingerprint(config: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """A short hash of a result config, with moved `_target_`s read by their old names (`canonical_targets`)."""
+    canonical = canonical_targets(json.loads(json.dumps(config, default=str)))
+    return hashlib.sha256(json.dumps(canonical, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def config_diff(old: dict[str, Any], new: dict[str, Any], limit: int = 8) -> list[str]:
     """Human-readable differences between two configs: `key: old -> new`."""
-    a, b = _flatten(old), _flatten(new)
+    a, b = _flatten(canonical_targets(old)), _flatten(canonical_targets(new))
     diffs = [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}"
              for k in sorted(set(a) | set(b)) if a.get(k, "<absent>") != b.get(k, "<absent>")]
     return diffs[:limit] + ([f"... and {len(diffs) - limit} more"] if len(diffs) > limit else [])
