@@ -14,7 +14,7 @@ EXTRAS ?= dev,model,llamacpp
 LOCK := requirements.lock
 LOCK_VENV := .venv-lock
 
-.PHONY: venv model model-1.5b run test test-slow bench clean-outputs lock lock-gpu
+.PHONY: venv model model-1.5b run test test-slow test-cluster bench clean-outputs lock lock-gpu
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -80,6 +80,11 @@ test: venv
 
 test-slow: venv
 	$(BIN)/pytest -q -m slow $(ARGS)
+
+# Multi-process and cluster paths, really run: a single-node SLURM cluster (started by the tests through
+# scripts/slurm/, Debian's slurm-wlm and munge), DDP on two gloo processes, GRPO under accelerate.
+test-cluster: venv
+	$(BIN)/pytest -q -m cluster $(ARGS)
 
 bench: venv
 	$(BIN)/python benchmarks/eval_speed.py

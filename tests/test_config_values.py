@@ -218,3 +218,16 @@ def test_every_rule_names_a_key_that_exists_and_the_defaults_keep_them(make_cfg:
             names |= set(typing.get_type_hints(ann))
     assert set(checks.RULES) - names == set()
     assert checks.root_problems(make_cfg()) == []
+
+
+@pytest.mark.parametrize("override, shown", [("eval.timeout=-1", "eval.timeout=-1.0 must be > 0"),
+                                             ("eval.workers=-1", "eval.workers=-1 must be >= 0")])
+def test_t2s_eval_refuses_a_bad_eval_value_before_reading_the_predictions(override: str, shown: str, tmp_path: Path,
+                                                                         no_debug: None, loads: list[str],
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    preds = tmp_path / "p.sql"
+    preds.write_text("SELECT 1\n")
+    rc = cli_main(["eval", f"predictions={preds}", override, "dataset.limit=1", f"out={tmp_path / 'eval'}"])
+    err = capsys.readouterr().err
+    assert rc == 1 and shown in err and "SQLExecutor" not in err and "Traceback" not in err, err
+    assert loads == [] and not (tmp_path / "eval").exists()

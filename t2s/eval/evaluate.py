@@ -25,7 +25,16 @@ CHUNK = 256
 
 def evaluate(cfg: DictConfig, predictions: str | Path, out_dir: str | Path, *, fmt: str = "auto",
              strict: bool = True) -> dict[str, Any]:
-    """Score `predictions` on `cfg.dataset` with `cfg.eval`; writes predictions.jsonl, metrics.json, report.md."""
+    """Score `predictions` on `cfg.dataset` with `cfg.eval`; writes predictions.jsonl, metrics.json, report.md.
+
+    The root sections (`eval.timeout`, `eval.workers`, ...) are checked first, so a bad value fails in one message
+    naming the key before any file is read (`t2s.run.checks.root_problems`)."""
+    from t2s.run.checks import ConfigError, root_problems
+
+    problems = root_problems(cfg)
+    if problems:
+        raise ConfigError(problems[0] if len(problems) == 1 else
+                          f"{len(problems)} problems in the configuration:\n" + "\n".join(f"  - {p}" for p in problems))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

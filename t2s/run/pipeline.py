@@ -146,7 +146,7 @@ class Pipeline:
                 return
             task = tasks[0]
             task.error = f"{stage.origin}: {type(e).__name__}: {e}"
-            log.warning("question %s: %s (the question is scored as failed; the run goes on)", task.qid, task.error)
+            log.warning("question %s: %s (the question has no answer in this run; the next invocation retries it)", task.qid, task.error)
             task.trace.append(TraceEvent(stage=stage.kind, plugin=stage.name, change="failed",
                                          seconds=time.perf_counter() - start, sql_before=befores[0][1],
                                          sql_after=befores[0][1], error=task.error))
