@@ -8,8 +8,9 @@ in offline mode; `wandb sync <run dir>/wandb/offline-run-*` uploads them later).
 
 from __future__ import annotations
 
-import hashlib
 import logging
+import os
+import secrets
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,65 @@ from t2s.track.loggers import RunLogger
 from t2s.track.secrets import REDACTED, SECRET_WORDS, is_secret_key, redact, scrub_overrides, strip_secrets  # noqa: F401
 
 log = logging.getLogger("t2s")
+
+#: the file, in a run or training directory, that holds its wandb run id
+ID_FILE = "wandb_run_id"
+
+
+def new_run_id() -> str:
+    """A fresh wandb run id: 16 random hex digits (never derived from a path, which two machines can share)."""
+    return secrets.token_hex(8)
+
+
+def run_id_for(directory: Path, *, fresh: bool = False, write: bool = True) -> str:
+    """The wandb run id of a run (or training) directory, kept in `<directory>/wandb_run_id`.
+
+    A re-run of the same directory (a resume) reads the id back, so it logs to the same wandb run. A new id, written
+    to the file, when there is none yet, or when `fresh`: the directory starts over (`run.resume=false`,
+    `train.resume=false`), so its history must not be appended to the old run's. The id is random, so two machines
+    whose run directories have the same path get two runs. `write=False` (the other ranks of a multi-process
+    training) reads without writing."""
+    path = Path(directory) / ID_FILE
+    if not fresh and path.is_file():
+        old = path.read_text().strip()
+        if old:
+            return old
+    run_id = new_run_id()
+    if write:
+        replace_run_id(directory, run_id)
+    return run_id
+
+
+def replace_run_id(directory: Path, run_id: str) -> None:
+    """Record `run_id` as the directory's wandb run id (written atomically)."""
+    path = Path(directory) / ID_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(run_id + "\n")
+    os.replace(tmp, path)
+
+
+def deleted_run_error(error: BaseException) -> bool:
+    """Whether `wandb.init` failed because the server refuses the id of a run deleted in the UI (wandb cannot reuse
+    such an id: "run <id> was previously created and deleted; try a new run name")."""
+    text = str(error).lower()
+    return "deleted" in text and ("previously created" in text or "try a new" in text)
+
+
+def init_run(init: Any, directory: Path, *, fresh: bool, **kwargs: Any) -> Any:
+    """`init(id=..., resume="allow", **kwargs)` with the directory's run id (`run_id_for`); when the server says the
+    run was deleted in the UI, once more with a new id, recorded in the directory (a warning says so)."""
+    run_id = run_id_for(directory, fresh=fresh)
+    try:
+        return init(id=run_id, resume="allow", **kwargs)
+    except Exception as e:
+        if not deleted_run_error(e):
+            raise
+        new = new_run_id()
+        log.warning("wandb run %s of %s was deleted on the server: logging to a new run %s", run_id, directory, new)
+        replace_run_id(directory, new)
+        return init(id=new, resume="allow", **kwargs)
+
 
 def flatten(d: Any, prefix: str = "", sep: str = "/") -> dict[str, Any]:
     """Scalar leaves (numbers, bools, strings) of a nested dict as `a/b/c` keys; lists and None are dropped."""
@@ -54,9 +114,11 @@ class WandbLogger(RunLogger):
     """Logs one run to Weights & Biases: config, flattened metrics, cost/attribution/per-question tables, plots.
 
     `mode` is "offline" by default (the config sets `${oc.env:WANDB_MODE,offline}`), so nothing needs a network;
-    `dir` defaults to the run directory. The wandb run id is derived from the run directory's absolute path, so
-    re-running a job (a resumed sweep) writes to the same wandb run instead of adding a duplicate. Keys that
-    name secrets are stripped from the config, the overrides and the command line before anything is logged.
+    `dir` defaults to the run directory. The wandb run id is kept in the run directory (`wandb_run_id`,
+    `run_id_for`): re-running a job (a resumed sweep) writes to the same wandb run instead of adding a duplicate;
+    `run.resume=false` (the results moved aside) starts a new wandb run; ids are random, so two machines with the
+    same run directory path do not share a run; a run deleted in the UI is replaced by a new one. Keys that name
+    secrets are stripped from the config, the overrides and the command line before anything is logged.
     """
 
     def __init__(self, *, project: str = "t2s", entity: str | None = None, mode: str = "offline",
@@ -79,8 +141,8 @@ class WandbLogger(RunLogger):
 
     @staticmethod
     def run_id(run_dir: Path) -> str:
-        """The wandb run id of a run directory: 16 hex digits of its absolute path's sha256."""
-        return hashlib.sha256(str(Path(run_dir).resolve()).encode()).hexdigest()[:16]
+        """The wandb run id a run directory logs to (`<run_dir>/wandb_run_id`; a new one if it has none yet)."""
+        return run_id_for(run_dir)
 
     def start(self, *, config: dict[str, Any], run_dir: Path, name: str, group: str | None) -> None:
         """Initialize the wandb run (in the calling process: each joblib/SLURM job starts its own)."""
@@ -98,11 +160,11 @@ class WandbLogger(RunLogger):
         argv = sys.argv
         sys.argv = [argv[0], *scrub_overrides(argv[1:])]  # wandb records sys.argv[1:] in the run's metadata
         try:
-            self.run = wandb.init(project=self.project, entity=self.entity, mode=self.mode, dir=str(target),  # type: ignore[arg-type]
-                                  id=self.run_id(self.run_dir), resume="allow", name=redact(name),
-                                  group=redact(group) if group else None,
-                                  job_type=self.job_type, tags=self.tags or None, config=logged,
-                                  reinit="finish_previous", settings=settings)
+            fresh = (config.get("run") or {}).get("resume") is False  # run.resume=false: the results went aside
+            self.run = init_run(wandb.init, self.run_dir, fresh=fresh, project=self.project, entity=self.entity,
+                                mode=self.mode, dir=str(target), name=redact(name),
+                                group=redact(group) if group else None, job_type=self.job_type,
+                                tags=self.tags or None, config=logged, reinit="finish_previous", settings=settings)
         finally:
             sys.argv = argv
         log.info("wandb run %s (%s mode) in %s", self.run.id, self.mode, target / "wandb")

@@ -55,7 +55,10 @@ class SFTConfig:
     execution scorer); `monitor` picks the metric for the best checkpoint / adapter and early stopping (`patience`
     validations without improvement; 0 = off). `checkpoint_every` steps a resumable `last.ckpt` (trainable weights,
     optimizer, scheduler, loop state) is written; a rerun of the same command resumes from it. `precision`,
-    `strategy`, `accelerator`, `devices` go to Lightning's Trainer (`bf16-mixed`, `ddp`, `fsdp`, `gpu`).
+    `accelerator`, `devices`, `num_nodes` go to Lightning's Trainer (`bf16-mixed`, `gpu`). `strategy`: `auto` (one
+    process) or `ddp` (`devices` processes per node, gloo on CPU, NCCL on GPUs; `batch_size` is per process, so a
+    step is `batch_size * grad_accum * devices * num_nodes` rows); `fsdp` and `deepspeed` are refused, saying why
+    (`t2s.train.launch.strategy_problem`). `progress` shows a bar over the optimizer steps (rank 0, stderr).
     `gradient_checkpointing` recomputes activations in the backward pass instead of keeping them (same losses, less
     memory, more compute).
     """
@@ -81,14 +84,22 @@ class SFTConfig:
     strategy: str = "auto"
     accelerator: str = "cpu"
     devices: int = 1
+    num_nodes: int = 1
     num_threads: int | None = None
     seed: int = 0
     resume: bool = True
+    progress: bool = True
 
     def __post_init__(self) -> None:
+        from t2s.train.launch import strategy_problem
+
+        problem = strategy_problem(self.strategy, self.accelerator)
+        if problem:
+            raise ValueError(problem)
         if self.monitor not in MONITORS:
             raise ValueError(f"train.monitor={self.monitor!r}: use one of {', '.join(MONITORS)}")
-        for name in ("batch_size", "grad_accum", "max_steps", "val_every", "checkpoint_every", "val_batch_size"):
+        for name in ("batch_size", "grad_accum", "max_steps", "val_every", "checkpoint_every", "val_batch_size",
+                     "devices", "num_nodes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
 

@@ -145,15 +145,21 @@ def generate_sql(model: Any, tokenizer: Any, prompts: list[list[dict[str, str]]]
 
 def execution_accuracy(examples: list[Any], completions: list[str], executor: Any) -> tuple[float, list[bool]]:
     """EX of completions (SQL parsed with `parse_sql`) against the examples' gold, official Spider semantics."""
+    correct, scorable, verdicts = execution_counts(examples, completions, executor)
+    return (correct / scorable if scorable else 0.0), verdicts
+
+
+def execution_counts(examples: list[Any], completions: list[str], executor: Any) -> tuple[int, int, list[bool]]:
+    """(correct, scorable, correct per example): scorable leaves out questions whose gold SQL fails."""
     from t2s.eval.execution import score_execution
     from t2s.generation import parse_sql
 
     if not examples:
-        return 0.0, []
+        return 0, 0, []
     items = [(ex.gold_sql, parse_sql(c), [ex.db_path]) for ex, c in zip(examples, completions)]
     verdicts = score_execution(items, executor=executor, timeout=executor.timeout, max_rows=executor.max_rows)
     scorable = [v for v in verdicts if v.status != "gold_error"]
-    return (sum(v.correct for v in scorable) / len(scorable) if scorable else 0.0), [v.correct for v in verdicts]
+    return sum(v.correct for v in scorable), len(scorable), [v.correct for v in verdicts]
 
 
 def write_curves(out_dir: Path, curves: dict[str, list[list[float]]], title: str) -> None:
@@ -214,33 +220,86 @@ class ResumableShuffle(torch.utils.data.Sampler[int]):
     """A seeded shuffle of the training rows, a new order per epoch, that can start mid-epoch: a resumed run
     (`resume(batches_done)`) continues with the rows the uninterrupted run would have seen next instead of replaying
     the epoch from its start (what a plain shuffled DataLoader does; Lightning warns that it is "not resumable").
-    Lightning calls `set_epoch` at the start of every epoch, the restored one included."""
+    Lightning calls `set_epoch` at the start of every epoch, the restored one included.
+
+    With several processes (DDP) each rank takes every `world`-th row of the epoch's order (the order padded by its
+    first rows to a multiple of `world`, as torch's DistributedSampler pads), so every rank has the same number of
+    batches and `batches_done` counts one rank's batches. Rank and world size are read when iterating, after the
+    process group exists."""
 
     def __init__(self, n: int, seed: int, batch_size: int) -> None:
         self.n, self.seed, self.batch_size = n, seed, batch_size
         self.epoch = 0
-        self._skip = 0
+        self._resume_batches: int | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def resume(self, batches_done: int) -> None:
-        """Start at the epoch and row that follow `batches_done` batches of an uninterrupted run."""
-        per_epoch = max(1, -(-self.n // self.batch_size))
-        self.epoch, within = divmod(batches_done, per_epoch)
-        self._skip = within * self.batch_size
+        """Start at the epoch and row that follow `batches_done` batches (of one rank) of an uninterrupted run."""
+        self._resume_batches = batches_done
+        self.epoch = divmod(batches_done, self._per_epoch(self._world()[1]))[0]
+
+    @staticmethod
+    def _world() -> tuple[int, int]:
+        from t2s.train.launch import world
+
+        return world()
+
+    def _per_rank(self, world: int) -> int:
+        return -(-self.n // world)
+
+    def _per_epoch(self, world: int) -> int:
+        return max(1, -(-self._per_rank(world) // self.batch_size))
 
     def order(self, epoch: int) -> list[int]:
-        """Epoch `epoch`'s row order: a permutation seeded by (seed, epoch) alone."""
+        """Epoch `epoch`'s row order (all ranks): a permutation seeded by (seed, epoch) alone."""
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         return torch.randperm(self.n, generator=g).tolist()
 
     def __iter__(self) -> Any:
-        skip, self._skip = self._skip, 0
-        return iter(self.order(self.epoch)[skip:])
+        rank, size = self._world()
+        skip = 0
+        if self._resume_batches is not None:
+            skip = divmod(self._resume_batches, self._per_epoch(size))[1] * self.batch_size
+            self._resume_batches = None
+        rows = self.order(self.epoch)
+        rows += rows[:(-len(rows)) % size]
+        return iter(rows[rank::size][skip:])
 
     def __len__(self) -> int:
-        return self.n
+        return self._per_rank(self._world()[1])
+
+
+class ValBatches(torch.utils.data.Dataset):
+    """The validation rows as batches, this rank's share: batch `rank`, `rank + world`, ...; ranks with fewer
+    batches get copies of batch 0 with `weight` 0, so every rank runs as many forward passes (DDP synchronises on
+    each) and the weighted mean over all ranks is the single-process validation loss."""
+
+    def __init__(self, items: list[dict[str, list[int]]], batch_size: int, pad_id: int) -> None:
+        self.batches = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
+        self.pad_id = pad_id
+
+    def __len__(self) -> int:
+        return -(-len(self.batches) // ResumableShuffle._world()[1])
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        rank, size = ResumableShuffle._world()
+        j = rank + i * size
+        batch = collate(self.batches[j if j < len(self.batches) else 0], self.pad_id)
+        batch["weight"] = torch.tensor(1.0 if j < len(self.batches) else 0.0)
+        return batch
+
+
+def all_sum(values: list[float]) -> list[float]:
+    """`values` summed over every rank of the process group (unchanged without one)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return values
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t.tolist()
 
 
 def make_module(cfg: SFTConfig, model: Any, tokenizer: Any, val_examples: list[Any], val_prompts: list[Any],
@@ -253,9 +312,10 @@ def make_module(cfg: SFTConfig, model: Any, tokenizer: Any, val_examples: list[A
             super().__init__()
             self.model = model
             self.strict_loading = False  # checkpoints hold the adapter's weights only
-            self._val_losses: list[float] = []
+            self._val_losses: list[tuple[float, float]] = []
             self.last_val: dict[str, float] = {}
             self.micro_losses: list[float] = []  # the unscaled losses of the current optimizer step's micro-batches
+            self.val_questions = 0  # questions scored by the last validation, over all ranks
 
         def on_train_start(self) -> None:
             self.model.train()  # from_pretrained leaves the model in eval mode (no adapter dropout)
@@ -267,18 +327,32 @@ def make_module(cfg: SFTConfig, model: Any, tokenizer: Any, val_examples: list[A
             return loss
 
         def validation_step(self, batch: dict[str, torch.Tensor], _: int) -> None:
-            self._val_losses.append(float(self.model(**batch).loss))
+            weight = float(batch.pop("weight"))
+            self._val_losses.append((float(self.model(**batch).loss) * weight, weight))
 
         def on_validation_epoch_end(self) -> None:
-            metrics = {"val_loss": sum(self._val_losses) / max(1, len(self._val_losses))}
+            # every rank holds a share of the validation batches and questions (`ValBatches`, every world-th
+            # prompt); sums are reduced over the ranks, so each metric is computed once, on all rows, and every
+            # rank logs the same value (EarlyStopping and ModelCheckpoint agree)
+            from t2s.train.launch import world
+
+            loss_sum, weight = sum(x for x, _ in self._val_losses), sum(w for _, w in self._val_losses)
             self._val_losses.clear()
+            correct = scorable = 0
             if want_ex:
-                completions = generate_sql(self.model, tokenizer, val_prompts, max_new_tokens=cfg.val_max_new_tokens,
-                                           batch_size=cfg.val_batch_size)
-                metrics["val_ex"], _ = execution_accuracy(val_examples, completions, executor)
+                rank, size = world()
+                mine = list(range(rank, len(val_prompts), size))
+                completions = generate_sql(self.model, tokenizer, [val_prompts[i] for i in mine],
+                                           max_new_tokens=cfg.val_max_new_tokens, batch_size=cfg.val_batch_size)
+                correct, scorable, _ = execution_counts([val_examples[i] for i in mine], completions, executor)
+            loss_sum, weight, correct, scorable = all_sum([loss_sum, weight, correct, scorable])
+            metrics = {"val_loss": loss_sum / max(1.0, weight)}
+            if want_ex:
+                metrics["val_ex"] = correct / scorable if scorable else 0.0
             for k, v in metrics.items():
-                self.log(k, v, prog_bar=True)
+                self.log(k, v, prog_bar=True, sync_dist=True)  # the same on every rank: their mean is the value
             self.last_val = metrics
+            self.val_questions = int(scorable)
 
         def configure_optimizers(self) -> Any:
             from transformers import get_cosine_schedule_with_warmup
@@ -296,7 +370,10 @@ def make_module(cfg: SFTConfig, model: Any, tokenizer: Any, val_examples: list[A
 
 
 def make_callbacks(cfg: SFTConfig, out_dir: Path, monitor_mode: str) -> list[Any]:
-    """Checkpoints (periodic last + best by monitor), early stopping, best adapter, curves."""
+    """Checkpoints (periodic last + best by monitor), early stopping, best adapter, curves, the progress bar.
+
+    Every rank runs every callback (so their states agree across a resume); only global rank 0 writes files
+    (Lightning's ModelCheckpoint saves on rank 0 by itself)."""
     pl = _lightning()
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
@@ -316,9 +393,11 @@ def make_callbacks(cfg: SFTConfig, out_dir: Path, monitor_mode: str) -> list[Any
             better = self.best is None or (value > self.best if monitor_mode == "max" else value < self.best)
             if better:
                 self.best, self.best_step = float(value), int(trainer.global_step)
-                module.model.save_pretrained(str(out_dir / "adapter"))
-                (out_dir / "adapter" / "t2s_best.json").write_text(
-                    json.dumps({"metric": cfg.monitor, "value": self.best, "step": self.best_step}))
+                if trainer.is_global_zero:
+                    module.model.save_pretrained(str(out_dir / "adapter"))
+                    (out_dir / "adapter" / "t2s_best.json").write_text(json.dumps(
+                        {"metric": cfg.monitor, "value": self.best, "step": self.best_step,
+                         "val_questions": module.val_questions}))
 
         def state_dict(self) -> dict[str, Any]:
             return {"best": self.best, "best_step": self.best_step}
@@ -327,7 +406,8 @@ def make_callbacks(cfg: SFTConfig, out_dir: Path, monitor_mode: str) -> list[Any
             self.best, self.best_step = state["best"], state["best_step"]
 
     class Curves(pl.Callback):
-        """Loss per optimizer step and validation metrics, to curves.json / curves.png (kept across resumes)."""
+        """Loss per optimizer step (the mean over every rank's micro-batches) and validation metrics, to
+        curves.json / curves.png (kept across resumes)."""
 
         def __init__(self) -> None:
             old = json.loads((out_dir / CURVES).read_text()) if (out_dir / CURVES).is_file() else {}
@@ -342,19 +422,55 @@ def make_callbacks(cfg: SFTConfig, out_dir: Path, monitor_mode: str) -> list[Any
             # one point per optimizer step: the mean loss of its micro-batches (Lightning's `outputs` holds only the
             # last one, divided by grad_accum); curves.json is rewritten every step so a kill loses no point
             if (idx + 1) % cfg.grad_accum == 0 and module.micro_losses:
-                self.curves["train_loss"].append([trainer.global_step, statistics.mean(module.micro_losses)])
+                total, count = all_sum([sum(module.micro_losses), len(module.micro_losses)])
                 module.micro_losses.clear()
-                (out_dir / CURVES).write_text(json.dumps(self.curves))
+                self.curves["train_loss"].append([trainer.global_step, total / count])
+                if trainer.is_global_zero:
+                    (out_dir / CURVES).write_text(json.dumps(self.curves))
 
         def on_validation_end(self, trainer: Any, module: Any) -> None:
             if trainer.sanity_checking:
                 return
             for k, v in module.last_val.items():
                 self.curves.setdefault(k, []).append([trainer.global_step, float(v)])
-            write_curves(out_dir, self.curves, out_dir.name)
+            if trainer.is_global_zero:
+                write_curves(out_dir, self.curves, out_dir.name)
 
         def on_train_end(self, trainer: Any, module: Any) -> None:
-            write_curves(out_dir, self.curves, out_dir.name)
+            if trainer.is_global_zero:
+                write_curves(out_dir, self.curves, out_dir.name)
+
+    class StepProgress(pl.Callback):
+        """A tqdm bar over optimizer steps (rank 0, stderr), like `t2s run`'s bar over questions: it starts at the
+        resumed step and shows the last train loss and validation metrics."""
+
+        def __init__(self) -> None:
+            self.bar: Any = None
+            self.post: dict[str, str] = {}
+
+        def on_train_start(self, trainer: Any, module: Any) -> None:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=cfg.max_steps, initial=trainer.global_step, desc="train", unit="step",
+                            disable=not trainer.is_global_zero, dynamic_ncols=True)
+
+        def on_train_batch_end(self, trainer: Any, module: Any, outputs: Any, batch: Any, idx: int) -> None:
+            if self.bar is None or trainer.global_step <= self.bar.n:
+                return
+            self.bar.update(trainer.global_step - self.bar.n)
+            loss = trainer.callback_metrics.get("train_loss")
+            if loss is not None:
+                self.post["loss"] = f"{float(loss):.3f}"
+            self.bar.set_postfix(self.post, refresh=False)
+
+        def on_validation_end(self, trainer: Any, module: Any) -> None:
+            if self.bar is not None and not trainer.sanity_checking:
+                self.post.update({k: f"{v:.3f}" for k, v in module.last_val.items()})
+                self.bar.set_postfix(self.post)
+
+        def on_train_end(self, trainer: Any, module: Any) -> None:
+            if self.bar is not None:
+                self.bar.close()
 
     ckpt_dir = out_dir / "checkpoints"
     callbacks: list[Any] = [
@@ -364,13 +480,33 @@ def make_callbacks(cfg: SFTConfig, out_dir: Path, monitor_mode: str) -> list[Any
                         auto_insert_metric_name=False),
         BestAdapter(), Curves(),
     ]
+    if cfg.progress:
+        callbacks.append(StepProgress())
     if cfg.patience > 0:
         callbacks.append(EarlyStopping(monitor=cfg.monitor, mode=monitor_mode, patience=cfg.patience))
     return callbacks
 
 
-def make_loggers(cfg: SFTConfig, out_dir: Path) -> list[Any]:
-    """Lightning's CSV logger always; wandb (offline by default) when `train.logger.wandb`."""
+def atomic_checkpoint_io() -> Any:
+    """Lightning's torch checkpoint writer, writing `<name>.tmp` then renaming it: a `kill -9` mid-save leaves the
+    previous `last.ckpt` whole instead of a truncated file that the re-run could not load."""
+    import os
+
+    from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+
+    class AtomicCheckpointIO(TorchCheckpointIO):
+        def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+            tmp = f"{path}.tmp"
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+            os.replace(tmp, path)
+
+    return AtomicCheckpointIO()
+
+
+def make_loggers(cfg: SFTConfig, out_dir: Path, fresh: bool) -> list[Any]:
+    """Lightning's CSV logger always; wandb (offline by default) when `train.logger.wandb`, logging to the output
+    directory's run id (`t2s.track.wandb_logger.init_run`: kept across resumes, a new one when `fresh` or when the
+    run was deleted in the UI). Lightning's loggers write from rank 0 only; only rank 0 starts the wandb run."""
     from pytorch_lightning.loggers import CSVLogger
 
     loggers: list[Any] = [CSVLogger(str(out_dir), name="csv", version=0)]
@@ -379,18 +515,18 @@ def make_loggers(cfg: SFTConfig, out_dir: Path) -> list[Any]:
 
         from pytorch_lightning.loggers import WandbLogger
 
+        from t2s.train.launch import launch_rank
+
         os.environ.setdefault("WANDB_SILENT", "true")
-        loggers.append(WandbLogger(project=cfg.logger.project, entity=cfg.logger.entity, save_dir=str(out_dir),
-                                   name=out_dir.name, id=_wandb_id(out_dir),
-                                   offline=cfg.logger.mode == "offline", resume="allow"))
+        if launch_rank() == 0:
+            import wandb
+
+            from t2s.track.wandb_logger import init_run
+
+            run = init_run(wandb.init, out_dir, fresh=fresh, project=cfg.logger.project, entity=cfg.logger.entity,
+                           dir=str(out_dir), name=out_dir.name, mode=cfg.logger.mode, reinit="finish_previous")
+            loggers.append(WandbLogger(experiment=run, save_dir=str(out_dir)))
     return loggers
-
-
-def _wandb_id(out_dir: Path) -> str:
-    """A wandb run id stable for an output directory, so a resumed training continues the same wandb run."""
-    import hashlib
-
-    return "t2s-" + hashlib.sha256(str(out_dir.resolve()).encode()).hexdigest()[:12]
 
 
 # ------------------------------------------------------------------------------------------------ the recipe
@@ -400,10 +536,20 @@ class NoTrainingRows(ValueError):
 
 def train_sft(cfg: SFTConfig, root: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Build the data, train the adapter (resuming from `<out>/checkpoints/last.ckpt` if present and `resume`),
-    keep the best adapter; return and write `summary.json`."""
+    keep the best adapter; return and write `summary.json`.
+
+    With `strategy=ddp` and `devices` > 1 this process is rank 0: it starts the other ranks when training starts
+    (`t2s.train.launch`), and they run this function too. Every rank loads the model and builds the rows (the same,
+    by seed); only rank 0 writes anything (config, rows, adapter, curves, checkpoints, summary)."""
+    import os
+
+    from t2s.train.launch import JOB_FILE, ddp_strategy, launch_rank, write_job
+
     pl = _lightning()
     out_dir = Path(out_dir)
-    save_config(root, out_dir)
+    rank = launch_rank()
+    if rank == 0:
+        save_config(root, out_dir)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -416,8 +562,11 @@ def train_sft(cfg: SFTConfig, root: DictConfig, out_dir: Path) -> dict[str, Any]
     schemas = schema_source(root)
     executor = make_executor(root)
     t0 = time.perf_counter()
+    launched = {k: os.environ.get(k) for k in ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK",
+                                               "WORLD_SIZE", "LOCAL_WORLD_SIZE")}
     try:
-        built: BuiltData = data_builder.build(examples, schemas, tokenizer, out_dir / "data", executor=executor)
+        built: BuiltData = data_builder.build(examples, schemas, tokenizer, out_dir / "data" if rank == 0 else None,
+                                              executor=executor)
         val_rows = _val_rows(data_builder, built, schemas, tokenizer, executor)
         data_seconds = time.perf_counter() - t0
         if not built.rows:
@@ -435,39 +584,53 @@ def train_sft(cfg: SFTConfig, root: DictConfig, out_dir: Path) -> dict[str, Any]
         sampler = ResumableShuffle(len(train_items), cfg.seed, cfg.batch_size)
         train_dl = torch.utils.data.DataLoader(_Rows(train_items), batch_size=cfg.batch_size, sampler=sampler,
                                                collate_fn=lambda b: collate(b, pad))
-        val_dl = torch.utils.data.DataLoader(_Rows(val_items), batch_size=cfg.batch_size,
-                                             collate_fn=lambda b: collate(b, pad))
+        val_dl = torch.utils.data.DataLoader(ValBatches(val_items, cfg.batch_size, pad), batch_size=None)
         mode = "max" if cfg.monitor == "val_ex" else "min"
+        last = out_dir / "checkpoints" / "last.ckpt"
+        resuming = cfg.resume and last.is_file()
+        strategy: Any = cfg.strategy
+        if cfg.strategy == "ddp":
+            job = out_dir / JOB_FILE
+            if rank == 0:
+                write_job(job, cfg, root, out_dir)
+            strategy = ddp_strategy(job, cfg.accelerator)
         trainer = pl.Trainer(
             max_steps=cfg.max_steps, accumulate_grad_batches=cfg.grad_accum, precision=cfg.precision,
-            strategy=cfg.strategy, accelerator=cfg.accelerator, devices=cfg.devices,
+            strategy=strategy, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
             val_check_interval=cfg.val_every * cfg.grad_accum, check_val_every_n_epoch=None,
-            num_sanity_val_steps=0, callbacks=make_callbacks(cfg, out_dir, mode), logger=make_loggers(cfg, out_dir),
+            num_sanity_val_steps=0, callbacks=make_callbacks(cfg, out_dir, mode),
+            logger=make_loggers(cfg, out_dir, fresh=not resuming), plugins=[atomic_checkpoint_io()],
             enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1,
-            default_root_dir=str(out_dir), deterministic=False)
-        last = out_dir / "checkpoints" / "last.ckpt"
+            default_root_dir=str(out_dir), deterministic=False, use_distributed_sampler=False)
         resumed_from = None
-        if cfg.resume and last.is_file():
+        if resuming:
             resumed_from = int(torch.load(last, map_location="cpu", weights_only=False)["global_step"])
-            log.info("resuming from %s (step %d)", last, resumed_from)
+            if rank == 0:
+                log.info("resuming from %s (step %d)", last, resumed_from)
             sampler.resume(resumed_from * cfg.grad_accum)  # continue the data order where the checkpoint left it
         t1 = time.perf_counter()
         with warnings.catch_warnings():  # Lightning warns that a plain DataLoader restarts the epoch; ours does not
             warnings.filterwarnings("ignore", message=".*dataloader is not resumable.*")
             trainer.fit(module, train_dl, val_dl, ckpt_path=str(last) if resumed_from is not None else None)
         train_seconds = time.perf_counter() - t1
+        world_size = int(trainer.world_size)
+        if not trainer.is_global_zero:
+            return {"recipe": "sft", "rank": int(trainer.global_rank), "steps": int(trainer.global_step)}
         if not (out_dir / "adapter").is_dir():  # no validation happened: keep the final adapter
             module.model.save_pretrained(str(out_dir / "adapter"))
         steps_done = int(trainer.global_step) - (resumed_from or 0)
         best = json.loads((out_dir / "adapter" / "t2s_best.json").read_text()) \
             if (out_dir / "adapter" / "t2s_best.json").is_file() else None
         save_config(root, out_dir / "adapter")
+        rows_per_step = cfg.batch_size * cfg.grad_accum * world_size
         summary = {
             "recipe": "sft", "out_dir": str(out_dir), "adapter": str(out_dir / "adapter"),
             "steps": int(trainer.global_step), "steps_this_run": steps_done, "resumed_from": resumed_from,
             "stopped_early": bool(trainer.should_stop and trainer.global_step < cfg.max_steps),
-            "best": best, "last_val": module.last_val, "data": {**built.stats, "sha256": built.digest},
-            "examples_per_second": round(steps_done * cfg.batch_size * cfg.grad_accum / train_seconds, 3)
+            "best": best, "last_val": module.last_val, "val_questions": module.val_questions,
+            "strategy": cfg.strategy, "world_size": world_size, "rows_per_step": rows_per_step,
+            "data": {**built.stats, "sha256": built.digest},
+            "examples_per_second": round(steps_done * rows_per_step / train_seconds, 3)
             if train_seconds > 0 else None,
             "seconds_per_step": round(train_seconds / steps_done, 3) if steps_done else None,
             "data_seconds": round(data_seconds, 2), "train_seconds": round(train_seconds, 2),
@@ -479,6 +642,23 @@ def train_sft(cfg: SFTConfig, root: DictConfig, out_dir: Path) -> dict[str, Any]
         return summary
     finally:
         executor.close()
+        _end_process_group(launched)
+
+
+def _end_process_group(before: dict[str, str | None]) -> None:
+    """After a multi-process fit: leave the process group and restore the launcher's environment variables, so a
+    later training in this process (rstar's next SFT, a notebook) starts its own ranks again."""
+    import os
+
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    for k, v in before.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 def _val_rows(builder: TrainData, built: BuiltData, schemas: SchemaSource, tokenizer: Any,
