@@ -197,7 +197,7 @@ def test_parallel_decoding_keeps_stops_counts_and_request_order(parallel_llamacp
 def test_parallel_sampling_is_seeded_and_shares_the_prompt(parallel_llamacpp: LlamaCppLLM,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """n samples of one prompt evaluate the prompt once (the other sequences copy its KV cache); the same seed
-    gives the same samples, also when the prompt is still in the cache from the call before (every call starts from
+    gives the same samples, also when the prompt is still in the cache from the call before (a call with samples starts from
     an empty cache, so a call's samples depend only on its requests); another seed others; greedy n=2 decodes once
     and repeats it."""
     llm = parallel_llamacpp

@@ -17,9 +17,10 @@ transformers bf16). It loads the hash-verified GGUF assembled from the model whe
   `parallel: 1` every prompt is evaluated canonically (`_evaluate_body`): all tokens but the last in chunks that
   start at multiples of `ALIGN` tokens, the last one alone, and the cache is reused only up to the end of a chunk
   evaluated that way. So a request's completions and scores depend only on the request (and the CPU), never on
-  what came before: the same seed gives the same samples on a cold and a warm cache. With `parallel > 1` the
-  decoder starts each call from an empty cache, so a call's completions depend only on its list of requests.
-  Greedy answers can still differ between the two modes, and between CPUs.
+  what came before: the same seed gives the same samples on a cold and a warm cache. With `parallel > 1` a call
+  with sampled requests starts from an empty cache, so its completions depend only on its list of requests; greedy
+  calls reuse what earlier calls left (faster), so a greedy answer can move where two logits nearly tie. Greedy
+  answers can also differ between the two modes, and between CPUs.
 - Sampling matches the `hf` backend's semantics: greedy at temperature 0, otherwise temperature and top-p only
   (top-k, min-p and repetition penalties off); completion j of a sampled request is seeded from (`seed`, j).
 - A completion ends at an end-of-generation token, a stop string, the closing fence (`stop_after_fence`) or a

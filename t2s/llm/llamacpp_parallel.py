@@ -14,11 +14,13 @@ How it works (llama.cpp's own multi-sequence API through llama-cpp-python's low-
   `llama_memory_seq_cp` (in a unified cache the cells are shared, not copied), the rest of the prompt is
   evaluated in chunks of `n_batch`, and the first token is sampled from the last prompt position's logits.
   So n samples of one prompt, or questions on one schema, evaluate the shared prefix once.
-- Every `run` starts from an empty cache. Where a prompt's cells land in the unified cache, and which tokens
-  shared a batch with it, change its logits in the last bits (llama.cpp's kernels and its tiled attention depend
-  on batch shape and cell layout); starting empty makes the layout a function of the call's own requests, so the
-  same requests with the same seeds give the same samples whatever an earlier call left (docs/inference.md,
-  "What is reproducible"). Prefixes are shared within a call, not across calls.
+- A call with a sampled request starts from an empty cache. Where a prompt's cells land in the unified cache, and
+  which tokens shared a batch with it, change its logits in the last bits (llama.cpp's kernels and its tiled
+  attention depend on batch shape and cell layout); starting empty makes the layout a function of the call's own
+  requests, so the same requests with the same seeds give the same samples whatever an earlier call left
+  (docs/inference.md, "What is reproducible"). Greedy calls keep the prefixes earlier calls left: on the demo set,
+  starting every call empty evaluated 7,731 tokens instead of 4,196 (same EX), and a greedy answer can move only
+  where two logits nearly tie.
 - Each step feeds the last sampled token of every running completion in one batch and samples the next token of
   each from its own row of logits. A completion that ends frees its sequence for the next in the queue at once:
   one long answer does not hold the others.
@@ -209,8 +211,9 @@ class ParallelDecoder:
         queue = deque(range(len(jobs)))
         running: dict[int, _Running] = {}
         lib = self._lib
-        lib.llama_memory_clear(self._mem, True)  # a call's answers depend on its own requests only
-        self._held = [[] for _ in range(self.parallel)]
+        if any(job.params.temperature > 0 for job in jobs):  # seeded samples depend on the call's requests only
+            lib.llama_memory_clear(self._mem, True)
+            self._held = [[] for _ in range(self.parallel)]
 
         def end(r: _Running, reason: str) -> None:
             lib.llama_sampler_free(r.sampler)
