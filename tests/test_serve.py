@@ -682,3 +682,20 @@ def test_the_embedded_model_refuses_prompts_over_its_context(session_cache: Path
         r = client.post("/generate_sql", json={"question": "How many books are there?", "db_id": "library"})
         assert r.status_code == 200 and r.json()["trace"]["llm_calls"] == 1
         assert service.batcher.questions == 1
+
+
+def test_execute_verdicts_do_not_depend_on_the_query_before_them(session_cache: Path, tmp_path: Path) -> None:
+    """Issue 20, item 3 on the server: the randomblob pair in both orders through `/execute`. Before, the query after
+    a large result failed as `resource_limit` and the same request alternated 200 / 422. Scaled to a 512 MB bound
+    (as tests/test_db_execute.py): a 120 MB result, and a correct query that needs about 400 MB while it runs."""
+    big, hungry = "SELECT hex(randomblob(60000000)) AS b", "SELECT length(hex(zeroblob(80000000))) AS n"
+    cfg = scripted_config(session_cache, tmp_path, ["db.timeout=60", "db.max_memory_mb=512"])
+    service = Service(cfg, tmp_path / "run")
+    with TestClient(create_app(service), base_url=LOCAL) as client:
+        def ask(sql: str) -> tuple[int, Any]:
+            r = client.post("/execute", json={"db_id": "library", "sql": sql, "max_rows": 1})
+            body = r.json()
+            return r.status_code, body.get("rows") if sql == hungry else body.get("status")
+
+        answers = [ask(s) for s in (hungry, big, hungry)]  # the pair in both orders: h-b, then b-h
+    assert answers == [(200, [[160000000]]), (200, "ok"), (200, [[160000000]])]
