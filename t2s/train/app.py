@@ -3,7 +3,9 @@ plus the recipe group `train` (`conf/train/<recipe>.yaml`) and its sub-groups `t
 `train/logger`. A thin `@hydra.main` calls `train(cfg) -> dict`, which tests call directly.
 
 The output directory is one per distinct command line (`outputs/train/<overrides>`), so re-running a killed command
-resumes from its last checkpoint.
+resumes from its last checkpoint. Several processes: `train.strategy=ddp train.devices=N` (SFT recipes; rank 0 starts
+the others, `t2s.train.launch`), or `accelerate launch --multi_gpu --num_processes N -m t2s.train.app train=grpo`
+(GRPO); only rank 0 prints the summary.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ def main(cfg: DictConfig) -> None:
     import json
 
     summary = train(cfg)
+    if "rank" in summary:  # another process of a multi-process training: rank 0 reports
+        return
     keys = ("recipe", "adapter", "steps", "resumed_from", "best", "seconds_per_step", "examples_per_second",
             "peak_rss_mb")
     print(json.dumps({k: summary.get(k) for k in keys}, indent=2, default=str))

@@ -36,7 +36,9 @@ class GRPOSettings:
     """GRPO on TRL: `group_size` sampled completions per prompt (`num_generations`), `prompts_per_step` prompts per
     optimizer step, KL coefficient `beta` to the base model (0 = no reference model), sampling `temperature`,
     `max_completion_tokens`. Every `save_every` steps a TRL checkpoint (resumed from on re-run); the adapter lands in
-    `<out>/adapter`, the reward curve in `rewards.png` / `rewards.jsonl`. `use_vllm` generates with vLLM (GPU)."""
+    `<out>/adapter`, the reward curve in `rewards.png` / `rewards.jsonl`. `use_vllm` generates with vLLM (GPU).
+    `progress` shows transformers' bar over the steps. Several processes: `accelerate launch --num_processes N`
+    (docs/training.md, "Several processes"); each takes `prompts_per_step` prompts per step."""
 
     peft: PeftSettings
     data: Any
@@ -59,6 +61,7 @@ class GRPOSettings:
     num_threads: int | None = None
     seed: int = 0
     resume: bool = True
+    progress: bool = True
     #: start from an SFT adapter (its weights initialise the trained adapter), e.g. <sft out>/adapter
     init_adapter: str | None = None
 

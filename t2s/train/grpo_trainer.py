@@ -9,6 +9,12 @@ Rewards are plain callables `(prompts, completions, **columns) -> list[float]` (
 call, the within-group reward spread (groups are `group_size` consecutive completions of one prompt), written to
 `rewards.jsonl` with TRL's logged means; `rewards.png` plots them. Model SQL runs through `SQLExecutor` (read-only,
 time-limited) via `t2s.eval.execution.score_execution`.
+
+Several processes: `accelerate launch --num_processes N [--cpu] -m t2s.train.app train=grpo ...` runs this function
+in every process (TRL splits each step's prompts between them: `prompts_per_step` per process). Every process scores
+its own completions; the reward log gathers the group statistics of all of them and only the main process
+(`RANK` 0) writes the config, the rows, the reward log, the adapter, the curves and the summary, and starts the
+wandb run (its id kept in `<out>/wandb_run_id`, so a resumed training logs to the same run).
 """
 
 from __future__ import annotations
@@ -146,6 +152,39 @@ def _mean(values: Any) -> float | None:
     return round(statistics.mean(vals), 4) if vals else None
 
 
+def _gathered(record: dict[str, Any]) -> dict[str, Any]:
+    """One process's within-group statistics of the last reward call combined with every other process's (their
+    means weighted equally: each process scores the same number of groups); unchanged in a single process."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return record
+    parts: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, record)
+    parts = [p for p in parts if p]
+    if not parts:
+        return {}
+    statuses: Counter[str] = Counter()
+    for p in parts:
+        statuses.update(p.get("statuses") or {})
+    return {"within_group_std": _mean(p.get("within_group_std") for p in parts),
+            "groups_with_variance": _mean(p.get("groups_with_variance") for p in parts), "statuses": dict(statuses)}
+
+
+def _start_wandb(cfg: GRPOSettings, out_dir: Path, *, fresh: bool) -> None:
+    """Start the wandb run that transformers' WandbCallback then logs to (it reuses a running `wandb.run`): the
+    output directory's run id (`t2s.track.wandb_logger.init_run`), so a resumed training continues the same run."""
+    import os
+
+    import wandb
+
+    from t2s.track.wandb_logger import init_run
+
+    os.environ.setdefault("WANDB_SILENT", "true")
+    init_run(wandb.init, out_dir, fresh=fresh, project=cfg.logger.project, entity=cfg.logger.entity,
+             mode=cfg.logger.mode, dir=str(out_dir), name=out_dir.name, reinit="finish_previous")
+
+
 def _latest_checkpoint(directory: Path) -> str | None:
     ckpts = sorted(directory.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
     return str(ckpts[-1]) if ckpts else None
@@ -158,8 +197,12 @@ def train_grpo(cfg: GRPOSettings, root: DictConfig, out_dir: Path) -> dict[str, 
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
+    from t2s.train.launch import launch_rank
+
     out_dir = Path(out_dir)
-    save_config(root, out_dir)
+    main_process = launch_rank() == 0
+    if main_process:
+        save_config(root, out_dir)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     if cfg.init_adapter:
@@ -180,7 +223,8 @@ def train_grpo(cfg: GRPOSettings, root: DictConfig, out_dir: Path) -> dict[str, 
     executor = make_executor(root)
     stats = GroupStats(cfg.group_size)
     try:
-        built = cfg.data.build(examples, schemas, tokenizer, out_dir / "data", executor=executor)
+        built = cfg.data.build(examples, schemas, tokenizer, out_dir / "data" if main_process else None,
+                               executor=executor)
         kind = "select_pair" if cfg.reward.task == "select_pair" else "sql"
         rows = [r for r in built.rows if r.task == kind]
         if not rows:
@@ -196,13 +240,16 @@ def train_grpo(cfg: GRPOSettings, root: DictConfig, out_dir: Path) -> dict[str, 
         log_path = out_dir / "rewards.jsonl"
 
         class RewardLog(TrainerCallback):
-            """TRL's logged means + t2s's within-group spread, one JSON line per logged step."""
+            """TRL's logged means (already over all processes) + t2s's within-group spread over every process's
+            groups, one JSON line per logged step, written by the main process only."""
 
             def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
                        **_: Any) -> None:
                 if not logs or not any(k.startswith("reward") for k in logs):
                     return
-                group = stats.records[-1] if stats.records else {}
+                group = _gathered(stats.records[-1] if stats.records else {})  # every process logs each step
+                if not state.is_world_process_zero:
+                    return
                 rec = {"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))},
                        "within_group_std": group.get("within_group_std"),
                        "groups_with_variance": group.get("groups_with_variance"),
@@ -218,24 +265,22 @@ def train_grpo(cfg: GRPOSettings, root: DictConfig, out_dir: Path) -> dict[str, 
             temperature=cfg.temperature, top_p=cfg.top_p, max_completion_length=cfg.max_completion_tokens,
             logging_steps=1, save_strategy="steps", save_steps=cfg.save_every, save_only_model=False,
             report_to=["wandb"] if cfg.logger.wandb else [], use_cpu=cfg.accelerator == "cpu", bf16=cfg.bf16,
-            seed=cfg.seed, use_vllm=cfg.use_vllm, dataloader_num_workers=0, disable_tqdm=True,
+            seed=cfg.seed, use_vllm=cfg.use_vllm, dataloader_num_workers=0, disable_tqdm=not cfg.progress,
         )
-        if cfg.logger.wandb:
-            import os
-
-            os.environ.setdefault("WANDB_MODE", cfg.logger.mode)
-            os.environ.setdefault("WANDB_PROJECT", cfg.logger.project)
-            os.environ.setdefault("WANDB_DIR", str(out_dir))
-        trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=table,
-                              processing_class=tokenizer, callbacks=[RewardLog()])
         resume = _latest_checkpoint(out_dir / "checkpoints") if cfg.resume else None
         resumed_from = int(resume.rsplit("-", 1)[-1]) if resume else None
-        if log_path.is_file():  # steps logged after the checkpoint we resume from are run again: drop their lines
+        if cfg.logger.wandb and main_process:
+            _start_wandb(cfg, out_dir, fresh=resume is None)
+        trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=table,
+                              processing_class=tokenizer, callbacks=[RewardLog()])
+        if log_path.is_file() and main_process:  # steps logged after the checkpoint we resume from run again
             kept = [r for r in _log_records(log_path) if resumed_from is not None and r["step"] <= resumed_from]
             log_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
         t0 = time.perf_counter()
         trainer.train(resume_from_checkpoint=resume)
         seconds = time.perf_counter() - t0
+        if not trainer.is_world_process_zero():
+            return {"recipe": "grpo", "rank": launch_rank(), "steps": int(trainer.state.global_step)}
         trainer.model.save_pretrained(str(out_dir / "adapter"))
         save_config(root, out_dir / "adapter")
         by_step = {r["step"]: r for r in _log_records(log_path)}  # one record per step (the last one logged)
@@ -257,6 +302,8 @@ def train_grpo(cfg: GRPOSettings, root: DictConfig, out_dir: Path) -> dict[str, 
             "steps_with_reward_variance": sum(1 for r in records if (r.get("within_group_std") or 0) > 0),
             "mean_step_seconds": _mean(r.get("step_time") for r in records),
             "reward_curve": [[r["step"], r.get("reward")] for r in records],
+            "processes": int(trainer.accelerator.num_processes),
+            "prompts_per_step": cfg.prompts_per_step * int(trainer.accelerator.num_processes),
             "data": {**built.stats, "sha256": built.digest},
         }
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import statistics
 import time
 import warnings
 from pathlib import Path
@@ -263,9 +262,13 @@ class ResumableShuffle(torch.utils.data.Sampler[int]):
         if self._resume_batches is not None:
             skip = divmod(self._resume_batches, self._per_epoch(size))[1] * self.batch_size
             self._resume_batches = None
-        rows = self.order(self.epoch)
-        rows += rows[:(-len(rows)) % size]
-        return iter(rows[rank::size][skip:])
+        return iter(self.shard(self.epoch, rank, size)[skip:])
+
+    def shard(self, epoch: int, rank: int, world: int) -> list[int]:
+        """Rank `rank`'s rows of epoch `epoch` among `world` ranks (every rank gets `ceil(n / world)` rows)."""
+        rows = self.order(epoch)
+        rows += rows[:(-len(rows)) % world]
+        return rows[rank::world]
 
     def __len__(self) -> int:
         return self._per_rank(self._world()[1])
@@ -283,11 +286,15 @@ class ValBatches(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return -(-len(self.batches) // ResumableShuffle._world()[1])
 
+    def batch_index(self, i: int, rank: int, world: int) -> int | None:
+        """Which batch is this rank's `i`-th (None: a weight-0 copy that only keeps the ranks in step)."""
+        j = rank + i * world
+        return j if j < len(self.batches) else None
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        rank, size = ResumableShuffle._world()
-        j = rank + i * size
-        batch = collate(self.batches[j if j < len(self.batches) else 0], self.pad_id)
-        batch["weight"] = torch.tensor(1.0 if j < len(self.batches) else 0.0)
+        j = self.batch_index(i, *ResumableShuffle._world())
+        batch = collate(self.batches[0 if j is None else j], self.pad_id)
+        batch["weight"] = torch.tensor(0.0 if j is None else 1.0)
         return batch
 
 
