@@ -181,3 +181,66 @@ def test_flatten_keeps_scalars_only() -> None:
 def test_bad_mode_names_the_config_key() -> None:
     with pytest.raises(ValueError, match="logger.mode"):
         WandbLogger(mode="offlne")
+
+
+def _run_ids(run_dir: Path) -> list[str]:
+    """The wandb run id of each offline run in a run directory, oldest first."""
+    return [next(r.run.run_id for r in closed_records(f) if r.WhichOneof("record_type") == "run")
+            for f in sorted(offline_run_files(run_dir), key=lambda p: p.stat().st_mtime)]
+
+
+def test_run_resume_false_starts_a_new_wandb_run_and_later_resumes_continue_it(job_dir: Path) -> None:
+    for resume in (True, False, True):
+        logger = WandbLogger(mode="offline")
+        logger.start(config={"seed": 0, "run": {"resume": resume}}, run_dir=job_dir, name=job_dir.name, group=None)
+        logger.finish(True)
+    first, fresh, resumed = _run_ids(job_dir)
+    assert fresh != first and resumed == fresh  # the start-over's history is not appended to the old run's
+    assert (job_dir / "wandb_run_id").read_text().strip() == fresh
+
+
+def test_two_machines_with_the_same_run_dir_path_get_two_runs(job_dir: Path, tmp_path: Path) -> None:
+    """The same path on another machine is another directory: the id is random and kept in the directory, not
+    derived from its path, so the second machine does not log into the first machine's run."""
+    import shutil
+
+    logger = WandbLogger(mode="offline")
+    logger.start(config={"seed": 0}, run_dir=job_dir, name=job_dir.name, group=None)
+    logger.finish(True)
+    (machine_a,) = _run_ids(job_dir)
+    shutil.move(str(job_dir), str(tmp_path / "machine_a"))  # machine B: the same path, its own disk
+    (job_dir / ".hydra").mkdir(parents=True)
+    logger = WandbLogger(mode="offline")
+    logger.start(config={"seed": 0}, run_dir=job_dir, name=job_dir.name, group=None)
+    logger.finish(True)
+    (machine_b,) = _run_ids(job_dir)
+    assert machine_b != machine_a and len(machine_a) == len(machine_b) == 16
+
+
+def test_a_run_deleted_in_the_ui_is_replaced_by_a_new_one(job_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """wandb's server refuses an id whose run was deleted (HTTP 409, "run <id> was previously created and deleted;
+    try a new run name"). Not testable offline against a server: the refusal comes from a stand-in for the
+    server's answer to the deleted id, then the real (offline) `wandb.init` runs with the new id."""
+    import wandb
+    from wandb.errors import CommError
+
+    from t2s.track.wandb_logger import init_run, run_id_for
+
+    deleted = run_id_for(job_dir)
+    calls: list[str] = []
+
+    def server_init(*, id: str, **kwargs):  # noqa: A002  (wandb's keyword)
+        calls.append(id)
+        if id == deleted:
+            raise CommError(f'Error uploading run: returned error 409: {{"errors":[{{"message":"run {id} was '
+                            'previously created and deleted; try a new run name","path":["upsertBucket"]}]}')
+        return wandb.init(id=id, **kwargs)
+
+    with caplog.at_level("WARNING", logger="t2s"):
+        run = init_run(server_init, job_dir, fresh=False, project="t2s", mode="offline", dir=str(job_dir))
+    run.finish()
+    assert calls[0] == deleted and calls[1] != deleted and run.id == calls[1]
+    assert (job_dir / "wandb_run_id").read_text().strip() == run.id  # the next resume uses the new run
+    assert "was deleted on the server" in caplog.text
+    with pytest.raises(CommError, match="network down"):  # any other failure is not taken for a deleted run
+        init_run(lambda **_: (_ for _ in ()).throw(CommError("network down")), job_dir, fresh=False)
