@@ -94,9 +94,16 @@ class ServeConf:
 
 @dataclass
 class PathsConf:
+    """Where data, caches and outputs live. `shared_fs`: `cache_dir` and `output_root` are on a filesystem several
+    machines share (NFS, Lustre, GPFS: a SLURM cluster's home or project space). Then every SQLite cache under
+    `cache_dir` uses a rollback journal (`journal_mode=DELETE`) instead of WAL, which SQLite does not support across
+    machines, and a run directory is held with a lease file that excludes processes on every machine, besides the
+    `flock` that many such filesystems keep per machine (docs/cluster.md). Off (local disk): WAL, and `flock` only."""
+
     data_root: str = "data"
     cache_dir: str = ".cache"
     output_root: str = "outputs"
+    shared_fs: bool = False
 
 
 @dataclass

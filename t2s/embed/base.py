@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from t2s.files import content_hash
+from t2s.integrity import set_journal_mode
 
 
 class Embedder(abc.ABC):
@@ -152,8 +153,8 @@ class SentenceTransformerEmbedder(Embedder):
 
 
 class CachedEmbedder(Embedder):
-    """An embedder behind a persistent cache (one SQLite file; key = model id + text), so re-runs and index rebuilds
-    embed each distinct text once. `seconds` and `calls` count the work that reached the model."""
+    """An embedder behind a persistent cache (one SQLite file, WAL or on a shared filesystem DELETE journal; key =
+    model id + text), so re-runs and index rebuilds embed each distinct text once. `seconds` and `calls` count the work that reached the model."""
 
     def __init__(self, inner: Embedder, cache_path: Path | None) -> None:
         self.inner = inner
@@ -178,8 +179,13 @@ class CachedEmbedder(Embedder):
             return None
         if self._conn is None:
             self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(self.cache_path, timeout=60, isolation_level=None, check_same_thread=False)
-            self._conn.execute("PRAGMA journal_mode=WAL")
+            conn = sqlite3.connect(self.cache_path, timeout=60, isolation_level=None, check_same_thread=False)
+            try:
+                set_journal_mode(conn, self.cache_path)
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
             self._conn.execute("CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, vec BLOB NOT NULL)")
         return self._conn
 

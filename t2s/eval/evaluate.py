@@ -17,6 +17,7 @@ from t2s.config import CONF_DIR, register_configs, run_name
 from t2s.eval.predictions import load_predictions
 from t2s.eval.report import accounting, unscored_clause, write_report
 from t2s.eval.scorer import Scorer, summarize
+from t2s.integrity import configure_storage
 from t2s.run.runner import load_dataset
 from t2s.run.store import METRICS, PREDICTIONS, REPORT, write_json
 
@@ -40,6 +41,7 @@ def evaluate(cfg: DictConfig, predictions: str | Path, out_dir: str | Path, *, f
     start = time.perf_counter()
     data = load_dataset(cfg)
     preds = load_predictions(predictions, data.examples, fmt=fmt, strict=strict)
+    configure_storage(cfg.paths)
     scorer = Scorer.from_config(cfg.eval, cache_dir=Path(cfg.paths.cache_dir))
     records: list[dict[str, Any]] = []
     with tqdm(total=len(data.examples), desc="scoring", unit="q", disable=not cfg.run.progress) as bar:

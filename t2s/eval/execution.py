@@ -48,7 +48,14 @@ from t2s.data.base import database_problem
 from t2s.db.execute import SQLExecutor
 from t2s.db.types import ExecResult
 from t2s.files import content_hash, forget_content_hashes
-from t2s.integrity import DamagedFileError, damage_after, move_aside, quick_check_once
+from t2s.integrity import (
+    DamagedFileError,
+    SharedJournalError,
+    damage_after,
+    move_aside,
+    quick_check_once,
+    set_journal_mode,
+)
 
 log = logging.getLogger("t2s")
 
@@ -255,7 +262,7 @@ class GoldCache:
     Keyed by sha256(database content hash, max_rows, text decoding, executed SQL), so a gold query runs
     once per database content whatever the path, and an edited database misses. Values are pickled
     `(rows, columns, error, truncated, seconds)` with their sha256; timeouts are never stored. Safe for several
-    processes (SQLite locking, WAL journal).
+    processes (SQLite locking; a WAL journal, or DELETE on a shared filesystem: `t2s.integrity.set_journal_mode`).
 
     Gold results are derived data, so a damaged file is replaced rather than refused: `PRAGMA quick_check` when a
     process first opens it and a full `integrity_check` after any database error; a damaged file is moved aside to
@@ -276,7 +283,7 @@ class GoldCache:
             try:
                 problem = quick_check_once(conn, self.path)
                 if problem is None:
-                    conn.execute("PRAGMA journal_mode=WAL")
+                    set_journal_mode(conn, self.path)
                     conn.execute("CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, value BLOB NOT NULL, "
                                  "checksum TEXT)")
                     conn.execute("CREATE TABLE IF NOT EXISTS file_hashes (path TEXT NOT NULL, size INTEGER NOT NULL, "
@@ -288,6 +295,9 @@ class GoldCache:
                             pass
                     self._inode = inode
                     return conn
+            except SharedJournalError:
+                conn.close()
+                raise
             except sqlite3.DatabaseError as e:
                 problem = damage_after(e, self.path)
                 if problem is None:

@@ -9,7 +9,8 @@ samples means passing a different seed. For greedy requests the seed and `top_p`
 and are left out of the key.
 
 The store is one SQLite file in WAL mode with a busy timeout, opened per process and per thread, so several
-processes (joblib sweep jobs) can read and write it at once. The first writer of a key wins
+processes (joblib sweep jobs) can read and write it at once. On a filesystem several machines share
+(`paths.shared_fs=true`) it uses a rollback journal instead (`t2s.integrity.set_journal_mode`). The first writer of a key wins
 (`INSERT OR IGNORE`): concurrent jobs that computed the same request keep one answer.
 """
 
@@ -27,7 +28,14 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from t2s.integrity import DamagedFileError, damage_after, move_aside, quick_check_once
+from t2s.integrity import (
+    DamagedFileError,
+    SharedJournalError,
+    damage_after,
+    move_aside,
+    quick_check_once,
+    set_journal_mode,
+)
 from t2s.llm.base import LLM, LLMRequest, LLMResponse, ScoreRequest, ScoreResponse
 
 #: bump when the key layout or what a stored answer means changes (old entries are then simply never hit).
@@ -109,7 +117,8 @@ def score_key(backend: str, model_id: str, request: ScoreRequest) -> str:
 
 
 class ResponseCache:
-    """A persistent key -> `LLMResponse` store in one SQLite file (WAL mode, safe across processes).
+    """A persistent key -> `LLMResponse` store in one SQLite file (WAL mode, or DELETE on a shared filesystem; safe
+    across processes).
 
     Stores the texts, the token counts and the seconds the response took when it was computed; `get_many`
     returns them with `cached=True`. Connections are opened lazily per (process, thread), so an instance
@@ -154,10 +163,13 @@ class ResponseCache:
             conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
             problem = quick_check_once(conn, self.path)
             if problem is None:
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute("PRAGMA synchronous = NORMAL")
+                if set_journal_mode(conn, self.path) == "wal":
+                    conn.execute("PRAGMA synchronous = NORMAL")
                 conn.executescript(_SCHEMA)
                 _add_missing_columns(conn)
+        except SharedJournalError:
+            conn.close()
+            raise
         except sqlite3.DatabaseError as e:
             conn.close()
             problem = damage_after(e, self.path)

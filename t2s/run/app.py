@@ -7,7 +7,6 @@ run directory Hydra made for it (`discard_unused_run_dir`), so failed attempts l
 
 from __future__ import annotations
 
-import fcntl
 import shutil
 from pathlib import Path
 from typing import Any
@@ -16,16 +15,18 @@ import hydra
 from omegaconf import DictConfig
 
 from t2s.config import CONF_DIR, register_configs
+from t2s.run.store import hold_if_unused
 
 register_configs()
 
 #: what a run directory holds before its first question finishes (anything else, e.g. `previous-*/`, is kept)
-_UNUSED_ENTRIES = {".hydra", ".lock", "run.json", "config.yaml", "wandb"}
+_UNUSED_ENTRIES = {".hydra", ".lock", ".lock.lease", "run.json", "config.yaml", "wandb"}
 
 
 def discard_unused_run_dir(run_dir: str | Path) -> bool:
     """Remove `run_dir` when it holds no result: no non-empty `predictions.jsonl`, nothing but Hydra's files,
-    `run.json`, `config.yaml`, logs and an offline `wandb/` folder, and no other process holding its lock.
+    `run.json`, `config.yaml`, logs and an offline `wandb/` folder, and no other process holding its lock (`flock`, or
+    the lease of `paths.shared_fs=true`: `t2s.run.store.RunDirLock`).
     Returns whether it was removed."""
     d = Path(run_dir)
     if not d.is_dir():
@@ -36,16 +37,13 @@ def discard_unused_run_dir(run_dir: str | Path) -> bool:
         if entry.name in ("predictions.jsonl", "traces.jsonl") and entry.stat().st_size == 0:
             continue
         return False
-    lock = d / ".lock"
-    if lock.exists():
-        with open(lock, "a") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return False  # another t2s process is using it
-            shutil.rmtree(d, ignore_errors=True)
-            return True
-    shutil.rmtree(d, ignore_errors=True)
+    lock = hold_if_unused(d)
+    if lock is None:
+        return False  # another t2s process is using it (on this machine, or holding its lease on another)
+    try:
+        shutil.rmtree(d, ignore_errors=True)
+    finally:
+        lock.release()
     return True
 
 

@@ -31,7 +31,7 @@ from t2s.embed import EmbedderPool
 from t2s.env import Env
 from t2s.eval.report import accounting, unscored_clause, write_report
 from t2s.eval.scorer import Scorer, summarize
-from t2s.integrity import DamagedFileError
+from t2s.integrity import DamagedFileError, configure_storage
 from t2s.llm.pool import LLMPool
 from t2s.run.checks import ConfigError, check_arguments, check_config, option_choices
 from t2s.run.pipeline import Pipeline, build_stages, resolved
@@ -131,7 +131,8 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None, logger: RunLogger | 
     # secrets (api keys, tokens) never reach the run directory, its fingerprint or a logger
     config = strip_secrets(resolved(cfg))
     seed_everything(int(cfg.seed))
-    store = RunStore(directory)
+    configure_storage(cfg.paths)
+    store = RunStore(directory, shared_fs=bool(cfg.paths.shared_fs))
     data = load_dataset(cfg)
     previous_status = store.state().get("status")
     finished = store.open(config, resume=bool(cfg.run.resume), provenance=provenance())
@@ -213,6 +214,7 @@ def make_env(cfg: DictConfig, examples: list[Example], run_dir: Path) -> Env:
         check_arguments(f"llms.{name}", node, where="the `llm` option (conf/llm/) and your llm.* / llms.* overrides")
     cache_dir = Path(cfg.paths.cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
+    configure_storage(cfg.paths)
     pool = LLMPool(configs=cfg.llms, cache_path=cache_dir / "llm_cache.sqlite", enabled_cache=bool(cfg.run.llm_cache))
     _ = pool.cache  # opened and checked now: a damaged response cache is refused before anything runs
     embedders = EmbedderPool(configs=cfg.get("embedders") or {}, cache_path=cache_dir / "embeddings.sqlite")

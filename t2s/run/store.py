@@ -30,7 +30,7 @@ log = logging.getLogger("t2s")
 #: config keys that do not change what a question's pipeline produces; a resumed run may differ in these
 NON_RESULT_KEYS = (
     "run.progress", "run.resume", "run.batch_size", "run.llm_cache", "run.allow_errors", "db.workers", "eval", "logger", "paths.output_root",
-    "notes", "prices", "dataset.limit", "dataset.sample", "dataset.on_missing_db", "serve",
+    "notes", "prices", "dataset.limit", "dataset.sample", "dataset.on_missing_db", "serve", "paths.shared_fs",
 )
 
 
@@ -99,6 +99,152 @@ class RunDirError(RuntimeError):
     """The run directory cannot be used as asked, or a run in it cannot be recorded as finished."""
 
 
+#: the run directory's lock files: `flock`ed (always), and the lease of `paths.shared_fs=true`
+LOCK = ".lock"
+LEASE = ".lock.lease"
+#: seconds a lease outlives its holder's last refresh before a process on another machine may take it over (the
+#: holder refreshes it every third of that). Above NFS's longest attribute cache (`acregmax`, 60 s by default), so a
+#: live holder's refresh is always seen in time; every process using a directory must agree on it.
+#: `T2S_RUN_LOCK_LEASE_S` overrides it.
+LEASE_SECONDS = 120.0
+
+
+def lease_seconds() -> float:
+    """The lease duration in force (`T2S_RUN_LOCK_LEASE_S`, else `LEASE_SECONDS`)."""
+    return float(os.environ.get("T2S_RUN_LOCK_LEASE_S", LEASE_SECONDS))
+
+
+def _this_host() -> str:
+    """This process's host as filelock writes it in a lease (the host name, plus a PID-namespace mark in a
+    container)."""
+    try:
+        from filelock._identity import host_name
+    except ImportError:  # a filelock that names hosts otherwise: the plain host name
+        import socket
+
+        return socket.gethostname()
+    return host_name()
+
+
+def lease_holder(run_dir: Path) -> dict[str, str]:
+    """Who holds the lease of `run_dir` as its lease file records it (`host`, `pid`; empty when there is none)."""
+    try:
+        text = (Path(run_dir) / LEASE).read_text(errors="replace")
+    except OSError:
+        return {}
+    return {k: v for k, _, v in (line.partition("=") for line in text.splitlines()) if k in ("host", "pid")}
+
+
+class RunDirLock:
+    """The exclusive hold of one process on a run directory.
+
+    Always an `flock` on `<dir>/.lock`, which the kernel releases when the process dies, even by `kill -9`. It
+    excludes other processes on this machine; across machines only where the filesystem passes `flock` on (NFS
+    mounts without `local_lock=flock`/`all`, GPFS, Lustre mounted with `-o flock`; not Lustre's `localflock` or
+    BeeGFS's default). With `shared` (`paths.shared_fs=true`) also a lease, `<dir>/.lock.lease` (filelock's
+    `SoftFileLease`): created exclusively, it records the holder's host and PID, and a heartbeat thread refreshes
+    it every `lease_seconds() / 3`. A lease whose holder on this machine is dead is taken at once; one held on
+    another machine is taken once it has gone unrefreshed for `lease_seconds()` (its holder died, or lost the
+    filesystem), so a contender waits that long before refusing. An `flock` the filesystem refuses outright
+    (ENOLCK, ENOSYS) is then left out; the lease alone holds.
+    """
+
+    def __init__(self, run_dir: Path, *, shared: bool) -> None:
+        self.dir = Path(run_dir)
+        self.shared = shared
+        self._file: Any = None
+        self._lease: Any = None
+
+    def _in_use(self, why: str) -> RunDirError:
+        return RunDirError(f"run directory {self.dir} is in use by another t2s process{why}; wait for it to finish "
+                           f"or use another directory (hydra.run.dir=...)")
+
+    def acquire(self, *, wait: bool = True) -> None:
+        """Hold the directory, or raise `RunDirError` naming the holder. `wait`: with a lease held on another
+        machine, wait up to `lease_seconds()` for it to lapse (False: refuse at once)."""
+        if self.shared:  # the lease first: its refusal names the holder's host and PID
+            self._take_lease(wait=wait)
+        try:
+            self._flock()
+        except BaseException:
+            self.release()
+            raise
+
+    def _flock(self) -> None:
+        import errno
+
+        self._file = open(self.dir / LOCK, "w")  # noqa: SIM115 - held for the store's lifetime
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.close()
+            self._file = None
+            raise self._in_use("") from None
+        except OSError as e:
+            if not self.shared or e.errno not in (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                self._file.close()
+                self._file = None
+                raise
+            log.debug("flock on %s refused by the filesystem (%s): the lease alone holds the directory", self.dir, e)
+
+    def _take_lease(self, *, wait: bool) -> None:
+        try:
+            from filelock import SoftFileLease, Timeout
+        except ImportError:
+            import filelock
+
+            raise RunDirError(f"paths.shared_fs=true locks run directories with filelock's SoftFileLease, which needs "
+                              f"filelock>=3.30 (installed: {filelock.__version__}): pip install 'filelock>=3.30'") from None
+        from filelock import LeaseSettingsMismatch
+
+        def acquired(timeout: float) -> bool:
+            try:
+                lease.acquire(timeout=timeout)
+            except Timeout:
+                return False
+            return True
+
+        seconds = lease_seconds()
+        lease = SoftFileLease(self.dir / LEASE, lease_duration=seconds, thread_local=False)
+        try:
+            if not acquired(0):
+                holder = lease_holder(self.dir)
+                pid, host = holder.get("pid", "?"), holder.get("host", "?")
+                if not wait or host == _this_host():
+                    # alive (a dead holder on this machine is taken at once), or asked not to wait
+                    raise self._in_use(f" (pid {pid} on {host})")
+                log.warning("run directory %s is leased by pid %s on %s: waiting up to %.0f s for the lease to lapse "
+                            "(it does only if that process died)", self.dir, pid, host, seconds)
+                if not acquired(seconds + 5):
+                    raise self._in_use(f" (pid {pid} on {host}, lease refreshed within the last {seconds:.0f} s)")
+        except LeaseSettingsMismatch as e:
+            raise RunDirError(f"{e} (set T2S_RUN_LOCK_LEASE_S alike for every process using {self.dir})") from None
+        self._lease = lease
+
+    def release(self) -> None:
+        """Let go of the directory (idempotent)."""
+        if self._lease is not None:
+            lease, self._lease = self._lease, None
+            try:
+                lease.release()
+            except (OSError, RuntimeError) as e:  # the lease file was removed with the directory
+                log.debug("releasing the lease of %s: %s", self.dir, e)
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def hold_if_unused(run_dir: Path) -> RunDirLock | None:
+    """Hold `run_dir` at once if no process does (the `flock`, and its lease when it has a lease file), else None.
+    For removing a directory: release the lock after removing it."""
+    lock = RunDirLock(run_dir, shared=(Path(run_dir) / LEASE).exists())
+    try:
+        lock.acquire(wait=False)
+    except RunDirError:
+        return None
+    return lock
+
+
 class PipelineErrorsError(RunDirError):
     """A run ended with questions that have no answer because a stage raised on them (pipeline errors: a damaged
     cache, an artifact, a backend). The run is recorded as failed and the next invocation retries those questions;
@@ -148,8 +294,10 @@ class RunStore:
     is not finished, so the next invocation runs it again; the latest attempt per question is what `errors()` returns.
     """
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, *, shared_fs: bool = False) -> None:
         self.dir = Path(run_dir)
+        self.shared_fs = shared_fs
+        self._lock_held: RunDirLock | None = None
         self.dir.mkdir(parents=True, exist_ok=True)
         self.predictions_path = self.dir / PREDICTIONS
         self.traces_path = self.dir / TRACES
@@ -160,14 +308,11 @@ class RunStore:
         return json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
 
     def _lock(self) -> None:
-        """Hold an exclusive lock on the directory while this process uses it (released at exit, also on kill -9)."""
-        self._lock_file = open(self.dir / ".lock", "w")  # noqa: SIM115 - held for the store's lifetime
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock_file.close()
-            raise RunDirError(f"run directory {self.dir} is in use by another t2s process; wait for it to finish "
-                              f"or use another directory (hydra.run.dir=...)") from None
+        """Hold the directory exclusively while this process uses it (`RunDirLock`: released at exit, also on kill -9;
+        with `shared_fs`, a lease that holds across machines)."""
+        lock = RunDirLock(self.dir, shared=self.shared_fs)
+        lock.acquire()
+        self._lock_held = lock
 
     def open(self, config: dict[str, Any], *, resume: bool, provenance: dict[str, Any]) -> dict[str, dict[str, Any]]:
         """Lock the directory, check it against `config` and return the finished prediction records by qid.
@@ -185,10 +330,9 @@ class RunStore:
             raise
 
     def _unlock(self) -> None:
-        lock = getattr(self, "_lock_file", None)
-        if lock is not None:
-            lock.close()
-            self._lock_file = None
+        if self._lock_held is not None:
+            self._lock_held.release()
+            self._lock_held = None
 
     def _open(self, config: dict[str, Any], *, resume: bool, provenance: dict[str, Any]) -> dict[str, dict[str, Any]]:
         rc = result_config(config)
