@@ -113,3 +113,26 @@ def test_a_run_directory_made_before_the_plugins_moved_still_resumes(session_cac
         f.write_text(text.replace("t2s_plugins.", "plugins."))
     again = t2s.run_pipeline(overrides, run_dir)
     assert again["scored"] == first["scored"] == 2 and again["ex"] == first["ex"]
+
+
+def test_the_gpu_lock_pins_every_requirement_of_the_gpu_lane_within_its_range() -> None:
+    """requirements-gpu.lock (`make lock-gpu`) satisfies pyproject's ranges for the base requirements and the `gpu`
+    extra, and agrees with the CPU lock on torch (the resolver check itself, `pip install --dry-run -c
+    requirements-gpu.lock '.[gpu]'`, needs PyPI and is run by `make lock-gpu`)."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    from t2s.track.lockfile import canonical, read_lock
+
+    project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
+    gpu = read_lock(PROJECT_ROOT / "requirements-gpu.lock")
+    cpu = read_lock(PROJECT_ROOT / "requirements.lock")
+    for line in [*project["dependencies"], *project["optional-dependencies"]["gpu"]]:
+        req = Requirement(line)
+        name = canonical(req.name)
+        assert name in gpu, f"{req.name} is not in requirements-gpu.lock: run make lock-gpu"
+        assert req.specifier.contains(gpu[name], prereleases=True), (line, gpu[name])
+    assert gpu["torch"] == cpu["torch"] and "faiss-gpu" not in gpu
+    majors = {v.split(".")[0] for k, v in gpu.items() if k.startswith("nvidia-cuda-runtime")}
+    assert majors == {"13"}, majors
