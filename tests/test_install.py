@@ -42,8 +42,13 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
         else:
             target.write_bytes(source.read_bytes())
     out = tmp_path_factory.mktemp("dist")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out),
-                    str(src)], check=True, capture_output=True)
+    import setuptools
+
+    # this environment's setuptools when it is new enough for pyproject.toml (SPDX license: >= 77), else pip's
+    # isolated build environment (which fetches it from PyPI once)
+    isolation = ["--no-build-isolation"] if int(setuptools.__version__.split(".")[0]) >= 77 else []
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", *isolation, "-w", str(out), str(src)],
+                   check=True, capture_output=True)
     (built,) = out.glob("t2s-*.whl")
     return built
 
