@@ -139,6 +139,16 @@ def test_training_shows_a_progress_bar_over_the_steps(session_cache: Path, tmp_p
     assert "train:" not in capfd.readouterr().err
 
 
+@requires_spider
+def test_grpo_shows_a_progress_bar_over_the_steps(session_cache: Path, tmp_path: Path,
+                                                  capfd: pytest.CaptureFixture[str]) -> None:
+    cfg = compose_train_config([f"paths.cache_dir={session_cache}", "train=grpo", *TINY, "train.max_steps=1",
+                                "train.group_size=2", "train.max_completion_tokens=4", "train.save_every=1"])
+    assert train(cfg, tmp_path / "grpo")["steps"] == 1
+    err = capfd.readouterr().err
+    assert "100%" in err and "1/1" in err, err[-2000:]
+
+
 # ------------------------------------------------------------------------------------------------ multi-process
 def _wait_for(path: Path, proc: subprocess.Popen[bytes], seconds: float) -> None:
     deadline = time.time() + seconds
