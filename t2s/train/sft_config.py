@@ -56,7 +56,7 @@ class SFTConfig:
     validations without improvement; 0 = off). `checkpoint_every` steps a resumable `last.ckpt` (trainable weights,
     optimizer, scheduler, loop state) is written; a rerun of the same command resumes from it. `precision`,
     `accelerator`, `devices`, `num_nodes` go to Lightning's Trainer (`bf16-mixed`, `gpu`). `strategy`: `auto` (one
-    process) or `ddp` (`devices` processes per node, gloo on CPU, NCCL on GPUs; `batch_size` is per process, so a
+    process; DDP when `devices` or `num_nodes` > 1) or `ddp` (`devices` processes per node, gloo on CPU, NCCL on GPUs; `batch_size` is per process, so a
     step is `batch_size * grad_accum * devices * num_nodes` rows); `fsdp` and `deepspeed` are refused, saying why
     (`t2s.train.launch.strategy_problem`). `progress` shows a bar over the optimizer steps (rank 0, stderr).
     `gradient_checkpointing` recomputes activations in the backward pass instead of keeping them (same losses, less

@@ -596,7 +596,7 @@ def train_sft(cfg: SFTConfig, root: DictConfig, out_dir: Path) -> dict[str, Any]
         last = out_dir / "checkpoints" / "last.ckpt"
         resuming = cfg.resume and last.is_file()
         strategy: Any = cfg.strategy
-        if cfg.strategy == "ddp":
+        if cfg.strategy == "ddp" or cfg.devices * cfg.num_nodes > 1:  # auto with several devices is DDP too
             job = out_dir / JOB_FILE
             if rank == 0:
                 write_job(job, cfg, root, out_dir)
