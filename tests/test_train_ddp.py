@@ -163,11 +163,11 @@ def test_sft_ddp_two_gloo_processes_rank0_writes_once_and_resumes_after_kill(ses
                                                                              tmp_path: Path) -> None:
     """`t2s train train.strategy=ddp train.devices=2`: two processes train (gloo), only rank 0 writes the
     artifacts, validation EX scores each held-out question once, and a kill -9 of every process mid-training then
-    the same command resumes from last.ckpt."""
+    the same command resumes from last.ckpt, logging to the same wandb run."""
     out = tmp_path / "ddp"
     args = [f"paths.cache_dir={session_cache}", *TINY_SFT, "train.max_steps=24", "train.val_every=4",
             "train.checkpoint_every=4", "train.patience=0", "train.strategy=ddp", "train.devices=2",
-            f"hydra.run.dir={out}"]
+            "train/logger=wandb", f"hydra.run.dir={out}"]
     env, log = audited_env(tmp_path, out)
     command = [sys.executable, "-m", "t2s.cli", "train", *args]
     proc = subprocess.Popen(command, env=env, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL,
@@ -195,6 +195,10 @@ def test_sft_ddp_two_gloo_processes_rank0_writes_once_and_resumes_after_kill(ses
     val_steps = [p[0] for p in curves["val_ex"]]
     assert [s for s in val_steps if s != summary["resumed_from"]] == \
         [s for s in (4, 8, 12, 16, 20, 24) if s != summary["resumed_from"]]
+
+    run_id = (out / "wandb_run_id").read_text().strip()  # the resumed run logs to the killed run's wandb run
+    runs = sorted(out.glob("wandb/offline-run-*"))
+    assert len(runs) == 2 and all(r.name.endswith(f"-{run_id}") for r in runs), runs
 
     records = audit_records(log)
     ranks = processes_by_rank(records)
