@@ -97,6 +97,9 @@ def ddp_strategy(job: Path, accelerator: str) -> Any:
                 self.procs.append(subprocess.Popen([sys.executable, "-m", "t2s.train.launch", str(job)], env=child))
 
     class T2SDDPStrategy(DDPStrategy):
+        """DDP whose launcher is `JobLauncher` (under torchrun or SLURM, which start the ranks themselves, the
+        launcher starts none)."""
+
         def _configure_launcher(self) -> None:
             assert self.cluster_environment is not None
             self._launcher = JobLauncher(self.cluster_environment, self.num_processes, self.num_nodes)

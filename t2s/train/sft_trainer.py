@@ -502,6 +502,8 @@ def atomic_checkpoint_io() -> Any:
     from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
     class AtomicCheckpointIO(TorchCheckpointIO):
+        """`TorchCheckpointIO` through a temporary file and `os.replace`."""
+
         def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
             tmp = f"{path}.tmp"
             super().save_checkpoint(checkpoint, tmp, storage_options)
