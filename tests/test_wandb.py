@@ -244,3 +244,15 @@ def test_a_run_deleted_in_the_ui_is_replaced_by_a_new_one(job_dir: Path, caplog:
     assert "was deleted on the server" in caplog.text
     with pytest.raises(CommError, match="network down"):  # any other failure is not taken for a deleted run
         init_run(lambda **_: (_ for _ in ()).throw(CommError("network down")), job_dir, fresh=False)
+
+
+def test_a_run_dir_from_before_the_id_file_keeps_its_wandb_run(job_dir: Path) -> None:
+    """Older t2s named the wandb run by a hash of the directory's path; such a directory resumes that run."""
+    import hashlib
+
+    from t2s.track.wandb_logger import run_id_for
+
+    legacy = hashlib.sha256(str(job_dir.resolve()).encode()).hexdigest()[:16]
+    (job_dir / "wandb" / f"offline-run-20260101_000000-{legacy}").mkdir(parents=True)
+    assert run_id_for(job_dir) == legacy and (job_dir / "wandb_run_id").read_text().strip() == legacy
+    assert run_id_for(job_dir, fresh=True) != legacy

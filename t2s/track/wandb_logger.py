@@ -44,10 +44,22 @@ def run_id_for(directory: Path, *, fresh: bool = False, write: bool = True) -> s
         old = path.read_text().strip()
         if old:
             return old
-    run_id = new_run_id()
+    run_id = (None if fresh else _legacy_run_id(Path(directory))) or new_run_id()
     if write:
         replace_run_id(directory, run_id)
     return run_id
+
+
+def _legacy_run_id(directory: Path) -> str | None:
+    """The id an older t2s gave this directory (a hash of its path: 16 hex digits for runs, `t2s-` + 12 for
+    trainings), when its `wandb/` folder holds a run of it: a directory from before the id file resumes its run."""
+    import hashlib
+
+    digest = hashlib.sha256(str(directory.resolve()).encode()).hexdigest()
+    for old in (digest[:16], "t2s-" + digest[:12]):
+        if any((directory / "wandb").glob(f"*run-*-{old}")):
+            return old
+    return None
 
 
 def replace_run_id(directory: Path, run_id: str) -> None:
