@@ -16,6 +16,8 @@ loads nothing heavy.
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +25,27 @@ if TYPE_CHECKING:
     from omegaconf import DictConfig
 
 __all__ = ["compose", "run_pipeline", "evaluate", "__version__"]
+
+
+def _checkout_plugins() -> None:
+    """Make `t2s_plugins` importable in a source checkout that was not pip-installed (the GPU recipe runs one so):
+    the wheel and an editable install map the folder `plugins/` to the package `t2s_plugins` (setup.py); without
+    an install, the name is bound here to that folder. Nothing of `plugins/` but its empty `__init__.py` runs."""
+    checkout = Path(__file__).resolve().parents[1]
+    init = checkout / "plugins" / "__init__.py"
+    if "t2s_plugins" in sys.modules or not init.is_file() or not (checkout / "pyproject.toml").is_file():
+        return
+    if importlib.util.find_spec("t2s_plugins") is not None:
+        return
+    spec = importlib.util.spec_from_file_location("t2s_plugins", init, submodule_search_locations=[str(init.parent)])
+    if spec is None or spec.loader is None:
+        return
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["t2s_plugins"] = module
+    spec.loader.exec_module(module)
+
+
+_checkout_plugins()
 
 
 def __getattr__(name: str) -> Any:
