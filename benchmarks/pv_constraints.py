@@ -2,7 +2,7 @@
 
 For every question of a split whose database exists (Spider dev: the 972 executable questions, wta_1 skipped;
 Spider train: 6,8xx of train_spider.json, baseball_1 and soccer_1 skipped; BIRD dev: questions with evidence,
-no database here, so no execution), it extracts the checklist with `t2s.sql.constraints.extract_constraints`
+no database here, so no execution), it extracts the checklist with `t2s_plugins.verifier.pv.constraints.extract_constraints`
 and checks the *gold* SQL against it. Per category and overall it prints:
 
 - extracted: constraints extracted; per question: extracted / questions;
@@ -32,8 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from t2s.db.execute import SQLExecutor  # noqa: E402
-from t2s.sql.constraints import (  # noqa: E402
+from t2s_plugins.verifier.pv.constraints import (  # noqa: E402
     CATEGORIES,
     check_candidates,
     check_syntax,
@@ -41,6 +40,8 @@ from t2s.sql.constraints import (  # noqa: E402
     extract_constraints,
     gold_features,
 )
+
+from t2s.db.execute import SQLExecutor  # noqa: E402
 
 Item = tuple[str, str, str, str | None]  # question, evidence, gold sql, db path (None: no database)
 

@@ -26,14 +26,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from t2s.db.introspect import introspect  # noqa: E402
-from t2s.eval.execution import score_execution  # noqa: E402
-from t2s.sql.trajectory import (  # noqa: E402
+from t2s_plugins.corrector.share.trajectory import (  # noqa: E402
     format_trajectory,
     parse_trajectory,
     render_sql,
     sql_to_trajectory,
 )
+
+from t2s.db.introspect import introspect  # noqa: E402
+from t2s.eval.execution import score_execution  # noqa: E402
 
 
 def _construct(e: Exception) -> str:

@@ -2,7 +2,8 @@
 
 - `run_if(...)`: one `pytest` skip marker for optional packages, benchmark data, model wheels and GPUs, with a
   reason that says what to install or set (lightning-hydra-template's `RunIf`).
-- `OPTION_OVERRIDES`: the one table of extra overrides an option needs to be built in tests (mandatory values).
+- `option_overrides(group, option)`: the extra overrides an option needs to be built in tests (mandatory values,
+  small sizes): `OPTION_OVERRIDES` for single-file plugins, a method package's own `testing.TEST_OVERRIDES`.
 - `stage_contract(...)`: runs one stage over a batch and asserts the contract of its kind: it writes only the
   `Task` fields its kind declares (`Stage.writes`), keeps the payload types the next stages read, appends one trace
   event per question, and every model call it made was charged to a question (calls made == calls charged).
@@ -24,20 +25,41 @@ from t2s.db.types import SchemaView
 from t2s.stages import STAGE_GROUPS, Stage, stage_kind
 from t2s.types import Candidate, CellValue, Example, FewShot, Finding, Task
 
-#: extra overrides an option needs to be buildable in tests, by (group, option); `{preds}` is a predictions file with
-#: the gold SQL of the contract's questions, `{rules}` a scripted-LLM rules file
+#: extra overrides a single-file option needs to be buildable in tests, by (group, option); `{preds}` is a predictions
+#: file with the gold SQL of the contract's questions, `{rules}` a scripted-LLM rules file. A method package keeps its
+#: own in `<package>/testing.py` (`TEST_OVERRIDES`, by option); `option_overrides` reads both.
 OPTION_OVERRIDES: dict[tuple[str, str], list[str]] = {
     ("generator", "from_file"): ["generator.path={preds}"],
     # the example store from the demo questions instead of Spider train (no benchmark data needed, builds in seconds)
     ("example_retriever", "skeleton_knn"): ["dataset@example_retriever.train=demo"],
     ("example_retriever", "random"): ["dataset@example_retriever.train=demo"],
-    # the tiny model writes 256 junk tokens per sample: keep the search and the pool small in the contract
-    ("generator", "mcts"): ["generator.simulations=1", "generator.branching=1", "generator.max_new_tokens=24",
-                            "generator.step_tokens=16"],
+    # the tiny model writes 256 junk tokens per sample: keep the pool small in the contract
     ("generator", "ensemble"): ["generator.members.ddl_sampled=null", "generator.members.markdown_sampled=null",
                                 "generator.members.ddl_greedy.max_new_tokens=24",
                                 "generator.members.markdown_greedy.max_new_tokens=24"],
 }
+
+
+
+def option_overrides(group: str, option: str, **files: str) -> list[str]:
+    """The extra overrides `group=option` needs in tests: `OPTION_OVERRIDES`, then the `TEST_OVERRIDES[option]` of
+    the `testing` module of the method package its `_target_` lies in (`plugins/generator/mcts/testing.py`), found
+    through the target like Hydra finds the class. `files` fill the `{preds}` / `{rules}` placeholders."""
+    from t2s.registry import options
+
+    extra = list(OPTION_OVERRIDES.get((group, option), []))
+    target = next((o.target for o in options(group) if o.name == option), None)
+    package = (target or "").rpartition(".")[0].rpartition(".")[0]
+    if package.count(".") >= 2:  # t2s_plugins.<stage>.<method>: a method package
+        try:
+            testing = importlib.import_module(f"{package}.testing")
+        except ModuleNotFoundError as e:
+            if e.name != f"{package}.testing":
+                raise
+        else:
+            extra += list(getattr(testing, "TEST_OVERRIDES", {}).get(option, []))
+    return [o.format(**files) if files else o for o in extra]
+
 
 #: SQL that fails on every database (a candidate the contract adds after the generator)
 BAD_SQL = "SELECT no_such_column FROM no_such_table"

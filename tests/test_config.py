@@ -15,10 +15,7 @@ from t2s.registry import format_registry, groups, options
 from t2s.run.checks import option_choices, option_name
 from t2s.run.pipeline import ConfigError, build_stage, check_arguments
 from t2s.stages import STAGE_GROUPS
-from t2s.testing import OPTION_OVERRIDES
-
-#: extra overrides an option needs to be buildable (mandatory `???` values)
-NEEDS = {k: [o.format(preds="/dev/null") for o in v] for k, v in OPTION_OVERRIDES.items()}
+from t2s.testing import option_overrides
 
 
 def all_options() -> list[tuple[str, str]]:
@@ -35,7 +32,8 @@ def test_every_stage_group_has_options_and_a_none() -> None:
 
 @pytest.mark.parametrize("group,option", all_options())
 def test_option_composes_and_builds(group: str, option: str, session_cache: Path) -> None:
-    cfg = compose_config([f"{group}={option}", *NEEDS.get((group, option), [])], cache_dir=session_cache)
+    cfg = compose_config([f"{group}={option}", *option_overrides(group, option, preds="/dev/null")],
+                         cache_dir=session_cache)
     node = cfg[group]
     assert node._target_, f"conf/{group}/{option}.yaml has no _target_"
     OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves

@@ -1,4 +1,4 @@
-"""PV-SQL checklist (t2s.sql.constraints): extraction, AST / execution / shape checks, repair prompt.
+"""PV-SQL checklist (plugins/verifier/pv/constraints.py): extraction, AST / execution / shape checks, repair prompt.
 
 Questions in the extraction tests are written here (not taken from Spider dev, the held-out split).
 Checks run on small real SQLite files through the real `SQLExecutor`; the Spider sample tests need T2S_DATA.
@@ -15,24 +15,22 @@ from pathlib import Path
 import pytest
 import sqlglot
 from sqlglot import exp
-
-from t2s.db.execute import SQLExecutor
-from t2s.prompts import load_prompt
-from t2s.sql.constraints import (
+from t2s_plugins.verifier.pv.constraints import (
     CATEGORIES,
-    REPAIR_PROMPT,
     CheckReport,
     Constraint,
     Violation,
-    build_repair_messages,
     check_candidate,
     check_candidates,
     check_syntax,
     constraint_satisfied,
     extract_constraints,
     gold_features,
-    parse_repair_response,
 )
+from t2s_plugins.verifier.pv.prompts import REPAIR_PROMPT, build_repair_messages, parse_repair_response
+
+from t2s.db.execute import SQLExecutor
+from t2s.prompts import load_prompt
 
 SPIDER = Path(os.environ.get("T2S_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "spider"
 requires_spider = pytest.mark.skipif(not (SPIDER / "dev.json").is_file(),

@@ -17,7 +17,7 @@ from t2s.registry import options
 from t2s.run.pipeline import build_stage
 from t2s.run.runner import load_dataset, make_env
 from t2s.stages import STAGE_GROUPS
-from t2s.testing import OPTION_OVERRIDES, StageContractSuite, stage_contract
+from t2s.testing import StageContractSuite, option_overrides, stage_contract
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def world(session_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 def _stage(group: str, option: str, world: Any) -> Any:
     cfg, _, _, files = world
-    extra = [o.format(**files) for o in OPTION_OVERRIDES.get((group, option), [])]
+    extra = option_overrides(group, option, **files)
     cfg = compose_config([f"{group}={option}", *extra], cache_dir=Path(cfg.paths.cache_dir))
     return build_stage(group, cfg[group], option)
 

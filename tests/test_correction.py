@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 import yaml
 from conftest import compose_config
-
 from t2s_plugins.corrector.share import parse_mask_answers, parse_trajectory_reply, schema_problems
+from t2s_plugins.corrector.share.trajectory import parse_trajectory
 from t2s_plugins.fixer.chase import column_hint, last_sql
+
 from t2s.db.introspect import introspect
 from t2s.run.runner import run
-from t2s.sql.trajectory import parse_trajectory
 
 DB_SQL = """
 CREATE TABLE singer (singer_id INTEGER PRIMARY KEY, name TEXT, country TEXT, age INTEGER);

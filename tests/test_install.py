@@ -64,6 +64,8 @@ def test_the_wheel_carries_configs_prompts_and_plugins_and_no_symlink(wheel: Pat
     assert {f"t2s/conf/{n}" for n in tracked("conf") if not n.startswith("experiment/")} <= names
     assert {f"t2s/conf/experiment/{n}" for n in tracked("experiments")} <= names
     assert {f"t2s/prompts/{p.name}" for p in (PROJECT_ROOT / "t2s" / "prompts").glob("*.yaml")} <= names
+    # the method packages' own templates (plugins/<stage>/<method>/*.yaml)
+    assert {f"t2s_plugins/{n}" for n in tracked("plugins")} <= names and "t2s_plugins/corrector/share/share_bam_v1.yaml" in names
     assert {f"t2s/demo/sql/{p.name}" for p in (PROJECT_ROOT / "t2s" / "demo" / "sql").glob("*.sql")} <= names
     assert "t2s_plugins/generator/zero_shot.py" in names and "t2s/serve/static/index.html" in names
     assert not any(n.startswith(("plugins/", "conf/", "experiments/", "tests/")) for n in names)
@@ -89,6 +91,10 @@ def test_the_installed_wheel_runs_from_outside_the_checkout(wheel: Path, tmp_pat
                             "print(t2s.__file__); print(c.CONF_DIR); print(c.SOURCE_ROOT)"],
                            cwd=work, env=env, capture_output=True, text=True, check=True).stdout.split()
     assert where[0].startswith(str(purelib)) and where[1] == str(purelib / "t2s" / "conf") and where[2] == "None"
+    prompt = subprocess.run([str(venv / "bin" / "python"), "-c", "from t2s.prompts import load_prompt; "
+                             "print(load_prompt('share_bam_v1').path)"], cwd=work, env=env, capture_output=True,
+                            text=True, check=True).stdout.strip()
+    assert prompt == str(purelib / "t2s_plugins" / "corrector" / "share" / "share_bam_v1.yaml")
     t2s = str(venv / "bin" / "t2s")
     listed = subprocess.run([t2s, "plugins"], cwd=work, env=env, capture_output=True, text=True, timeout=300)
     assert listed.returncode == 0 and "zero_shot" in listed.stdout, listed.stderr[-2000:]

@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from t2s_plugins.generator.ensemble import EnsembleGenerator
 from t2s_plugins.generator.mcts import MCTSGenerator, Node, Tree, uct
 from t2s_plugins.schema_format.ddl import DDLFormat
 from t2s_plugins.selector.adaptive_tournament import AdaptiveTournamentSelector, parse_choice
 from t2s_plugins.selector.majority import MajoritySelector
+
 from t2s.db.execute import SQLExecutor
 from t2s.db.types import ExecResult
 from t2s.env import Env
@@ -463,7 +463,7 @@ def test_member_contributions_count_unique_correct_questions(tmp_path: Path) -> 
 def test_an_mcts_member_runs_inside_the_ensemble(db: str, executor: SQLExecutor, tmp_path: Path) -> None:
     env = mcts_env(tmp_path, executor)
     gen = EnsembleGenerator(members={
-        "search": {"_target_": "t2s_plugins.generator.mcts.MCTSGenerator", "simulations": 2, "actions": ["plan"]},
+        "search": {"_target_": "t2s_plugins.generator.mcts.generator.MCTSGenerator", "simulations": 2, "actions": ["plan"]},
         "direct": zs()})
     gen.name = "ensemble"
     res = stage_contract(gen, env, [make_task(db, []).example, make_task(db, [], qid="q2").example])

@@ -111,9 +111,9 @@ def test_over_length_policy_drop_and_truncate_are_counted(session_cache: Path) -
 @requires_spider
 def test_multitask_selection_and_share_rows(session_cache: Path) -> None:
     from t2s_plugins.corrector.share import parse_mask_answers, parse_trajectory_reply
+    from t2s_plugins.corrector.share.trajectory import fill_masks, parse_trajectory
 
     from t2s.prompts import load_prompt
-    from t2s.sql.trajectory import fill_masks, parse_trajectory
     from t2s.train.data import INFERENCE_PROMPTS
 
     builder, examples, schemas, tok, ex = _builder_inputs(session_cache, [

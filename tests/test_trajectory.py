@@ -10,11 +10,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-
-from t2s.db.introspect import introspect
-from t2s.db.types import DatabaseSchema
-from t2s.eval.execution import score_execution
-from t2s.sql.trajectory import (
+from t2s_plugins.corrector.share.trajectory import (
     PERTURB_KINDS,
     Agg,
     BoolOp,
@@ -44,6 +40,10 @@ from t2s.sql.trajectory import (
     render_sql,
     sql_to_trajectory,
 )
+
+from t2s.db.introspect import introspect
+from t2s.db.types import DatabaseSchema
+from t2s.eval.execution import score_execution
 
 DATA = Path(os.environ.get("T2S_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 SPIDER = DATA / "spider"

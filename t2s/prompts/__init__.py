@@ -1,7 +1,10 @@
-"""Versioned prompt templates (DESIGN.md / STYLE.md: prompts are data).
+"""Versioned prompt templates: prompts are data, never strings in code.
 
-A template is a YAML file `t2s/prompts/<name>_v<version>.yaml` (or any path) with `name`, `version`,
-`system` and `user`; placeholders are `str.format` fields. A plugin may also point at its own file.
+A template is a YAML file `<name>_v<version>.yaml` with `name`, `version`, `system` and `user`; placeholders are
+`str.format` fields. The templates several stages share live here in `t2s/prompts/`; a method's own templates live in
+its package beside the parsers of their replies (`plugins/corrector/share/share_bam_v1.yaml` next to
+`plugins/corrector/share/prompts.py`). `load_prompt` finds a template by its name in either place, so a config names
+a template by its id (`bam_prompt: share_bam_v1`) wherever the file lies; a path names any other file.
 
 Optional `blocks` are the template's own wording for lists the caller fills in (retrieved values, few-shot examples,
 probe findings, evidence): each has a `header`, an `item` format, a `joiner` between items and a `footer`; an empty
@@ -11,6 +14,8 @@ template decides every word the model sees.
 
 from __future__ import annotations
 
+import importlib.util
+import re
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +25,9 @@ from typing import Any
 import yaml
 
 PROMPT_DIR = Path(__file__).resolve().parent
+#: the package the stage plugins are installed as (`plugins/` in the checkout)
+PLUGIN_PACKAGE = "t2s_plugins"
+_TEMPLATE_FILE = re.compile(r"^\w+_v\d+\.yaml$")
 
 
 @dataclass(frozen=True)
@@ -78,14 +86,42 @@ class PromptTemplate:
         return [{"role": "system", "content": self.system.format(**fields)}, user]
 
 
+def plugin_prompt_dirs() -> list[Path]:
+    """The folders of the plugin package (`t2s_plugins`), located without importing any plugin (empty when it is not
+    installed)."""
+    spec = importlib.util.find_spec(PLUGIN_PACKAGE)
+    return [Path(p) for p in (spec.submodule_search_locations or [])] if spec else []
+
+
+def prompt_files() -> dict[str, Path]:
+    """Every template that can be loaded by name: `t2s/prompts/*.yaml` and the `<name>_v<version>.yaml` files in the
+    plugin packages. Raises `ValueError` when two files claim one name."""
+    found: dict[str, list[Path]] = {}
+    for p in sorted(PROMPT_DIR.glob("*.yaml")):
+        found.setdefault(p.stem, []).append(p)
+    for root in plugin_prompt_dirs():
+        for p in sorted(root.rglob("*.yaml")):
+            if _TEMPLATE_FILE.match(p.name):
+                found.setdefault(p.stem, []).append(p)
+    twice = {k: v for k, v in found.items() if len(v) > 1}
+    if twice:
+        raise ValueError("prompt template name(s) defined by more than one file: " + "; ".join(
+            f"{k}: {', '.join(map(str, v))}" for k, v in sorted(twice.items())) + " (rename one: names are ids)")
+    return {k: v[0] for k, v in found.items()}
+
+
 def load_prompt(name_or_path: str) -> PromptTemplate:
-    """Load a template by name (`zero_shot_v1`, looked up in `t2s/prompts/`) or by file path."""
+    """Load a template by name (`zero_shot_v1`, found in `t2s/prompts/` or a plugin package: `prompt_files`) or by
+    file path."""
     path = Path(name_or_path)
     if not path.suffix:
-        path = PROMPT_DIR / f"{name_or_path}.yaml"
+        files = prompt_files()
+        path = files.get(name_or_path, PROMPT_DIR / f"{name_or_path}.yaml")
+        if not path.is_file():
+            raise FileNotFoundError(f"prompt template {name_or_path!r} not found in {PROMPT_DIR} or the plugin "
+                                    f"packages; known templates: {sorted(files)}")
     if not path.is_file():
-        known = sorted(p.stem for p in PROMPT_DIR.glob("*.yaml"))
-        raise FileNotFoundError(f"prompt template {name_or_path!r} not found at {path}; known templates: {known}")
+        raise FileNotFoundError(f"prompt template file {path} does not exist")
     data = yaml.safe_load(path.read_text())
     blocks = {}
     for name, b in (data.get("blocks") or {}).items():

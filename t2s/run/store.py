@@ -61,10 +61,19 @@ def result_config(config: dict[str, Any]) -> dict[str, Any]:
     return c
 
 
-#: module prefixes of `_target_`s that moved without changing behaviour, new -> the name run directories made before
-#: the move recorded (the wheel ships `plugins/` as `t2s_plugins`): a run's fingerprint reads targets by the old name,
-#: so such a run still resumes and compares
-MOVED_TARGETS = {"t2s_plugins.": "plugins."}
+#: `_target_` prefixes that moved without changing behaviour, new -> the name run directories made before the move
+#: recorded: a run's fingerprint reads targets by the old name (the longest matching prefix wins), so such a run still
+#: resumes and compares. The wheel ships `plugins/` as `t2s_plugins`; methods with several files became packages
+#: (`plugins/<stage>/<method>/`) whose stage class lives in a module of the package.
+MOVED_TARGETS = {
+    "t2s_plugins.": "plugins.",
+    "t2s_plugins.corrector.share.corrector.ShareCorrector": "plugins.corrector.share.ShareCorrector",
+    "t2s_plugins.verifier.pv.verifier.PVVerifier": "plugins.verifier.pv.PVVerifier",
+    "t2s_plugins.prober.pv.prober.PVProber": "plugins.prober.pv.PVProber",
+    "t2s_plugins.selector.adaptive_tournament.selector.AdaptiveTournamentSelector":
+        "plugins.selector.adaptive_tournament.AdaptiveTournamentSelector",
+    "t2s_plugins.generator.mcts.generator.MCTSGenerator": "plugins.generator.mcts.MCTSGenerator",
+}
 
 
 def canonical_targets(config: Any) -> Any:
@@ -73,7 +82,10 @@ def canonical_targets(config: Any) -> Any:
         out = {}
         for k, v in config.items():
             if k == "_target_" and isinstance(v, str):
-                v = next((old + v[len(new):] for new, old in MOVED_TARGETS.items() if v.startswith(new)), v)
+                moved = [new for new in MOVED_TARGETS if v.startswith(new)]
+                if moved:
+                    new = max(moved, key=len)
+                    v = MOVED_TARGETS[new] + v[len(new):]
             out[k] = canonical_targets(v)
         return out
     if isinstance(config, list):

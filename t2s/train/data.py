@@ -49,11 +49,12 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
+from t2s_plugins.generator.mcts.prompts import SearchPrompts, SearchStep
 
 from t2s.db.introspect import introspect
 from t2s.db.types import DatabaseSchema, SchemaView
 from t2s.eval.execution import prepare_sql
-from t2s.generation import ContextLimits, SearchPrompts, SearchStep, sql_messages, template_messages
+from t2s.generation import ContextLimits, sql_messages, template_messages
 from t2s.prompts import PromptTemplate, load_prompt
 from t2s.select import pair_messages
 from t2s.sql.schema_format import SchemaFormat
@@ -517,7 +518,7 @@ class TrainData:
 
     def _share_rows(self, kind: str, ex: Example, view: SchemaView, schemas: SchemaSource, rng: random.Random,
                     row: Callable[..., TrainRow]) -> list[TrainRow]:
-        from t2s.sql.trajectory import (
+        from t2s_plugins.corrector.share.trajectory import (
             format_trajectory,
             mask_answers_reply,
             mask_schema,

@@ -1,7 +1,7 @@
 """SHARE's hierarchical action correction: SQL -> action trajectory (BAM) -> schema fix (SAM) -> logic fix (LOM) ->
 regenerated SQL.
 
-The action trajectory is SHARE's pandas-like step language, implemented in `t2s.sql.trajectory` (full EBNF in that
+The action trajectory is SHARE's pandas-like step language, implemented in `t2s_plugins.corrector.share.trajectory` (full EBNF in that
 package's docstring, examples in docs/share_trajectory.md). In short, one statement per line,
 `target = source.action(...).action(...)`, `df` the database, `res` the answer::
 
@@ -22,11 +22,8 @@ import dataclasses
 import re
 from typing import Any
 
-from t2s.db.types import DatabaseSchema
-from t2s.generation import parse_sql, template_messages
-from t2s.llm.base import GenParams, LLMRequest
-from t2s.prompts import PromptTemplate, load_prompt
-from t2s.sql.trajectory import (
+from t2s_plugins.corrector.share.prompts import parse_mask_answers, parse_trajectory_reply
+from t2s_plugins.corrector.share.trajectory import (
     MASK_TOKEN,
     Col,
     Join,
@@ -38,47 +35,19 @@ from t2s.sql.trajectory import (
     fill_masks,
     format_trajectory,
     mask_schema,
-    parse_trajectory,
     render_sql,
     sql_to_trajectory,
 )
-from t2s.sql.trajectory.steps import action_nodes, walk_expr
+from t2s_plugins.corrector.share.trajectory.steps import action_nodes, walk_expr
+
+from t2s.db.types import DatabaseSchema
+from t2s.generation import parse_sql, template_messages
+from t2s.llm.base import GenParams, LLMRequest
+from t2s.prompts import PromptTemplate, load_prompt
 from t2s.stages import Corrector
 from t2s.types import Task
 
-_FENCE = re.compile(r"```[ \t]*[A-Za-z0-9_+-]*[ \t]*\n?(.*?)(?:```|\Z)", re.S)
-_STATEMENT = re.compile(r"^\s*[A-Za-z_]\w*\s*=\s*[A-Za-z_]\w*\s*\.")
-_REF = re.compile(r"(?:`[^`]+`|[A-Za-z_]\w*)(?:\s*\.\s*(?:`[^`]+`|[A-Za-z_]\w*))?")
 _QUERY = re.compile(r"\s*(SELECT|WITH)\b", re.I)
-_NUMBERING = re.compile(r"^\s*(?:\d+\s*[.):]|[-*])\s*")
-
-
-def reply_body(text: str) -> str:
-    """The content of the reply's first code fence, or else the reply itself."""
-    m = _FENCE.search(text)
-    return m.group(1) if m and m.group(1).strip() else text
-
-
-def parse_trajectory_reply(text: str) -> Trajectory:
-    """The trajectory in a model's reply: the first code fence (or the whole reply), keeping only the lines that look
-    like statements (`x = y.action(...)`), parsed strictly. Raises `TrajectoryError` when nothing parses."""
-    lines = [ln for ln in reply_body(text).splitlines() if _STATEMENT.match(ln)]
-    if not lines:
-        raise TrajectoryError("the reply holds no trajectory statement (`name = source.action(...)`)")
-    return parse_trajectory("\n".join(lines))
-
-
-def parse_mask_answers(text: str) -> list[str]:
-    """SAM's answers: one per non-empty line of the first fence (or the reply), numbering and a "[MASK] ->" or
-    "[MASK] =" lead stripped; a line that is not one `table.column` or `table` reference is kept as written, so
-    `fill_masks` rejects it (a reply that writes SQL instead of answers fills nothing)."""
-    out = []
-    for line in reply_body(text).splitlines():
-        line = _NUMBERING.sub("", line.replace("[MASK]", " ")).strip()
-        line = re.sub(r"^[\s=>:-]+", "", line).rstrip(" ,.;").strip()
-        if line:
-            out.append(re.sub(r"\s*\.\s*", ".", line) if _REF.fullmatch(line) else line)
-    return out
 
 
 def schema_problems(traj: Trajectory, schema: DatabaseSchema) -> list[str]:
@@ -122,7 +91,7 @@ class ShareCorrector(Corrector):
     """SHARE corrector (seed 000, arXiv 2506.00391, sections 3.2-3.5): BAM -> SAM -> LOM -> regenerate.
 
     For every candidate (identical SQL within a question once): BAM turns the SQL into an action trajectory —
-    `translator: deterministic` uses the exact sqlglot translator (`t2s.sql.trajectory.sql_to_trajectory`, free;
+    `translator: deterministic` uses the exact sqlglot translator (`t2s_plugins.corrector.share.trajectory.sql_to_trajectory`, free;
     with `lenient` (default) a column the schema lacks is kept as written, as the paper's LLM BAM would, so the
     schema error reaches SAM instead of stopping the chain), `translator: llm` asks `bam_llm` (prompt `share_bam_v1`, the paper's BAM); SAM masks every schema reference
     (`mask_schema`) and `sam_llm` fills the masks given the schema and question (`share_sam_v1`); LOM (`lom_llm`,

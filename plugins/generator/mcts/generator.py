@@ -1,4 +1,6 @@
-"""Monte Carlo tree search over reasoning steps and SQL (seed 001, rStar-SQL; action space after Alpha-SQL)."""
+"""Monte Carlo tree search over reasoning steps and SQL: rStar-style test-time search ("rStar-Math: Small LLMs Can
+Master Math Reasoning with Self-Evolved Deep Thinking", arXiv 2501.04519) with an action space after "Alpha-SQL:
+Zero-Shot Text-to-SQL using Monte Carlo Tree Search" (arXiv 2502.17248)."""
 
 from __future__ import annotations
 
@@ -9,8 +11,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from t2s_plugins.generator.mcts.prompts import SearchPrompts
+
 from t2s.db.types import ExecResult
-from t2s.generation import SearchPrompts, parse_sql
+from t2s.generation import parse_sql
 from t2s.llm import base as llm_base
 from t2s.llm.base import GenParams, LLMRequest
 from t2s.select import format_result
@@ -87,7 +91,7 @@ class MCTSGenerator(Generator):
 
     Actions (a path uses each reasoning action at most once, in the order of `actions`): the reasoning steps named in
     `actions` (`rephrase` the question, list relevant `values` / columns, `plan` the query; worded in
-    `t2s/prompts/mcts_step_v1.yaml`), `sql` (write the query from the steps so far) and `revise` (rewrite a query
+    `mcts_step_v1.yaml` beside this module), `sql` (write the query from the steps so far) and `revise` (rewrite a query
     that failed or returned no rows; one per path). A node at depth `max_depth - 1` can only take `sql`.
 
     One simulation per question and round, all questions of the batch in lockstep (one `env.generate` per phase):
@@ -101,7 +105,7 @@ class MCTSGenerator(Generator):
        `reward_error`, mixed with the PPM's mean over the path's reasoning steps when `ppm_llm` is set
        (`(1 - ppm_weight) * execution + ppm_weight * ppm`) — is added to every node on its path (visits + 1).
     The PPM (`ppm_llm`, a named LLM, null = none) scores each new reasoning step by the log-probabilities of "Yes" and
-    "No" (`t2s/prompts/mcts_ppm_v1.yaml`); it needs a backend that scores continuations.
+    "No" (`mcts_ppm_v1.yaml`); it needs a backend that scores continuations.
 
     Every SQL node becomes a candidate (duplicates kept, so a vote counts them), ordered by the node's mean value
     (best first, so `selector=first` takes the search's answer), with `meta["mcts"]` (node id, path of actions,

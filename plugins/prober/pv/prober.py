@@ -5,43 +5,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from typing import Any
 
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
+from t2s_plugins.prober.pv.prompts import ProbeReply, parse_reply
 
 from t2s.db.types import ExecResult
 from t2s.llm.base import GenParams, LLMRequest
 from t2s.prompts import load_prompt
-from t2s.sql.extract import extract_sql
 from t2s.stages import Prober
 from t2s.types import Finding, Task
-
-_PURPOSE = re.compile(r"^\W*PURPOSE\s*:\s*(.+)$", re.I | re.M)
-_DONE = re.compile(r"\bDONE\b")
-
-
-@dataclasses.dataclass(frozen=True)
-class ProbeReply:
-    """What one round's reply says: the probe `sql` ("" if none), its one-line purpose (`asked`), and whether the
-    model said it is `done`."""
-
-    sql: str
-    asked: str
-    done: bool
-
-
-def parse_reply(text: str) -> ProbeReply:
-    """Read a probe reply: the first SQL statement (fenced or bare), the `PURPOSE:` line, and `DONE` (upper case,
-    or a reply that is just "done") outside the SQL."""
-    sql = extract_sql(text)
-    m = _PURPOSE.search(text)
-    asked = m.group(1).strip()[:200] if m else ""
-    rest = text.replace(sql, " ") if sql else text
-    done = bool(_DONE.search(rest)) or rest.strip().strip(".!").lower() == "done"
-    return ProbeReply(sql=sql, asked=asked, done=done)
 
 
 def check_probe(sql: str, limit: int) -> tuple[str | None, str, str]:

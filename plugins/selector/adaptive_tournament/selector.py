@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import itertools
-import re
 from dataclasses import dataclass, field
 from typing import Any
+
+from t2s_plugins.selector.adaptive_tournament.prompts import parse_choice
 
 from t2s.db.types import ExecResult
 from t2s.generation import ContextLimits
@@ -28,15 +29,6 @@ from t2s.stages import Selector
 from t2s.types import Task
 
 SCORING_MODES = ("auto", "logprob", "generate")
-_ANSWER = re.compile(r"\b(?:candidate\s*)?([AB])\b", re.IGNORECASE)
-
-
-def parse_choice(text: str) -> str | None:
-    """"A" or "B" from a judge's reply (the first standalone letter, "Candidate B" included), else None."""
-    m = _ANSWER.search(text.strip())
-    return m.group(1).upper() if m else None
-
-
 @dataclass
 class _Plan:
     """One question's tournament: ranked executing clusters, the representatives (pool indices) that play."""

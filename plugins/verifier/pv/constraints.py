@@ -50,23 +50,17 @@ from sqlglot.errors import SqlglotError
 
 from t2s.db.execute import SQLExecutor
 from t2s.db.types import ExecResult
-from t2s.prompts import PromptTemplate, load_prompt
-from t2s.sql.extract import extract_sql
 from t2s.types import JsonRecord
 
 __all__ = [
     "CATEGORIES", "Constraint", "Violation", "CheckReport", "extract_constraints", "gold_features",
     "constraint_satisfied", "check_syntax", "check_constraints", "check_result_shape", "check_candidate",
-    "check_candidates", "format_violations", "format_checklist", "build_repair_messages", "parse_repair_response",
-    "REPAIR_PROMPT",
+    "check_candidates", "format_violations", "format_checklist",
 ]
 
 #: the ten constraint categories, in report order
 CATEGORIES = ("distinct", "top_k", "count", "order", "comparison", "negation", "grouping", "aggregate", "date",
               "set_operation")
-
-#: the default repair template (t2s/prompts/pv_repair_v1.yaml)
-REPAIR_PROMPT = "pv_repair_v1"
 
 
 @dataclass
@@ -730,7 +724,7 @@ def check_candidate(sql: str, constraints: Sequence[Constraint], *, db_path: str
     return check_candidates([(sql, constraints, db_path)], executor, timeout=timeout)[0]
 
 
-# ------------------------------------------------------------------------------------------------- repair
+# ------------------------------------------------------------------------------------ shown to the repair prompt
 
 
 def format_violations(violations: Sequence[Violation]) -> str:
@@ -743,28 +737,3 @@ def format_checklist(constraints: Sequence[Constraint]) -> str:
     if not constraints:
         return "(none)"
     return "\n".join(f"- {_QUOTE.format(c.span)}: {c.expectation}" for c in constraints)
-
-
-def build_repair_messages(*, question: str, schema: str, sql: str, report: CheckReport,
-                          constraints: Sequence[Constraint], evidence: str = "", findings: str = "",
-                          dialect: str = "SQLite", template: PromptTemplate | str = REPAIR_PROMPT) -> list[dict[str, str]]:
-    """The chat messages asking an LLM to repair `sql` given its failed checks (PV-SQL, Verify & Repair).
-
-    `schema` is the serialized schema view; `findings` the prober's notes (empty when there is no prober);
-    `template` a loaded template or a name/path for `t2s.prompts.load_prompt`. Raises ValueError when
-    `report` has no violation (nothing to repair).
-    """
-    if not report.violations:
-        raise ValueError(f"build_repair_messages: the SQL passes every check, nothing to repair: {sql!r}")
-    tpl = load_prompt(template) if isinstance(template, str) else template
-    return tpl.render(
-        dialect=dialect, schema=schema, question=question, sql=sql.strip(),
-        evidence_block=f"Evidence: {evidence.strip()}\n" if evidence.strip() else "",
-        findings_block=f"Database findings:\n{findings.strip()}\n" if findings.strip() else "",
-        checklist=format_checklist(constraints), violations=format_violations(report.violations),
-    )
-
-
-def parse_repair_response(text: str) -> str:
-    """The repaired SQL from the model's reply ("" when it holds none; `t2s.sql.extract.extract_sql`)."""
-    return extract_sql(text)

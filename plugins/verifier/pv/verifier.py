@@ -6,17 +6,12 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
+from t2s_plugins.verifier.pv.constraints import CheckReport, Constraint, check_candidates, extract_constraints
+from t2s_plugins.verifier.pv.prompts import build_repair_messages, parse_repair_response
+
 from t2s.db.types import ExecResult
 from t2s.llm.base import GenParams, LLMRequest
 from t2s.prompts import load_prompt
-from t2s.sql.constraints import (
-    CheckReport,
-    Constraint,
-    build_repair_messages,
-    check_candidates,
-    extract_constraints,
-    parse_repair_response,
-)
 from t2s.stages import Verifier
 from t2s.types import Task
 

@@ -60,7 +60,7 @@ subqueries, ORDER BY on a set operation, CASE, CAST and functions outside `trans
 (plus any sqlglot `Anonymous` function, passed through by name).
 """
 
-from t2s.sql.trajectory.perturb import (
+from t2s_plugins.corrector.share.trajectory.perturb import (
     PERTURB_KINDS,
     Perturbation,
     fill_masks,
@@ -70,8 +70,8 @@ from t2s.sql.trajectory.perturb import (
     perturbations,
     trajectory_reply,
 )
-from t2s.sql.trajectory.render import FromPlan, RenderError, plan_from, render_sql
-from t2s.sql.trajectory.steps import (
+from t2s_plugins.corrector.share.trajectory.render import FromPlan, RenderError, plan_from, render_sql
+from t2s_plugins.corrector.share.trajectory.steps import (
     COND_OPS,
     SET_OPS,
     Action,
@@ -104,8 +104,14 @@ from t2s.sql.trajectory.steps import (
     Var,
     Where,
 )
-from t2s.sql.trajectory.text import MASK_TOKEN, TrajectoryError, format_trajectory, parse_trajectory, validate
-from t2s.sql.trajectory.translate import TranslationError, Unsupported, sql_to_trajectory
+from t2s_plugins.corrector.share.trajectory.text import (
+    MASK_TOKEN,
+    TrajectoryError,
+    format_trajectory,
+    parse_trajectory,
+    validate,
+)
+from t2s_plugins.corrector.share.trajectory.translate import TranslationError, Unsupported, sql_to_trajectory
 
 __all__ = [
     "COND_OPS", "MASK_TOKEN", "PERTURB_KINDS", "SET_OPS", "Action", "Agg", "Alias", "BinOp", "BoolOp", "Col", "Cond",

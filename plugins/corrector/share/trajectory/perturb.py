@@ -23,9 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from t2s.db.types import DatabaseSchema
-from t2s.sql.trajectory.render import RenderError, render_sql
-from t2s.sql.trajectory.steps import (
+from t2s_plugins.corrector.share.trajectory.render import RenderError, render_sql
+from t2s_plugins.corrector.share.trajectory.steps import (
     Action,
     Agg,
     Alias,
@@ -52,7 +51,9 @@ from t2s.sql.trajectory.steps import (
     Trajectory,
     Where,
 )
-from t2s.sql.trajectory.text import TrajectoryError, format_trajectory, parse_trajectory, validate
+from t2s_plugins.corrector.share.trajectory.text import TrajectoryError, format_trajectory, parse_trajectory, validate
+
+from t2s.db.types import DatabaseSchema
 
 __all__ = ["PERTURB_KINDS", "Perturbation", "fill_masks", "mask_answers_reply", "mask_schema", "perturb", "perturbations",
            "trajectory_reply"]
@@ -160,7 +161,7 @@ def mask_answers_reply(answers: list[str]) -> str:
 
 
 def _name(s: str) -> str:
-    from t2s.sql.trajectory.text import _ident
+    from t2s_plugins.corrector.share.trajectory.text import _ident
 
     return _ident(s)
 
@@ -245,7 +246,7 @@ def _proj_index(s: Statement) -> int | None:
 
 
 def _columns(t: Trajectory) -> list[Col]:
-    from t2s.sql.trajectory.steps import action_nodes, walk_expr
+    from t2s_plugins.corrector.share.trajectory.steps import action_nodes, walk_expr
 
     results = _results(t)
     out: list[Col] = []
@@ -389,7 +390,7 @@ def _substitutions(t: Trajectory, schema: DatabaseSchema | None) -> list[tuple[T
 
 
 def _short(a: Action) -> str:
-    from t2s.sql.trajectory.text import format_action
+    from t2s_plugins.corrector.share.trajectory.text import format_action
 
     s = format_action(a)
     return s if len(s) <= 60 else s[:57] + "..."

@@ -16,9 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from sqlglot.dialects.sqlite import SQLite
-
-from t2s.db.types import DatabaseSchema
-from t2s.sql.trajectory.steps import (
+from t2s_plugins.corrector.share.trajectory.steps import (
     Action,
     Agg,
     Alias,
@@ -49,6 +47,8 @@ from t2s.sql.trajectory.steps import (
     action_nodes,
     walk_expr,
 )
+
+from t2s.db.types import DatabaseSchema
 
 __all__ = ["FromPlan", "RenderError", "Scope", "plan_from", "render_sql", "scope_of"]
 

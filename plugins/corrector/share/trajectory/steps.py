@@ -245,7 +245,7 @@ class Trajectory:
     statements: tuple[Statement, ...]
 
     def __str__(self) -> str:
-        from t2s.sql.trajectory.text import format_trajectory
+        from t2s_plugins.corrector.share.trajectory.text import format_trajectory
 
         return format_trajectory(self)
 

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from t2s.sql.trajectory.steps import (
+from t2s_plugins.corrector.share.trajectory.steps import (
     COND_OPS,
     NO_ELEMENT_OPS,
     SET_OPS,
@@ -668,7 +668,7 @@ def _err(loc: str, s: Statement, msg: str) -> TrajectoryError:
 
 
 def _nodes(a: Action):
-    from t2s.sql.trajectory.steps import action_nodes, walk_expr
+    from t2s_plugins.corrector.share.trajectory.steps import action_nodes, walk_expr
 
     for root in action_nodes(a):
         yield from walk_expr(root)

@@ -18,10 +18,8 @@ from dataclasses import dataclass, field
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
-
-from t2s.db.types import DatabaseSchema
-from t2s.sql.trajectory.render import plan_from, referenced_tables
-from t2s.sql.trajectory.steps import (
+from t2s_plugins.corrector.share.trajectory.render import plan_from, referenced_tables
+from t2s_plugins.corrector.share.trajectory.steps import (
     Action,
     Agg,
     Alias,
@@ -51,6 +49,8 @@ from t2s.sql.trajectory.steps import (
     Var,
     Where,
 )
+
+from t2s.db.types import DatabaseSchema
 
 __all__ = ["FUNCTIONS", "TranslationError", "Unsupported", "sql_to_trajectory"]
 

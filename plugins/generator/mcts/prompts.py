@@ -1,0 +1,94 @@
+"""The prompts of the MCTS search and the parsing of their replies: one reasoning step, SQL from the steps so far,
+the revision of a failed SQL, and the process preference model's Yes/No question.
+
+The templates are the `mcts_*_v1.yaml` files beside this module. The generator (`generator.py`) builds its requests
+with `SearchPrompts`; the rStar training-row builder (`t2s.train.data`, row kinds `mcts_step` / `ppm_step`) rebuilds
+the same messages from saved trees (`SearchStep`), so search and training prompts cannot drift apart. SQL replies are
+read with `t2s.generation.parse_sql`, like every generator's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from t2s.generation import template_messages
+from t2s.prompts import PromptTemplate, load_prompt
+
+
+class StepLike(Protocol):
+    """What the search prompts read of one node on a path (`generator.Node`, `SearchStep`)."""
+
+    action: str
+    text: str
+    sql: str | None
+    result: str | None
+    status: str | None
+
+
+@dataclass(frozen=True)
+class SearchStep:
+    """One node of a saved search tree (`<run>/mcts/<qid>.json`) as the search prompts read it: its action, text,
+    and for SQL nodes the SQL, execution status and the result shown to the revise prompt."""
+
+    action: str
+    text: str
+    sql: str | None = None
+    result: str | None = None
+    status: str | None = None
+
+    @classmethod
+    def of(cls, node: Mapping[str, Any]) -> SearchStep:
+        return cls(str(node["action"]), str(node.get("text") or ""), node.get("sql"), node.get("result"),
+                   node.get("status"))
+
+
+class SearchPrompts:
+    """The prompts of tree search over reasoning steps and SQL (`generator.py`): one reasoning step
+    (`step_prompt`, worded per action), SQL from the steps so far (`sql_prompt`), a revision of a failed SQL
+    (`revise_prompt`) and the process preference model's question (`ppm_prompt`). The MCTS generator builds its
+    requests here and the rStar training-data builder (`t2s.train.data`, kinds `mcts_step` / `ppm_step`) rebuilds
+    the same messages from saved trees, so search and training prompts cannot drift apart.
+
+    `path` arguments run from the root to the node being extended (root included); the reasoning steps on it
+    (actions in `actions`) are shown as "Steps so far"."""
+
+    def __init__(self, *, actions: list[str], step_prompt: str = "mcts_step_v1", sql_prompt: str = "mcts_sql_v1",
+                 revise_prompt: str = "mcts_revise_v1", ppm_prompt: str = "mcts_ppm_v1", dialect: str = "SQLite",
+                 use_evidence: bool = True) -> None:
+        self.step = load_prompt(step_prompt)
+        for a in actions:
+            if a in ("sql", "revise", "root") or a not in self.step.blocks or f"{a}_label" not in self.step.blocks:
+                known = sorted(b for b in self.step.blocks if f"{b}_label" in self.step.blocks)
+                raise ValueError(f"generator.actions: {a!r} is not a reasoning action of prompt {step_prompt} (it "
+                                 f"needs blocks {a!r} and '{a}_label'; known: {', '.join(known)})")
+        self.actions = list(actions)
+        self.sql = load_prompt(sql_prompt)
+        self.revise = load_prompt(revise_prompt)
+        self.ppm = load_prompt(ppm_prompt)
+        self.dialect = dialect
+        self.use_evidence = use_evidence
+
+    def _render(self, template: PromptTemplate, schema: str, question: str, evidence: str, path: Sequence[StepLike],
+                **fields: str) -> list[dict[str, str]]:
+        steps = [{"label": self.step.block(f"{n.action}_label", [{}]), "text": " ".join(n.text.split())}
+                 for n in path if n.action in self.actions]
+        return template_messages(template, schema=schema, question=question, evidence=evidence,
+                                 use_evidence=self.use_evidence, dialect=self.dialect,
+                                 steps_block=template.block("steps", steps), **fields)
+
+    def messages(self, action: str, *, schema: str, question: str, evidence: str,
+                 path: Sequence[StepLike]) -> list[dict[str, str]]:
+        """The chat messages that ask for `action` ("sql", "revise" or a reasoning action) after `path`."""
+        if action == "sql":
+            return self._render(self.sql, schema, question, evidence, path)
+        if action == "revise":
+            last = path[-1]
+            return self._render(self.revise, schema, question, evidence, path, sql=last.sql or "",
+                                result=last.result or last.status or "")
+        return self._render(self.step, schema, question, evidence, path, instruction=self.step.block(action, [{}]))
+
+    def ppm_messages(self, *, schema: str, question: str, evidence: str, path: Sequence[StepLike]) -> list[dict[str, str]]:
+        """The PPM's question: is the last reasoning step on `path` right?"""
+        return self._render(self.ppm, schema, question, evidence, path)

@@ -1,0 +1,18 @@
+"""The tournament's judge prompt and the parsing of its reply.
+
+The template is `tournament_v1.yaml` beside this module; the messages are built by `t2s.select.pair_messages`, which the
+pairwise selection-model training rows (`t2s.train.data`, `select_pair`) share, so a trained judge is asked what it
+learned. The judge answers "A" or "B" (scored by log-probability when the backend can, else generated and parsed here).
+"""
+
+from __future__ import annotations
+
+import re
+
+_ANSWER = re.compile(r"\b(?:candidate\s*)?([AB])\b", re.IGNORECASE)
+
+
+def parse_choice(text: str) -> str | None:
+    """"A" or "B" from a judge's reply (the first standalone letter, "Candidate B" included), else None."""
+    m = _ANSWER.search(text.strip())
+    return m.group(1).upper() if m else None
