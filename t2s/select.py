@@ -1,6 +1,6 @@
 """Execution-result clustering of SQL candidates under the run's scoring semantics (seed 004, operation 9, phase 1).
 
-Selectors (`plugins/selector/majority.py`, `plugins/selector/adaptive_tournament.py`), search rewards and training data
+Selectors (`selector=majority`, `selector=adaptive_tournament`), search rewards and training data
 builders (preference pairs, "which candidates agree") share this module, so "two candidates give the same answer"
 means the same thing everywhere, and the same thing as in scoring:
 

@@ -49,7 +49,7 @@ class PVVerifier(Verifier):
     """PV-SQL Verify & Repair (seed 002, "Key Designs: Verify & Repair").
 
     Per question, a checklist of verifiable constraints is extracted from the question (and BIRD evidence) by
-    pattern matching (`t2s.sql.constraints.extract_constraints`, ten categories, precision first). Every candidate
+    pattern matching (`constraints.extract_constraints`, ten categories, precision first). Every candidate
     goes through syntax (sqlglot) -> execution (`env.execute_many`: read-only, time-limited, memoized, charged) ->
     result-shape and constraint checks; each violation is a message. A candidate with violations is repaired by the
     LLM (`pv_repair_v1`: schema, question, evidence, checklist, SQL, the numbered problems) and re-checked, for at
