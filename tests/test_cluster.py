@@ -19,6 +19,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -89,6 +90,20 @@ def test_start_script_finds_the_cluster_up_declared_as_this_node(cluster: str) -
     assert listening(6817) == {"0100007F"} and listening(6818) == {"0100007F"}
 
 
+def array_tasks(array_id: str) -> dict[str, dict[str, str]]:
+    """SLURM's records of an array's tasks by task id, once none is still running or completing (submitit returns as
+    soon as a task's result file is written, before slurmd has finished the job)."""
+    deadline = time.monotonic() + 120
+    while True:
+        tasks = {}
+        for line in scontrol("-o", "show", "job", array_id).splitlines():
+            rec = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
+            tasks[rec["ArrayTaskId"]] = rec
+        if time.monotonic() > deadline or not any(t["JobState"] in ("RUNNING", "COMPLETING") for t in tasks.values()):
+            return tasks
+        time.sleep(0.5)
+
+
 def only_sweep_dir(out: Path) -> Path:
     dirs = [d for d in (out / "multirun").iterdir() if d.is_dir()]
     assert len(dirs) == 1, dirs
@@ -133,10 +148,7 @@ def test_a_2x2_sweep_through_sbatch_runs_every_job_and_compares(cluster: str, tm
     array_id = arrays[0].name
     script = (arrays[0] / f"{array_id}_submission.sh").read_text()
     assert "#SBATCH --array=0-3" in script and "#SBATCH --cpus-per-task=1" in script and "#SBATCH --mem=2GB" in script
-    tasks = {}
-    for line in scontrol("-o", "show", "job", array_id).splitlines():
-        rec = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
-        tasks[rec["ArrayTaskId"]] = rec
+    tasks = array_tasks(array_id)
     assert sorted(tasks) == ["0", "1", "2", "3"]
     assert all(t["JobState"] == "COMPLETED" and t["NodeList"] == "localhost" and t["ExitCode"] == "0:0"
                for t in tasks.values()), tasks
