@@ -227,7 +227,7 @@ class RunDirLock:
                     raise self._in_use(f" (pid {pid} on {host})")
                 log.warning("run directory %s is leased by pid %s on %s: waiting up to %.0f s for the lease to lapse "
                             "(it does only if that process died)", self.dir, pid, host, seconds)
-                if not acquired(seconds + 5):
+                if not acquired(seconds + min(seconds, 5.0)):  # filelock must see it unrefreshed for `seconds`
                     raise self._in_use(f" (pid {pid} on {host}, lease refreshed within the last {seconds:.0f} s)")
         except LeaseSettingsMismatch as e:
             raise RunDirError(f"{e} (set T2S_RUN_LOCK_LEASE_S alike for every process using {self.dir})") from None
