@@ -1,4 +1,5 @@
-"""Execution-result clustering of SQL candidates under the run's scoring semantics (seed 004, operation 9, phase 1).
+"""Execution-result clustering of SQL candidates under the run's scoring semantics: the first phase of the adaptive
+selection of "A Preview of XiYan-SQL: A Multi-Generator Ensemble Framework for Text-to-SQL" (arXiv 2411.08599).
 
 Selectors (`selector=majority`, `selector=adaptive_tournament`), search rewards and training data
 builders (preference pairs, "which candidates agree") share this module, so "two candidates give the same answer"

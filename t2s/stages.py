@@ -1,4 +1,4 @@
-"""The stage interfaces: one small abstract class per stage kind (DESIGN.md, "Data flow").
+"""The stage interfaces: one small abstract class per stage kind (docs/design.md, "The pipeline").
 
 A plugin subclasses one of these under `plugins/<stage>/<name>.py` and is registered by exactly one
 YAML file `conf/<stage>/<name>.yaml` (`_target_` plus keyword arguments). Constructors are typed and

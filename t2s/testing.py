@@ -66,7 +66,7 @@ BAD_SQL = "SELECT no_such_column FROM no_such_table"
 
 
 def data_root() -> Path:
-    """The benchmark data root: $T2S_DATA, else ../shared/data beside the project."""
+    """The benchmark data root: $T2S_DATA, else `shared/data` in the folder above the checkout."""
     return Path(os.environ.get("T2S_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 

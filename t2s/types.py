@@ -1,6 +1,6 @@
 """Core per-question types: what a benchmark gives (`Example`), what stages share (`Task`), what they emit.
 
-Every stage reads and writes one `Task` per question (DESIGN.md, "Data flow"). Everything here is plain
+Every stage reads and writes one `Task` per question (docs/design.md, "The pipeline"). Everything here is plain
 data that round-trips through JSON, so a run directory can be resumed and re-scored without the code
 that wrote it.
 """
@@ -160,7 +160,7 @@ class TraceEvent(JsonRecord):
 
 @dataclass
 class Task(JsonRecord):
-    """Per-question state that flows through the pipeline (DESIGN.md, "Data flow").
+    """Per-question state that flows through the pipeline (docs/design.md, "The pipeline").
 
     Which stage kind writes which field is declared once, by `t2s.stages.Stage.writes`:
     `values` (value_retriever), `examples` (example_retriever), `schemas` (schema_linker; empty means "use the full

@@ -1,4 +1,6 @@
-"""Skeleton k-nearest-neighbour example retrieval (seed 004, operation 5, "Skeleton Extraction + Example Retrieval")."""
+"""Skeleton k-nearest-neighbour example retrieval, after the skeleton-indexed example stores of "Agentar-Scale-SQL:
+Advancing Text-to-SQL through Orchestrated Test-Time Scaling" (arXiv 2509.24403) and "A Preview of XiYan-SQL: A
+Multi-Generator Ensemble Framework for Text-to-SQL" (arXiv 2411.08599)."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ MODES = ("knn", "random")
 class SkeletonKnnRetriever(ExampleRetriever):
     """The `k` training examples whose question skeletons are nearest to the question's skeleton, into `task.examples`.
 
-    Seed 004, operation 5: the question is masked into its skeleton with its own database's table and column names
+    The question is masked into its skeleton with its own database's table and column names
     (`t2s.sql.skeleton.question_skeleton`), embedded with the named embedder, and looked up in the example store of
     the training set `train` (a dataset config, Spider train by default; `t2s.context.examples`, built once per
     training set by `t2s prepare` or on first use). Examples come best first (the generator's prompt decides the

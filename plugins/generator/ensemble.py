@@ -1,5 +1,6 @@
-"""Ensemble generation: several member generators in one stage, every candidate tagged with its member (seed 004,
-operation 7, "Diverse SQL Generation")."""
+"""Ensemble generation: several member generators in one stage, every candidate tagged with its member: the
+diverse generation of "A Preview of XiYan-SQL: A Multi-Generator Ensemble Framework for Text-to-SQL" (arXiv
+2411.08599)."""
 
 from __future__ import annotations
 

@@ -9,9 +9,9 @@ from t2s.sql.schema_format import SchemaFormat, one_line, quote_identifier, sql_
 class DDLFormat(SchemaFormat):
     """CREATE TABLE statements with declared types, PRIMARY KEY and FOREIGN KEY constraints.
 
-    Reproduces the "DDL Schema" of seed 004 (Operation 0: CREATE TABLE statements with summary comments
-    and example values, consumed by the reasoning generator), which is the "code representation" prompt
-    used since DAIL-SQL. Each column may carry a trailing `--` comment with its description and up to
+    CREATE TABLE statements with summary comments and example values, the "code representation" prompt
+    used since DAIL-SQL ("Text-to-SQL Empowered by Large Language Models: A Benchmark Evaluation", arXiv
+    2308.15363). Each column may carry a trailing `--` comment with its description and up to
     `max_samples` sample values as SQL literals; a table description goes in a `--` line above its
     statement. Tables are separated by a blank line, in schema order. Identifiers that are not plain or are
     SQLite keywords are double-quoted, so the text is valid SQLite (an untyped column is written without a

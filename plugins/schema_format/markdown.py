@@ -21,8 +21,9 @@ def _row(cells: list[str]) -> str:
 class MarkdownFormat(SchemaFormat):
     """A `## Table: name` section per table with a `column | type | key | examples` table, then its foreign keys.
 
-    Reproduces the "Markdown Schema" of seed 004 (Operation 0: tabular format with summaries, types,
-    primary/foreign keys, consumed by fine-tuned and in-context generators). `key` is `PK`, `FK` or
+    A Markdown schema in the manner of XiYan-SQL's multi-format generators ("A Preview of XiYan-SQL: A
+    Multi-Generator Ensemble Framework for Text-to-SQL", arXiv 2411.08599): tabular format with summaries, types,
+    primary/foreign keys, consumed by fine-tuned and in-context generators. `key` is `PK`, `FK` or
     `PK, FK`; a `description` column appears for tables where some column has a description (and
     `include_descriptions`); `examples` holds up to `max_samples` SQL literals. Each table's outgoing
     foreign keys are listed under it as `- table.column -> ref_table.ref_column`. Names that are not plain

@@ -15,8 +15,8 @@ if TYPE_CHECKING:
 
 class ProfiledFormat(SchemaFormat):
     """A base schema format (`base`, any `SchemaFormat`, composed by config) whose columns carry the database
-    profile (seed 004, operation 0: "DDL Schema" with summary comments and example values, "Markdown Schema" with
-    summaries).
+    profile (the profiling metadata of "Automatic Metadata Extraction for Text-to-SQL", arXiv 2505.19988: "DDL
+    Schema" with summary comments and example values, "Markdown Schema" with summaries).
 
     Before `base` renders a schema, each column's description becomes: the dataset's description and value notes
     (`descriptions`; BIRD `database_description/*.csv`, or `tables_json`), the LLM summary (`summary`: "short",

@@ -15,13 +15,13 @@ if TYPE_CHECKING:
 
 
 class EmbeddingSchemaLinker(SchemaLinker):
-    """Embedding schema linker (seed 003 phase 2: embed columns, retrieve the top-k by cosine similarity, prune).
+    """Embedding schema linker: embed columns, retrieve the top-k by cosine similarity, prune.
 
     The question (and BIRD evidence, with `use_evidence`) is embedded with `embedders.<embedder>` and searched in the
     database's field index (`t2s.context.fields`); the `k` most similar columns, their tables' primary keys, the
     foreign-key columns between kept tables and the tables on the shortest foreign-key path joining them
     (`t2s.context.linking.join_closure`) form one view named `view_name` in `task.schemas`. With `whole_tables`, every
-    column of the kept tables is kept (table-level pruning, seed 003 phase 2.3). No LLM calls.
+    column of the kept tables is kept (table-level pruning). No LLM calls.
     """
 
     def __init__(self, *, embedder: str = "default", k: int = 10, whole_tables: bool = False, paths: bool = True,

@@ -1,4 +1,5 @@
-"""Majority vote over execution results (self-consistency; the baseline of seed 004, operation 9)."""
+"""Majority vote over execution results: self-consistency ("Self-Consistency Improves Chain of Thought Reasoning in
+Language Models", arXiv 2203.11171), the baseline every selector must beat."""
 
 from __future__ import annotations
 

@@ -23,8 +23,9 @@ RERANK_MODES = ("edit", "embedding")
 
 
 class LSHValueRetriever(ValueRetriever):
-    """Cell values matched to the question through a MinHash LSH index (seed 004, operation 1 "LSH Index on cell
-    values" and operation 5 "Keyword Extraction + Cell Retrieval"; the value retrieval of CHASE-SQL).
+    """Cell values matched to the question through a MinHash LSH index (keywords extracted from the question, then
+    cell retrieval: the value retrieval of "CHASE-SQL: Multi-Path Reasoning and Preference Optimized Candidate
+    Selection in Text-to-SQL", arXiv 2410.01943).
 
     Keywords (`keywords`): "ngrams" (default, no model: word 1..`max_ngram`-grams of the question that neither
     start nor end with a stopword, plus quoted spans of the question and evidence), "llm" (the LLM `keyword_llm`

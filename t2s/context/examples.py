@@ -1,4 +1,6 @@
-"""The example store: a training set's questions, skeleton-masked, embedded and indexed with faiss (seed 004, op 1).
+"""The example store: a training set's questions, skeleton-masked, embedded and indexed with faiss, after
+"A Preview of XiYan-SQL: A Multi-Generator Ensemble Framework for Text-to-SQL" (arXiv 2411.08599) and
+"Agentar-Scale-SQL: Advancing Text-to-SQL through Orchestrated Test-Time Scaling" (arXiv 2509.24403).
 
 Built once per training set (a dataset config such as `conf/dataset/spider_train.yaml`, loaded with its loader), as a
 dataset-level artifact (`ExampleStoreArtifact`): its one `Source` is the training questions file, so an edited file
@@ -9,7 +11,7 @@ embedder (`env.embed`, L2-normalized, so inner product = cosine) and put in an e
 
 Files: `index.faiss` (the vectors), `examples.jsonl` (one `StoredExample` per row, in index order). The store
 answers nearest-neighbour queries (`ExampleStore.search`) and seeded random draws (`ExampleStore.sample`, the
-baseline), both optionally excluding given databases and repeated SQL. Online use (seed 004, op 5) is the
+baseline), both optionally excluding given databases and repeated SQL. Online use is the
 `example_retriever` options `skeleton_knn` and `random`.
 """
 

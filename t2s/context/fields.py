@@ -1,8 +1,8 @@
 """The field index: one text per column of a database, embedded with a named embedder, in a faiss index (an artifact).
 
-Seed 004 operation 1 ("FAISS semantic index" over field summaries) and seed 003 phase 2.1 (embed table and column
-names per database, store them in FAISS). Each column gets one text (`field_text`): its table and column names as
-words (`SongName`, `song_name` -> "song name"), its declared type, the dataset's description when the schema carries
+A FAISS semantic index over field summaries, after "Automatic Metadata Extraction for Text-to-SQL" (arXiv
+2505.19988); table and column names are embedded per database. Each column gets one text (`field_text`): its table
+and column names as words (`SongName`, `song_name` -> "song name"), its declared type, the dataset's description when the schema carries
 one, an optional summary (e.g. an LLM summary from the database profile; pass `summaries`), and a few sample values.
 The vectors are L2-normalized, so the flat inner-product index ranks by cosine similarity; Spider and BIRD databases
 have tens to hundreds of columns, where exact search takes microseconds.

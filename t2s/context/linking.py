@@ -1,8 +1,8 @@
 """What schema linkers share: closing a column selection under keys and join paths, and scoring a linked schema
 against the tables and columns the gold SQL uses.
 
-`join_closure` implements the "keys added" step of seed 004 operation 6 (primary and foreign keys related to the
-selected fields are included automatically) and seed 003 phase 2.3 (foreign keys kept among the selected tables),
+`join_closure` implements the "keys added" step of adaptive schema linking (primary and foreign keys related to the
+selected fields are included automatically; foreign keys kept among the selected tables),
 and adds the tables on the shortest foreign-key path between selected tables, so a join that goes through a bridge
 table (singer -> singer_in_concert -> concert) stays writable.
 """

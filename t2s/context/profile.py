@@ -1,5 +1,5 @@
-"""The database profile (seed 004, operation 0): per-column statistics, sketches, optional LLM summaries, and the
-descriptions a dataset supplies.
+"""The database profile, after "Automatic Metadata Extraction for Text-to-SQL" (arXiv 2505.19988): per-column
+statistics, sketches, optional LLM summaries, and the descriptions a dataset supplies.
 
 `profile_database` makes one pass of simple SQL per column over a read-only connection:
 

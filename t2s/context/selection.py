@@ -1,4 +1,5 @@
-"""LLM column selection (seed 004 operation 6, iterations 1 and 2): building the request, reading the reply.
+"""LLM column selection, after the iterative column selection of "A Preview of XiYan-SQL: A Multi-Generator
+Ensemble Framework for Text-to-SQL" (arXiv 2411.08599): building the request, reading the reply.
 
 `selection_request` renders a column-selection prompt template (`dual_link_s1_v1`, `dual_link_s2_v1`) over candidate
 columns; `parse_selection` reads the columns the model chose back, keeping only candidates. The two are separate so

@@ -1,5 +1,7 @@
-"""The value index (seed 004, operation 1, "LSH Index on cell values"): datasketch `MinHashLSH` over character
-shingles of every text column's distinct values, queried with question keywords (operation 5) and re-ranked.
+"""The value index, after the LSH value retrieval of "CHASE-SQL: Multi-Path Reasoning and Preference Optimized
+Candidate Selection in Text-to-SQL" (arXiv 2410.01943) and "Automatic Metadata Extraction for Text-to-SQL" (arXiv
+2505.19988): datasketch `MinHashLSH` over character shingles of every text column's distinct values, queried with
+question keywords and re-ranked.
 
 Build (`ValueIndexArtifact`, one per database): for each column, the distinct values stored as SQLite text
 (`typeof = 'text'`), stripped, non-empty, at most `max_value_chars` long, at most `max_values_per_column` of them (the

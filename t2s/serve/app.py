@@ -1,4 +1,4 @@
-"""The FastAPI app of `t2s serve` (seed 003, phase 5): the configured pipeline over HTTP, and the demo page.
+"""The FastAPI app of `t2s serve`: the configured pipeline over HTTP, and the demo page.
 
 Endpoints (request and response bodies are the pydantic models below, so /openapi.json documents them):
 

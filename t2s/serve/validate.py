@@ -1,4 +1,4 @@
-"""The SQL validation layer of the server (seed 003, phase 5.2): one read-only query over tables and columns that exist.
+"""The SQL validation layer of the server: one read-only query over tables and columns that exist.
 
 `validate_select(sql, schema)` accepts exactly one statement that is a SELECT, a set operation of SELECTs
 (UNION / INTERSECT / EXCEPT) or a WITH ... SELECT, whose tables are in the schema (or are CTEs of the query) and whose

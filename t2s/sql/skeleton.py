@@ -1,8 +1,10 @@
 """Question skeletons and SQL skeletons: what a question or a query looks like with its database specifics masked.
 
-Seed 004, operations 1 and 5 (after Agentar / XiYan's example store): a training question is stored by its
-*skeleton*, "the question with entity names replaced with placeholders", so that retrieval finds questions that
-ask the same kind of thing on any database. `question_skeleton` masks, in this order:
+After the example stores of "Agentar-Scale-SQL: Advancing Text-to-SQL through Orchestrated Test-Time Scaling"
+(arXiv 2509.24403) and "A Preview of XiYan-SQL: A Multi-Generator Ensemble Framework for Text-to-SQL" (arXiv
+2411.08599): a training question is stored by its *skeleton*, "the question with entity names replaced with
+placeholders", so that retrieval finds questions that ask the same kind of thing on any database.
+`question_skeleton` masks, in this order:
 
 1. quoted strings ("...", '...', typographic quotes) -> `[value]`;
 2. words and phrases matching the database's table names -> `[table]` and column names -> `[column]` (names split on

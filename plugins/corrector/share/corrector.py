@@ -1,8 +1,9 @@
-"""SHARE's hierarchical action correction: SQL -> action trajectory (BAM) -> schema fix (SAM) -> logic fix (LOM) ->
-regenerated SQL.
+"""SHARE's hierarchical action correction ("SHARE: An SLM-based Hierarchical Action CorREction Assistant for
+Text-to-SQL", arXiv 2506.00391): SQL -> action trajectory (BAM) -> schema fix (SAM) -> logic fix (LOM) -> regenerated
+SQL.
 
-The action trajectory is SHARE's pandas-like step language, implemented in `t2s_plugins.corrector.share.trajectory` (full EBNF in that
-package's docstring, examples in docs/share_trajectory.md). In short, one statement per line,
+The action trajectory is SHARE's pandas-like step language, implemented in `trajectory/` beside this module (full
+EBNF in that package's docstring, examples in docs/share_trajectory.md). In short, one statement per line,
 `target = source.action(...).action(...)`, `df` the database, `res` the answer::
 
     df1 = df.where(element = singer.Country, filter = 'France')          # WHERE (op = '>' ... for other comparisons)
@@ -88,10 +89,10 @@ class _Item:
 
 
 class ShareCorrector(Corrector):
-    """SHARE corrector (seed 000, arXiv 2506.00391, sections 3.2-3.5): BAM -> SAM -> LOM -> regenerate.
+    """SHARE corrector (arXiv 2506.00391, sections 3.2-3.5): BAM -> SAM -> LOM -> regenerate.
 
     For every candidate (identical SQL within a question once): BAM turns the SQL into an action trajectory —
-    `translator: deterministic` uses the exact sqlglot translator (`t2s_plugins.corrector.share.trajectory.sql_to_trajectory`, free;
+    `translator: deterministic` uses the exact sqlglot translator (`trajectory.sql_to_trajectory`, free;
     with `lenient` (default) a column the schema lacks is kept as written, as the paper's LLM BAM would, so the
     schema error reaches SAM instead of stopping the chain), `translator: llm` asks `bam_llm` (prompt `share_bam_v1`, the paper's BAM); SAM masks every schema reference
     (`mask_schema`) and `sam_llm` fills the masks given the schema and question (`share_sam_v1`); LOM (`lom_llm`,

@@ -1,5 +1,5 @@
-"""PV-SQL database probing: the LLM explores the database with small SELECTs before the SQL is written (seed 002,
-"Probe")."""
+"""PV-SQL database probing: the LLM explores the database with small SELECTs before the SQL is written ("PV-SQL:
+Synergizing Database Probing and Rule-based Verification for Text-to-SQL Agents", arXiv 2604.17653, "Probe")."""
 
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ class PVProber(Prober):
     """PV-SQL's Probe stage: up to `max_rounds` rounds in which the LLM decides whether to probe and writes one
     LIMIT-ed SELECT; each probe's outcome becomes a `Finding` in `task.findings`, which generators show.
 
-    Seed 002, "Database Probing": "the agent decides in a loop whether additional probing is needed. If so, it
+    PV-SQL (arXiv 2604.17653), "Database Probing": "the agent decides in a loop whether additional probing is needed. If so, it
     generates SELECT queries with LIMIT clauses ... findings are accumulated into context G" (up to 5 rounds). Per
     round, every still-active question of the batch gets one request (prompt `pv_probe_v1`: schema, values,
     evidence, question, every earlier probe with what it returned), all sent as one batch. A reply is a

@@ -1,4 +1,6 @@
-"""Adaptive grouped tournament selection (seed 004, operation 9: XiYan's adaptive strategy + Agentar's tournament)."""
+"""Adaptive grouped tournament selection: the adaptive strategy of "A Preview of XiYan-SQL: A Multi-Generator Ensemble
+Framework for Text-to-SQL" (arXiv 2411.08599) with the tournament of "Agentar-Scale-SQL: Advancing Text-to-SQL through
+Orchestrated Test-Time Scaling" (arXiv 2509.24403)."""
 
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
 """PV-SQL's rule-based checklist: constraints extracted from a question, and checks of SQL candidates against it.
 
-Implements the deterministic core of the "Verify & Repair" component of PV-SQL (seed
-`002_44eeca7f19b608ed.txt`, "Key Designs: Verify & Repair"; issue 11 item 3): verifiable constraints are
+Implements the deterministic core of the "Verify & Repair" component of PV-SQL ("PV-SQL: Synergizing Database
+Probing and Rule-based Verification for Text-to-SQL Agents", arXiv 2604.17653, "Key Designs: Verify & Repair"): verifiable constraints are
 extracted from the question (and BIRD evidence) by pattern matching, precision first; a candidate SQL goes
 through syntax (sqlglot) -> execution (`t2s.db.execute.SQLExecutor`, read-only, time-limited; result-shape
 checks) -> constraint checks on the sqlglot AST; each violation is a short message a repair prompt shows the
-LLM. The repair request/response functions for the `pv` verifier plugin are at the end of this module; the
+LLM. The repair request/response functions for the `pv` verifier plugin are in `prompts.py`; the
 repair loop itself (rounds, keeping the original when repairs do not pass more checks) is the plugin's.
 
 The ten categories (`CATEGORIES`; docs/pv_constraints.md has the patterns and the measured precision):
@@ -212,7 +212,7 @@ _EV_DISTINCT = re.compile(r"\bDISTINCT\b")
 def extract_constraints(question: str, evidence: str = "") -> list[Constraint]:
     """The checklist for one question: constraints in `CATEGORIES` found by pattern matching.
 
-    Precision first (seed 002, Verify & Repair): a cue is only taken when it nearly always means the SQL
+    Precision first (PV-SQL, Verify & Repair): a cue is only taken when it nearly always means the SQL
     construct (measured on Spider train; dev is held out). At most one constraint per category and span;
     the order follows `CATEGORIES`. `evidence` (BIRD) adds only explicit SQL in the hint: `COUNT(`,
     `AVG(`, `SUM(`, `MAX(`, `MIN(`, `DISTINCT`.

@@ -46,7 +46,8 @@ class _Chain:
 
 
 class PVVerifier(Verifier):
-    """PV-SQL Verify & Repair (seed 002, "Key Designs: Verify & Repair").
+    """PV-SQL Verify & Repair ("PV-SQL: Synergizing Database Probing and Rule-based Verification for Text-to-SQL
+    Agents", arXiv 2604.17653, "Key Designs: Verify & Repair").
 
     Per question, a checklist of verifiable constraints is extracted from the question (and BIRD evidence) by
     pattern matching (`constraints.extract_constraints`, ten categories, precision first). Every candidate

@@ -1,4 +1,5 @@
-"""SHARE's action trajectories (seed 000, arXiv 2506.00391): typed steps, text form, SQL <-> trajectory.
+"""SHARE's action trajectories ("SHARE: An SLM-based Hierarchical Action CorREction Assistant for Text-to-SQL",
+arXiv 2506.00391): typed steps, text form, SQL <-> trajectory.
 
 An action trajectory is SHARE's pandas-like rendering of a SQL query as steps, e.g.
 
@@ -9,7 +10,7 @@ This package is the deterministic part of the `share` corrector and of its train
 issue 13): `sql_to_trajectory` (BAM as an exact translator over sqlglot's AST), `render_sql` (trajectory
 -> SQLite, joins inferred from foreign keys), `parse_trajectory` / `format_trajectory` (the strict text
 form an LLM's output is parsed with), `mask_schema` / `fill_masks` (SAM's mask-and-fill) and `perturb`
-(add / delete / substitute one action, seed 000 section 3.4). docs/share_trajectory.md has the same
+(add / delete / substitute one action, SHARE section 3.4). docs/share_trajectory.md has the same
 grammar with examples, the mapping to SHARE's paper and code, and the measured round trip.
 
 Grammar (EBNF; terminals quoted; whitespace free within a line; `#` starts a comment):

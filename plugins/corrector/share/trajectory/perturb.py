@@ -1,4 +1,5 @@
-"""Masking (SHARE's SAM input) and action perturbation (SHARE's LOM training data, seed 000 section 3.4).
+"""Masking (SHARE's SAM input) and action perturbation (SHARE's LOM training data, arXiv
+2506.00391 section 3.4).
 
 `mask_schema` hides every schema reference (each `table.column`, each `join(table)`) behind `[MASK]` and
 returns the answers in text order; `fill_masks` puts answers back. `perturb` makes one erroneous
