@@ -114,6 +114,8 @@ class T2SConfig:
     schema_format: Any = None
     llm: Any = None
     llms: dict[str, Any] = field(default_factory=dict)
+    #: how stages that write SQL decode (conf/decoding/: free, sql, sql_strict); stages take it as `decoding: ${decoding}`
+    decoding: Any = None
     embedder: Any = None
     embedders: dict[str, Any] = field(default_factory=dict)
     value_retriever: Any = None

@@ -73,10 +73,16 @@ class Env:
         return self.llms.get(name)
 
     def generate(self, name: str, items: Sequence[tuple[Task, LLMRequest]]) -> list[LLMResponse]:
-        """Send every request to the LLM `llms.<name>` as one batch; charge each response to its task."""
+        """Send every request to the LLM `llms.<name>` as one batch; charge each response to its task. A request whose
+        constraint the backend cannot enforce is refused (`t2s.llm.structured.ConstraintNotSupported`)."""
         if not items:
             return []
-        responses = self.llms.get(name).generate([req for _, req in items])
+        from t2s.llm.structured import check_supported
+
+        llm = self.llms.get(name)
+        requests = [req for _, req in items]
+        check_supported(llm, requests, name)
+        responses = llm.generate(requests)
         for (task, _), resp in zip(items, responses):
             task.charge_llm(resp)
         return responses

@@ -10,7 +10,9 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
 
+from t2s.artifacts import Artifact
 from t2s.db.types import DatabaseSchema, ExecResult
+from t2s.decoding import Decoding, answer_constraint, constrained, grammar_artifacts
 from t2s.generation import parse_sql
 from t2s.llm.base import GenParams, LLMRequest
 from t2s.prompts import load_prompt
@@ -18,6 +20,10 @@ from t2s.stages import Fixer
 from t2s.types import Candidate, Task
 
 _FENCE_BODY = re.compile(r"```[ \t]*[A-Za-z0-9_+-]*[ \t]*\n?(.*?)(?:```|\Z)", re.S)
+
+#: under constrained decoding, what may come before the corrected query's fence: the reflection the prompt asks for
+#: (one or two sentences; any text without a backtick, at most 400 characters), then exactly one ```sql fence
+REFLECTION = "[^`]{0,400}"
 
 #: how good an execution outcome is, for keeping the best attempt of a repair chain (higher is better)
 _RANK = {"rows": 2, "empty": 1, "error": 0}
@@ -96,6 +102,10 @@ class ChaseFixer(Fixer):
     input's id, `trigger` = the first error (or "empty result"), `rounds` = every attempt (SQL, outcome, problem),
     `prompt` = the template id; it takes the input's place in the pool (the input goes to `task.dropped`). All
     questions of a batch are repaired together, one LLM batch per round.
+
+    `decoding` (conf/decoding/, `${decoding}` by default): free, or the reply constrained to its format, a short
+    reflection without backticks then one ```sql fence holding one SELECT of the database's grammar (`sql` /
+    `sql_strict`, `t2s.decoding`), so a repair can be neither a `CREATE TABLE` nor a name the schema lacks.
     """
 
     def __init__(
@@ -111,6 +121,7 @@ class ChaseFixer(Fixer):
         max_new_tokens: int = 384,
         use_evidence: bool = True,
         max_findings: int = 5,
+        decoding: Decoding | str | None = None,
     ) -> None:
         if max_rounds < 1:
             raise ValueError(f"fixer=chase: max_rounds must be >= 1 (got {max_rounds}); use fixer=none to skip fixing")
@@ -127,6 +138,11 @@ class ChaseFixer(Fixer):
         self.params = GenParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, n=1)
         self.use_evidence = use_evidence
         self.max_findings = max_findings
+        self.decoding = Decoding.of(decoding)
+
+    def artifacts(self) -> list[Artifact]:
+        """The SQL grammar of each database under constrained decoding (none under free decoding)."""
+        return grammar_artifacts(self.decoding)
 
     def _needs_fix(self, kind: str) -> bool:
         return kind == "error" or (kind == "empty" and self.fix_empty)
@@ -151,7 +167,8 @@ class ChaseFixer(Fixer):
             hint = column_hint(chain.sql, self.env.schema(ex)) if last["outcome"] == "error" else []
             fields["columns_block"] = tpl.block("columns", hint)
         messages = tpl.render(**fields)
-        return LLMRequest.chat(messages, dataclasses.replace(self.params, seed=self.env.seed))
+        constraint = answer_constraint(self.env, ex, self.decoding, lead=REFLECTION, label=self.origin)
+        return LLMRequest.chat(messages, constrained(dataclasses.replace(self.params, seed=self.env.seed), constraint))
 
     def run(self, tasks: list[Task]) -> None:
         chains: list[_Chain] = []
@@ -209,4 +226,5 @@ class ChaseFixer(Fixer):
             old = chain.task.candidates[pos]
             chain.task.candidates[pos] = old.derive(
                 str(chain.attempts[best]["sql"]), self.origin, trigger=first["problem"], trigger_outcome=first["outcome"],
-                rounds=rounds, prompt=self.template.id, raw=chain.attempts[best].get("raw", ""))
+                rounds=rounds, prompt=self.template.id, raw=chain.attempts[best].get("raw", ""),
+                decoding=self.decoding.mode)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from t2s.artifacts import Artifact
+from t2s.decoding import Decoding, answer_constraint, constrained, grammar_artifacts
 from t2s.generation import ContextLimits, parse_sql, sql_request
 from t2s.llm.base import GenParams, LLMRequest
 from t2s.prompts import load_prompt
@@ -24,7 +26,9 @@ class FewShotGenerator(Generator):
     `nearest_last` (default), reversed so the most similar example sits right before the schema and question. With
     no examples (retriever off) the prompt has no examples block and this is a zero-shot generator with other
     wording. One request per (question, schema view), `n` completions each, the batch sent to the LLM at once;
-    each candidate records the prompt id, the example sources it saw, the raw completion and the finish reason.
+    each candidate records the prompt id, the example sources it saw, the raw completion, the finish reason and the
+    decoding mode. `decoding` (conf/decoding/, `${decoding}` by default): free, or the answer constrained to a ```sql
+    fence around one SELECT of the database's grammar (`t2s.decoding`).
     """
 
     def __init__(
@@ -42,6 +46,7 @@ class FewShotGenerator(Generator):
         max_examples: int = 5,
         max_findings: int = 5,
         nearest_last: bool = True,
+        decoding: Decoding | str | None = None,
     ) -> None:
         if max_examples < 0:
             raise ValueError(f"generator.max_examples must be >= 0, got {max_examples}")
@@ -52,6 +57,11 @@ class FewShotGenerator(Generator):
         self.limits = ContextLimits(use_evidence=use_evidence, max_values=max_values, max_examples=max_examples,
                                     max_findings=max_findings)
         self.nearest_last = nearest_last
+        self.decoding = Decoding.of(decoding)
+
+    def artifacts(self) -> list[Artifact]:
+        """The SQL grammar of each database under constrained decoding (none under free decoding)."""
+        return grammar_artifacts(self.decoding)
 
     def shown(self, task: Task) -> Task:
         """The task as the prompt shows it: its first `max_examples` examples, reversed with `nearest_last`; only the
@@ -66,9 +76,15 @@ class FewShotGenerator(Generator):
     def requests(self, tasks: list[Task]) -> list[tuple[Task, str, LLMRequest]]:
         """One request per (task, schema view), with the run's seed driving sampling."""
         params = dataclasses.replace(self.params, seed=self.env.seed)
-        return [(task, view.name, sql_request(self.template, self.shown(task), view, params, dialect=self.dialect,
-                                              limits=self.limits))
-                for task in tasks for view in self.env.views(task)]
+        out = []
+        for task in tasks:
+            constraint = answer_constraint(self.env, task.example, self.decoding, label=self.origin)
+            task_params = constrained(params, constraint)
+            shown = self.shown(task)
+            out += [(task, view.name, sql_request(self.template, shown, view, task_params, dialect=self.dialect,
+                                                  limits=self.limits))
+                    for view in self.env.views(task)]
+        return out
 
     def run(self, tasks: list[Task]) -> None:
         planned = self.requests(tasks)
@@ -79,6 +95,6 @@ class FewShotGenerator(Generator):
             for i, text in enumerate(response.texts):
                 task.candidates.append(Candidate(
                     sql=parse_sql(text), origin=self.origin, schema_view=view_name,
-                    meta={"prompt": self.template.id, "examples": sources, "raw": text,
+                    meta={"prompt": self.template.id, "examples": sources, "raw": text, "decoding": self.decoding.mode,
                           "finish_reason": reasons[i] if i < len(reasons) else None},
                 ))

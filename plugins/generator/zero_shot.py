@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from t2s.artifacts import Artifact
+from t2s.decoding import Decoding, answer_constraint, constrained, grammar_artifacts
 from t2s.generation import ContextLimits, parse_sql, sql_request
 from t2s.llm.base import GenParams, LLMRequest
 from t2s.prompts import load_prompt
@@ -18,8 +20,10 @@ class ZeroShotGenerator(Generator):
     probe findings), worded by the prompt template's blocks, so the same generator serves every ablation. One request
     per schema view and question, `n` completions each, all questions of a batch sent to the LLM as one batch. Each
     candidate records the prompt id (`zero_shot_v1`), the raw completion and why generation stopped
-    (`finish_reason`) in its metadata. Implements the baseline of seed 003 (versioned prompt templates, schema
-    serialization, SQL extracted from the model's answer) that every other generator is compared with.
+    (`finish_reason`) and the decoding mode in its metadata. Implements the baseline of seed 003 (versioned prompt
+    templates, schema serialization, SQL extracted from the model's answer) that every other generator is compared
+    with. `decoding` (conf/decoding/, `${decoding}` by default): free, or the answer constrained to a ```sql fence
+    around one SELECT of the database's grammar (`t2s.decoding`).
     """
 
     def __init__(
@@ -36,6 +40,7 @@ class ZeroShotGenerator(Generator):
         max_values: int = 20,
         max_examples: int = 5,
         max_findings: int = 5,
+        decoding: Decoding | str | None = None,
     ) -> None:
         self.llm_name = llm
         self.template = load_prompt(prompt)
@@ -45,12 +50,23 @@ class ZeroShotGenerator(Generator):
                                 stop_after_fence=True)
         self.limits = ContextLimits(use_evidence=use_evidence, max_values=max_values, max_examples=max_examples,
                                     max_findings=max_findings)
+        self.decoding = Decoding.of(decoding)
+
+    def artifacts(self) -> list[Artifact]:
+        """The SQL grammar of each database under constrained decoding (none under free decoding)."""
+        return grammar_artifacts(self.decoding)
 
     def requests(self, tasks: list[Task]) -> list[tuple[Task, str, LLMRequest]]:
         """One request per (task, schema view), with the run's seed driving sampling."""
         params = dataclasses.replace(self.params, seed=self.env.seed)
-        return [(task, view.name, sql_request(self.template, task, view, params, dialect=self.dialect, limits=self.limits))
-                for task in tasks for view in self.env.views(task)]
+        out = []
+        for task in tasks:
+            constraint = answer_constraint(self.env, task.example, self.decoding, label=self.origin)
+            task_params = constrained(params, constraint)
+            out += [(task, view.name, sql_request(self.template, task, view, task_params, dialect=self.dialect,
+                                                  limits=self.limits))
+                    for view in self.env.views(task)]
+        return out
 
     def run(self, tasks: list[Task]) -> None:
         planned = self.requests(tasks)
@@ -60,6 +76,6 @@ class ZeroShotGenerator(Generator):
             for i, text in enumerate(response.texts):
                 task.candidates.append(Candidate(
                     sql=parse_sql(text), origin=self.origin, schema_view=view_name,
-                    meta={"prompt": self.template.id, "raw": text,
+                    meta={"prompt": self.template.id, "raw": text, "decoding": self.decoding.mode,
                           "finish_reason": reasons[i] if i < len(reasons) else None},
                 ))

@@ -10,12 +10,78 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 #: why a completion ended: an eos token, a stop string or the closing code fence ("stop"); `max_new_tokens`
 #: ("length"); the repetition detector of `t2s.llm.stops` ("loop")
 FINISH_REASONS = ("stop", "length", "loop")
+
+
+#: the kinds of `Constraint`
+CONSTRAINT_KINDS = ("grammar", "json_schema")
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """A decoding constraint: the completion must be a string of a grammar or a JSON document of a schema.
+
+    `kind` "grammar": `text` is a GBNF grammar (llama.cpp's format, root rule `root`; `t2s.sql.grammar` writes the
+    SQL ones). `kind` "json_schema": `text` is a JSON schema as JSON text (`Constraint.json_schema` writes it
+    canonically). `name` labels it in messages and traces ("sql:concert_singer", "column list"); it is not part of the
+    response-cache key, which holds the kind and the sha256 of the text (`key`). Every backend enforces a constraint
+    with its engine's own mechanism or refuses the request (`t2s.llm.structured.ConstraintNotSupported`); none ignores
+    it.
+    """
+
+    kind: str
+    text: str
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in CONSTRAINT_KINDS:
+            raise ValueError(f"Constraint kind {self.kind!r} is not one of {', '.join(CONSTRAINT_KINDS)}")
+        if not self.text.strip():
+            raise ValueError(f"Constraint {self.name or self.kind!r} has an empty {self.kind}")
+        if self.kind == "json_schema":
+            try:
+                schema = json.loads(self.text)
+            except ValueError as e:
+                raise ValueError(f"Constraint {self.name or 'json_schema'!r}: the schema is not JSON ({e})") from None
+            if not isinstance(schema, dict):
+                raise ValueError(f"Constraint {self.name or 'json_schema'!r}: a JSON schema is an object, got "
+                                 f"{type(schema).__name__}")
+
+    @classmethod
+    def grammar(cls, text: str, name: str = "") -> Constraint:
+        """A GBNF grammar constraint."""
+        return cls("grammar", text, name)
+
+    @classmethod
+    def json_schema(cls, schema: dict[str, Any] | str, name: str = "") -> Constraint:
+        """A JSON-schema constraint (a dict is written as canonical JSON, so equal schemas share cache entries)."""
+        text = schema if isinstance(schema, str) else json.dumps(schema, sort_keys=True, ensure_ascii=False)
+        return cls("json_schema", text, name)
+
+    @property
+    def schema(self) -> dict[str, Any]:
+        """The JSON schema of a json_schema constraint."""
+        if self.kind != "json_schema":
+            raise ValueError(f"Constraint {self.name or self.kind!r} is a {self.kind}, not a JSON schema")
+        return dict(json.loads(self.text))
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+    def key(self) -> dict[str, str]:
+        """What the response-cache key holds of the constraint: its kind and the sha256 of its text."""
+        return {"kind": self.kind, "sha256": self.sha256}
+
+    def __repr__(self) -> str:  # the text can be tens of kilobytes
+        return f"Constraint(kind={self.kind!r}, name={self.name!r}, sha256={self.sha256[:12]!r})"
 
 
 @dataclass(frozen=True)
@@ -26,7 +92,7 @@ class GenParams:
     completion right after the code block it opens is closed (```` ```sql ... ``` ````, text kept up to and
     including the closing fence), for prompts that ask for the answer in a code block. Every backend also ends a
     completion whose tokens have started to repeat in a loop (`t2s.llm.stops.find_loop`), with finish reason
-    "loop".
+    "loop". `constraint`: a grammar or JSON schema every completion must follow (`Constraint`; None: free text).
     """
 
     max_new_tokens: int = 256
@@ -36,9 +102,16 @@ class GenParams:
     stop: tuple[str, ...] = ()
     seed: int = 0
     stop_after_fence: bool = False
+    constraint: Constraint | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The parameters as plain data (the response cache hashes it). `constraint` is left out when unset, so an
+        unconstrained request keeps the key it had before constraints existed, and appears as `Constraint.key()`
+        (kind and sha256 of the text) when set."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "constraint"}
+        if self.constraint is not None:
+            out["constraint"] = self.constraint.key()
+        return out
 
 
 @dataclass(frozen=True)
@@ -134,6 +207,9 @@ class LLM(abc.ABC):
     supports_scoring: bool = False
     #: whether the backend loads PEFT adapters (an `adapter` key in its config)
     supports_adapters: bool = False
+    #: the `Constraint` kinds the backend enforces ("grammar", "json_schema"); a request with another kind is refused
+    #: (`t2s.llm.structured.check_supported`), never run unconstrained
+    constraint_kinds: tuple[str, ...] = ()
 
     @property
     @abc.abstractmethod

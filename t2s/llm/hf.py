@@ -13,6 +13,15 @@ batch between calls, so one long row does not hold the short ones:
   including the one that ended it, the returned text excludes the eos and is cut before the first stop string;
   `finish_reasons` says "stop", "length" or "loop" per completion.
 
+Constraints (`GenParams.constraint`, a GBNF grammar or a JSON schema) are enforced by llguidance: each constrained
+row has its own `llguidance.LLMatcher` (compiled once per constraint, copied per row), which a logits processor
+(`_GrammarMask`) feeds the row's new tokens and asks for the allowed-token mask before the row's next token is
+chosen (greedy or sampled); rows with different constraints (one grammar per database) share a batch. llguidance
+was chosen over xgrammar (docs/decoding.md): one 3 MB wheel without dependencies where xgrammar brings triton and a
+tvm runtime into a CPU install, masks computed lazily per step instead of a vocabulary-wide precomputation per
+grammar (there is one grammar per database and mode), and GBNF read by its own converter, so one grammar source
+serves llama.cpp and transformers.
+
 `score` runs one forward pass per (prompt + continuation), batched, and sums the continuation tokens'
 log-probabilities.
 
@@ -30,7 +39,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from t2s.llm.base import LLM, GenParams, LLMRequest, LLMResponse, ScoreRequest, ScoreResponse
+from t2s.llm.base import LLM, Constraint, GenParams, LLMRequest, LLMResponse, ScoreRequest, ScoreResponse
 from t2s.llm.models import fingerprint_path, is_named_model, named_models, resolve_model, weights_id
 from t2s.llm.stops import CompletionMonitor, finish_text
 
@@ -66,6 +75,7 @@ class HFLLM(LLM):
     backend = "hf"
     supports_scoring = True
     supports_adapters = True
+    constraint_kinds = ("grammar", "json_schema")
 
     def __init__(
         self,
@@ -102,6 +112,10 @@ class HFLLM(LLM):
         self._tokenizer: Any = None
         self._eos_ids: list[int] = []
         self._stop_criteria: dict[tuple[str, ...], Any] = {}
+        #: llguidance's view of the tokenizer (built on the first constrained request) and one compiled matcher per
+        #: constraint (by sha256), copied for each row
+        self._lltokenizer: Any = None
+        self._matchers: dict[str, Any] = {}
         self._lock = threading.RLock()
         #: seconds the last `load()` took (0 until loaded)
         self.load_seconds = 0.0
@@ -189,6 +203,8 @@ class HFLLM(LLM):
             self._model = None
             self._tokenizer = None
             self._stop_criteria = {}
+            self._lltokenizer = None
+            self._matchers = {}
 
     # ------------------------------------------------------------------------------------------- generate
     def render(self, request: LLMRequest | ScoreRequest) -> str:
@@ -211,6 +227,9 @@ class HFLLM(LLM):
         """Generate for all requests, batching those with equal parameters (seed aside), longest first."""
         if not requests:
             return []
+        from t2s.llm.structured import check_supported
+
+        check_supported(self, requests)
         with self._lock:
             self.load()
             texts = [self.render(r) for r in requests]
@@ -220,7 +239,7 @@ class HFLLM(LLM):
             ]
             groups: dict[GenParams, list[int]] = {}
             for i, r in enumerate(requests):
-                groups.setdefault(replace(r.params, seed=0), []).append(i)
+                groups.setdefault(replace(r.params, seed=0, constraint=None), []).append(i)
             out: list[LLMResponse | None] = [None] * len(requests)
             for idxs in groups.values():
                 self._generate_group(requests, texts, ids, sorted(idxs, key=lambda i: -len(ids[i])), out)
@@ -279,7 +298,8 @@ class HFLLM(LLM):
         idxs: list[int],
         out: list[LLMResponse | None],
     ) -> None:
-        """Fill `out[i]` for every request index in `idxs` (all with the same parameters up to the seed)."""
+        """Fill `out[i]` for every request index in `idxs` (all with the same parameters up to the seed and the
+        constraint)."""
         params = requests[idxs[0]].params
         greedy = params.temperature <= 0
         copies = 1 if greedy else params.n
@@ -292,6 +312,7 @@ class HFLLM(LLM):
                 [ids[i] for i, _ in chunk],
                 params,
                 [None if greedy else _row_seed(requests[i].params.seed, j, texts[i]) for i, j in chunk],
+                [requests[i].params.constraint for i, _ in chunk],
             )
             for (i, j), res, sec in zip(chunk, results, row_seconds):
                 gen[(i, j)] = res
@@ -317,8 +338,50 @@ class HFLLM(LLM):
             self._stop_criteria[key] = StopStringCriteria(tokenizer=self._tokenizer, stop_strings=list(key))
         return self._stop_criteria[key]
 
+    def _row_grammar(self, constraint: Constraint | None) -> _RowGrammar | None:
+        """A fresh llguidance matcher for one row under `constraint` (None without one)."""
+        if constraint is None:
+            return None
+        from t2s.llm.structured import llguidance_grammar, require_llguidance
+
+        llg = require_llguidance("the hf backend's constrained decoding")
+        base = self._matchers.get(constraint.sha256)
+        if base is None:
+            if self._lltokenizer is None:
+                import llguidance.hf
+
+                vocab = int(self._model.get_output_embeddings().weight.shape[0])
+                self._lltokenizer = llguidance.hf.from_tokenizer(self._tokenizer, n_vocab=vocab,
+                                                                 eos_token=list(self._eos_ids) or None)
+            base = llg.LLMatcher(self._lltokenizer, llguidance_grammar(constraint), log_level=0)
+            if base.is_error():
+                raise ValueError(f"llguidance cannot compile the constraint {constraint.name or constraint.kind!r}: "
+                                 f"{base.get_error()[:500]}")
+            if len(self._matchers) >= 64:
+                self._matchers.pop(next(iter(self._matchers)))
+            self._matchers[constraint.sha256] = base
+        return _RowGrammar(base.deep_copy(), constraint)
+
+    def grammar_problem(self, constraint: Constraint, text: str) -> str | None:
+        """Whether decoding under `constraint` can produce `text` and end there, as this backend's llguidance matcher
+        sees it: `text` tokenized as the model would write it, consumed token by token, then an end token. None when
+        it can; else where it is stopped."""
+        with self._lock:
+            self.load()
+            row = self._row_grammar(constraint)
+            assert row is not None
+            ids = list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+            for k, token in enumerate(ids):
+                if not row.matcher.consume_token(token):
+                    return (f"token {k} {self._tokenizer.decode([token])!r} rejected after "
+                            f"{self._tokenizer.decode(ids[:k])[-80:]!r}")
+            if not self._eos_ids or not row.matcher.consume_token(self._eos_ids[0]):
+                return "the text is incomplete: the grammar does not let it end here"
+            return None
+
     def _generate_rows(
-        self, rows: list[list[int]], params: GenParams, seeds: list[int | None]
+        self, rows: list[list[int]], params: GenParams, seeds: list[int | None],
+        constraints: list[Constraint | None] | None = None,
     ) -> tuple[list[tuple[str, int, str]], list[float]]:
         """Generate one batch of rows; per row (text, completion token count, finish reason), and its seconds.
 
@@ -338,6 +401,7 @@ class HFLLM(LLM):
         seconds = [0.0] * n
         active = list(range(n))
         samplers = [_row_generator(s, self.device) for s in seeds]
+        grammars = [self._row_grammar(c) for c in (constraints or [None] * n)]
         stop_strings = self._stop_criterion(params.stop)
         cache: Any = None
         done_steps = 0
@@ -346,6 +410,9 @@ class HFLLM(LLM):
             monitor = _RowStop([generated[g] for g in active], int(input_ids.shape[1]), self._eos_ids,
                                stop_strings, params, tok)
             processors = LogitsProcessorList()
+            if any(grammars[g] is not None for g in active):
+                processors.append(_GrammarMask([grammars[g] for g in active], [generated[g] for g in active],
+                                               int(input_ids.shape[1]), monitor))
             if any(samplers[g] is not None for g in active):
                 processors.append(_RowSampler(params.temperature, params.top_p, [samplers[g] for g in active]))
             config = GenerationConfig(
@@ -451,6 +518,57 @@ class _RowSampler:
             token = int(torch.multinomial(probs, 1, generator=g).item())
             scores[r].fill_(float("-inf"))
             scores[r, token] = 0.0
+        return scores
+
+
+class _RowGrammar:
+    """One row's llguidance matcher and how many of the row's tokens it has consumed."""
+
+    def __init__(self, matcher: Any, constraint: Constraint) -> None:
+        self.matcher = matcher
+        self.constraint = constraint
+        self.consumed = 0
+
+
+class _GrammarMask:
+    """A logits processor that keeps each constrained row to the tokens its grammar allows next.
+
+    Before each step it feeds every constrained row's matcher the tokens the row produced since the matcher last
+    looked (`previous[b]` from earlier chunks, then the chunk's own), then sets the scores of the tokens the matcher
+    does not allow to -inf, so the greedy argmax or the row's sampler (`_RowSampler`, after this processor) picks an
+    allowed one. Rows without a grammar, and rows `monitor` has already finished (transformers pads them until the
+    chunk ends), are left alone.
+    """
+
+    def __init__(self, grammars: list[_RowGrammar | None], previous: list[list[int]], start: int,
+                 monitor: _RowStop) -> None:
+        self.grammars = grammars
+        self.previous = previous
+        self.start = start
+        self.monitor = monitor
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        import numpy as np
+        import torch
+
+        for b, row in enumerate(self.grammars):
+            if row is None or self.monitor.finished_at[b]:
+                continue
+            tokens = self.previous[b] + input_ids[b, self.start:].tolist()
+            for token in tokens[row.consumed:]:
+                if not row.matcher.consume_token(token):
+                    raise RuntimeError(f"the hf backend produced a token its grammar does not allow under the "
+                                       f"constraint {row.constraint.name or row.constraint.kind!r}: "
+                                       f"{row.matcher.get_error()[:300]}")
+            row.consumed = len(tokens)
+            bits = np.unpackbits(np.frombuffer(row.matcher.compute_bitmask(), dtype=np.uint8), bitorder="little")
+            vocab = scores.shape[-1]
+            allowed = np.zeros(vocab, dtype=bool)
+            allowed[:min(vocab, bits.size)] = bits[:vocab].astype(bool)
+            if not allowed.any():
+                raise RuntimeError(f"the grammar of the constraint {row.constraint.name or row.constraint.kind!r} "
+                                   f"allows no token here: {row.matcher.get_error()[:300]}")
+            scores[b, torch.from_numpy(~allowed).to(scores.device)] = float("-inf")
         return scores
 
 

@@ -23,6 +23,13 @@ transformers bf16). It loads the hash-verified GGUF assembled from the model whe
   answers can also differ between the two modes, and between CPUs.
 - Sampling matches the `hf` backend's semantics: greedy at temperature 0, otherwise temperature and top-p only
   (top-k, min-p and repetition penalties off); completion j of a sampled request is seeded from (`seed`, j).
+- Constraints (`GenParams.constraint`): a GBNF grammar, or a JSON schema turned into GBNF by llama-cpp-python's
+  `json_schema_to_gbnf`, is enforced by llama.cpp's grammar sampler (`llama_sampler_init_grammar`, the sampler
+  llama-cpp-python's `LlamaGrammar` builds), consulted as llama.cpp's `common_sampler_sample` does
+  (`t2s.llm.llamacpp_parallel.Sampler`: the chain's choice is taken when the grammar allows it, else the grammar
+  masks the vocabulary and the chain chooses again), in one-at-a-time decoding and in the parallel decoder alike.
+  Every grammar is parsed by llama.cpp once before use (a grammar it cannot read fails the request, naming the
+  constraint, instead of crashing the sampler). When the grammar is complete only end-of-generation tokens remain.
 - A completion ends at an end-of-generation token, a stop string, the closing fence (`stop_after_fence`) or a
   loop (`t2s.llm.stops`); `completion_tokens` counts up to and including the token that ended it (the eos too,
   as in `hf`); `finish_reasons` says "stop", "length" or "loop".
@@ -40,13 +47,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from t2s.llm.base import LLM, GenParams, LLMRequest, LLMResponse, ScoreRequest, ScoreResponse
+from t2s.llm.base import LLM, Constraint, GenParams, LLMRequest, LLMResponse, ScoreRequest, ScoreResponse
 from t2s.llm.chat import render_chat
 from t2s.llm.cpu import default_threads
-from t2s.llm.llamacpp_parallel import Completion, ParallelDecoder, completion_text, finish
+from t2s.llm.llamacpp_parallel import Completion, ParallelDecoder, Sampler, completion_text, finish
 from t2s.llm.models import embedded_gguf, embedded_spec, fingerprint_path, import_optional, is_named_model
 from t2s.llm.stops import CompletionMonitor
-
 
 #: prompt chunks start at multiples of this many tokens, and cache reuse stops at a chunk's end (see `_evaluate_body`)
 ALIGN = 128
@@ -87,6 +93,7 @@ class LlamaCppLLM(LLM):
 
     backend = "llamacpp"
     supports_scoring = True
+    constraint_kinds = ("grammar", "json_schema")
 
     def __init__(
         self,
@@ -131,6 +138,8 @@ class LlamaCppLLM(LLM):
         self._lock = threading.RLock()
         #: ends of the prompt chunks in the one-at-a-time context's cache that were evaluated canonically
         self._chunk_ends: set[int] = set()
+        #: GBNF text of each constraint seen (by sha256), checked by llama.cpp's parser
+        self._grammars: dict[str, str] = {}
         #: seconds the last load took (0 until loaded)
         self.load_seconds = 0.0
         #: threads the loaded model uses (0 until loaded)
@@ -243,8 +252,56 @@ class LlamaCppLLM(LLM):
         return bool(llama_cpp.llama_vocab_is_eog(self._llama._model.vocab, token))
 
     # ------------------------------------------------------------------------------------------ generate
+    def grammar(self, constraint: Constraint | None) -> str | None:
+        """The GBNF llama.cpp enforces for a constraint (None without one), checked once with llama.cpp's parser."""
+        if constraint is None:
+            return None
+        text = self._grammars.get(constraint.sha256)
+        if text is None:
+            import llama_cpp
+
+            if constraint.kind == "json_schema":
+                from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+                text = json_schema_to_gbnf(constraint.text)
+            else:
+                text = constraint.text
+            self.load()
+            sampler = llama_cpp.llama_sampler_init_grammar(self._llama._model.vocab, text.encode("utf-8"), b"root")
+            if not sampler:
+                raise ValueError(f"llama.cpp cannot parse the grammar of the constraint "
+                                 f"{constraint.name or constraint.kind!r} (root rule `root`; llama.cpp's log says where)")
+            llama_cpp.llama_sampler_free(sampler)
+            self._grammars[constraint.sha256] = text
+        return text
+
+    def grammar_problem(self, constraint: Constraint, text: str) -> str | None:
+        """Whether decoding under `constraint` can produce `text` and end there, as llama.cpp's grammar sampler sees
+        it: `text` tokenized as the model would write it, each token checked against the grammar's mask and accepted,
+        then an end-of-generation token checked. None when it can; else where it is stopped."""
+        import llama_cpp
+
+        with self._lock:
+            self.load()
+            llama = self._llama
+            tokens = list(llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+            sampler = Sampler(llama_cpp, llama._model.vocab, GenParams(), 0, self.grammar(constraint))
+            try:
+                for k, token in enumerate(tokens):
+                    if not sampler.allows(token):
+                        return (f"token {k} {self._detokenize([token])!r} rejected after "
+                                f"{self._detokenize(tokens[:k])[-80:]!r}")
+                    sampler.accept(token)
+                if not sampler.allows(llama.token_eos()):
+                    return "the text is incomplete: the grammar does not let it end here"
+                return None
+            finally:
+                sampler.free()
+
     def _complete(self, prompt: list[int], params: GenParams, seed: int) -> tuple[str, int, str]:
         """One completion: (text, completion tokens incl. the one that ended it, finish reason)."""
+        if params.constraint is not None:
+            return self._complete_constrained(prompt, params, seed)
         llama = self._llama
         llama.set_seed(seed)
         monitor = CompletionMonitor(params, self._detokenize)
@@ -263,6 +320,33 @@ class LlamaCppLLM(LLM):
         text, why = completion_text(completion, reason, params, self._is_eog, self._detokenize)
         return text, len(completion), why
 
+    def _complete_constrained(self, prompt: list[int], params: GenParams, seed: int) -> tuple[str, int, str]:
+        """`_complete` under `params.constraint`: the prompt evaluated canonically as for `generate`, then each token
+        drawn by a `Sampler` holding the constraint's grammar (temperature and top-p as `generate`'s chain)."""
+        import llama_cpp
+
+        llama = self._llama
+        monitor = CompletionMonitor(params, self._detokenize)
+        completion: list[int] = []
+        reason = "length"
+        if params.max_new_tokens > 0:
+            sampler = Sampler(llama_cpp, llama._model.vocab, params, seed, self.grammar(params.constraint))
+            try:
+                self._evaluate_body(prompt)
+                llama.eval(prompt[-1:])
+                while True:
+                    token = sampler.sample(llama._ctx.ctx, -1)
+                    completion.append(token)
+                    found = finish(completion, params, self._is_eog, self._detokenize, monitor)
+                    if found is not None:
+                        reason = found
+                        break
+                    llama.eval([token])
+            finally:
+                sampler.free()
+        text, why = completion_text(completion, reason, params, self._is_eog, self._detokenize)
+        return text, len(completion), why
+
     def generate(self, requests: list[LLMRequest]) -> list[LLMResponse]:
         """Generate for each request, in order of rendered prompt text (prefix reuse); responses in input order.
 
@@ -270,6 +354,9 @@ class LlamaCppLLM(LLM):
         """
         if not requests:
             return []
+        from t2s.llm.structured import check_supported
+
+        check_supported(self, requests)
         with self._lock:
             self.load()
             prompts = [self.tokens(r) for r in requests]
@@ -280,7 +367,9 @@ class LlamaCppLLM(LLM):
                         f"llama.cpp context of {self.n_ctx} tokens; raise `n_ctx` in the LLM config")
             order = sorted(range(len(requests)), key=lambda i: prompts[i])
             # greedy completions of one request are identical: decode one and repeat it
-            jobs = [(i, Completion(prompts[i], requests[i].params, _completion_seed(requests[i].params.seed, j)))
+            grammars = [self.grammar(r.params.constraint) for r in requests]
+            jobs = [(i, Completion(prompts[i], requests[i].params, _completion_seed(requests[i].params.seed, j),
+                                   grammars[i]))
                     for i in order
                     for j in range(1 if requests[i].params.temperature <= 0 else requests[i].params.n)]
             if self._decoder is not None:

@@ -12,6 +12,14 @@ Finish reasons come from the server ("stop" / "length"); a completion cut at `ma
 reported as "loop" (`t2s.llm.stops.text_finish_reason`), and `stop_after_fence` cuts the text after the closing
 fence (the server still generated up to its own stop).
 
+Constraints (`GenParams.constraint`): a JSON schema goes as `response_format` (`{"type": "json_schema", ...,
+"strict": true}`, which OpenAI, vLLM's and llama.cpp's servers take; on `/completions` it travels in the body as
+vLLM reads it). A GBNF grammar goes in the request body under `grammar_field`, the key the server reads it from:
+`grammar` for llama.cpp's and llama-cpp-python's servers, `structured_outputs.grammar` for vLLM (a dotted key is a
+nested object; older vLLM: `guided_grammar`), written as GBNF or, with `grammar_syntax: lark`, as llguidance's Lark
+(`t2s.llm.structured.gbnf_to_lark`, for a vLLM server on its `guidance` backend: the engine the hf backend runs). With
+`grammar_field: null` (OpenAI's own API takes no grammar) a grammar constraint is refused, never dropped.
+
 Scoring uses `/completions` with `echo` and `logprobs` (prompt log-probabilities), which vLLM's server returns
 and OpenAI's hosted chat models do not (a server that refuses gets a
 `NotImplementedError` that says what to use instead). llama-cpp-python 0.3.36's server does answer, but pairs
@@ -25,13 +33,14 @@ directory or .gguf) whose chat template renders it.
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from t2s.llm.base import LLM, LLMRequest, LLMResponse, ScoreRequest, ScoreResponse
+from t2s.llm.base import LLM, Constraint, LLMRequest, LLMResponse, ScoreRequest, ScoreResponse
 from t2s.llm.stops import text_finish_reason
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -47,7 +56,9 @@ class OpenAILLM(LLM):
     per HTTP request. `max_retries`: retries of the official client (exponential backoff, honours Retry-After).
     `max_concurrency`: requests in flight at once. `score_template`: an embedded model name, checkpoint directory
     or .gguf whose chat template renders chat `ScoreRequest`s (null: only raw-prompt scoring). `cache_dir`: where
-    `score_template` models are resolved. `seconds` in a response is the wall time of its request.
+    `score_template` models are resolved. `grammar_field`: the request-body key a GBNF grammar constraint goes under
+    (`grammar`: llama.cpp servers; `structured_outputs.grammar`: vLLM; null: grammars refused), `grammar_syntax`:
+    `gbnf` or `lark` (see the module docstring). `seconds` in a response is the wall time of its request.
     """
 
     backend = "openai"
@@ -63,9 +74,16 @@ class OpenAILLM(LLM):
         max_retries: int = 3,
         score_template: str | None = None,
         cache_dir: str | None = None,
+        grammar_field: str | None = None,
+        grammar_syntax: str = "gbnf",
     ) -> None:
         if max_concurrency < 1:
             raise ValueError(f"OpenAILLM max_concurrency must be >= 1, got {max_concurrency} (key `max_concurrency`)")
+        if grammar_syntax not in ("gbnf", "lark"):
+            raise ValueError(f"OpenAILLM grammar_syntax must be gbnf or lark, got {grammar_syntax!r} (key `grammar_syntax`)")
+        if grammar_field is not None and not re.fullmatch(r"[A-Za-z_][\w-]*(\.[A-Za-z_][\w-]*)*", grammar_field):
+            raise ValueError(f"OpenAILLM grammar_field {grammar_field!r} is not a body key or a dotted path of keys "
+                             f"(key `grammar_field`; e.g. grammar, structured_outputs.grammar)")
         self.model = model
         self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
         self.api_key_env = api_key_env
@@ -74,6 +92,9 @@ class OpenAILLM(LLM):
         self.max_retries = max_retries
         self.score_template = score_template
         self.cache_dir = cache_dir
+        self.grammar_field = grammar_field
+        self.grammar_syntax = grammar_syntax
+        self.constraint_kinds = ("json_schema", "grammar") if grammar_field else ("json_schema",)
         self.supports_scoring = True
         self._client: Any = None
         self._template: tuple[str, dict[str, str]] | None = None
@@ -142,11 +163,42 @@ class OpenAILLM(LLM):
         }
         if p.stop:
             body["stop"] = list(p.stop)
+        if p.constraint is not None:
+            self._constrain(body, p.constraint, chat=request.prompt is None)
         if request.prompt is not None:
             return "completions", {**body, "prompt": request.prompt}
         if not request.messages:
             raise ValueError("LLMRequest has neither `messages` nor `prompt`")
         return "chat", {**body, "messages": request.message_dicts()}
+
+    def _constrain(self, body: dict[str, Any], constraint: Constraint, *, chat: bool) -> None:
+        """Put `constraint` into a request body where the server reads it (see the module docstring)."""
+        if constraint.kind == "json_schema":
+            name = re.sub(r"[^A-Za-z0-9_-]", "_", constraint.name or "constraint")[:64]
+            fmt = {"type": "json_schema", "json_schema": {"name": name, "schema": constraint.schema, "strict": True}}
+            if chat:
+                body["response_format"] = fmt
+            else:
+                body.setdefault("extra_body", {})["response_format"] = fmt
+            return
+        if self.grammar_field is None:
+            from t2s.llm.structured import ConstraintNotSupported
+
+            raise ConstraintNotSupported(
+                f"the openai backend ({self.model_id}) has no `grammar_field`, so it cannot send the grammar "
+                f"constraint {constraint.name or 'unnamed'!r}: set llm.grammar_field=grammar for a llama.cpp server, "
+                f"llm.grammar_field=structured_outputs.grammar for vLLM (OpenAI's own API takes no grammar)")
+        if self.grammar_syntax == "lark":
+            from t2s.llm.structured import gbnf_to_lark
+
+            text = gbnf_to_lark(constraint.text)
+        else:
+            text = constraint.text
+        node = body.setdefault("extra_body", {})
+        *parents, last = self.grammar_field.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = text
 
     def _one(self, request: LLMRequest) -> LLMResponse:
         kind, body = self.body(request)
@@ -177,7 +229,12 @@ class OpenAILLM(LLM):
 
     def generate(self, requests: list[LLMRequest]) -> list[LLMResponse]:
         """Send every request (up to `max_concurrency` at once); responses in order."""
-        return self._map(self._one, requests) if requests else []
+        if not requests:
+            return []
+        from t2s.llm.structured import check_supported
+
+        check_supported(self, requests)
+        return self._map(self._one, requests)
 
     # ------------------------------------------------------------------------------------------- scoring
     def render(self, request: ScoreRequest) -> str:

@@ -20,6 +20,11 @@ Rules, in order, first match wins (a YAML file given as `path`, or the same list
 
 The prompt a rule sees is each message as "<role>: <content>" joined by blank lines (or the raw prompt). Token counts
 are whitespace-separated words, so cost accounting is exercised too. `calls` records every prompt seen, in order.
+
+Constraints: a scripted model cannot steer its decoding, so it holds each reply to the request's constraint instead
+(`GenParams.constraint`, grammar or JSON schema, matched by llguidance: `t2s.llm.structured.TextMatcher`). A reply the
+constraint does not accept raises `ConstraintViolation` naming the rule and where the reply leaves the format: a
+test of a constrained reply format then proves that the format and the stage's parser agree.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from typing import Any
 import yaml
 
 from t2s.llm.base import LLM, LLMRequest, LLMResponse, ScoreRequest, ScoreResponse
+from t2s.llm.structured import ConstraintViolation, text_matcher
 
 #: log-probability given to a continuation a scoring rule does not list
 UNLISTED_LOGPROB = -30.0
@@ -63,6 +69,8 @@ class ScriptedLLM(LLM):
 
     backend = "scripted"
     supports_scoring = True
+    #: enforced by checking each reply (see the module docstring)
+    constraint_kinds = ("grammar", "json_schema")
 
     def __init__(self, *, path: str | None = None, rules: list[dict[str, Any]] | None = None,
                  default: str | None = "") -> None:
@@ -130,6 +138,14 @@ class ScriptedLLM(LLM):
                 text = prompt_text(req)
                 self.calls.append(text)
                 texts = [self._answer(text) for _ in range(max(1, req.params.n))]
+                constraint = req.params.constraint
+                for reply in texts if constraint is not None else []:
+                    problem = text_matcher().problem(constraint, reply)
+                    if problem is not None:
+                        raise ConstraintViolation(
+                            f"scripted LLM: the reply {reply[:300]!r} breaks the request's constraint "
+                            f"{constraint.name or constraint.kind!r}: {problem}. A constrained model could not answer "
+                            f"it; write the rule's reply in the stage's reply format. Prompt:\n{text[:1000]}")
                 out.append(LLMResponse(texts=texts, prompt_tokens=len(text.split()),
                                        completion_tokens=sum(len(t.split()) for t in texts), seconds=0.0,
                                        model=self.model_id))

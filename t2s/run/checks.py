@@ -36,7 +36,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from t2s.stages import STAGE_GROUPS
 
 #: groups whose option is a single `_target_` node checked here (the stage groups are added to these)
-COMPONENT_GROUPS = ("dataset", "schema_format", "logger")
+COMPONENT_GROUPS = ("dataset", "schema_format", "decoding", "logger")
 
 #: where a root section's values (`db.timeout`, `eval.workers`, ...) come from, for error messages
 ROOT_WHERE = "fix it on the command line or in the experiment file (defaults and types: t2s/config.py)"

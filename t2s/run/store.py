@@ -93,15 +93,27 @@ def canonical_targets(config: Any) -> Any:
     return config
 
 
+def without_free_decoding(config: Any) -> Any:
+    """`config` without the `decoding` nodes that say free decoding (the root option and the stages' copies): runs made
+    before the `decoding` group existed decoded freely and recorded no such key, so they still resume and compare."""
+    if isinstance(config, dict):
+        return {k: without_free_decoding(v) for k, v in config.items()
+                if not (k == "decoding" and (v in (None, "free") or (isinstance(v, dict) and v.get("mode") == "free")))}
+    if isinstance(config, list):
+        return [without_free_decoding(v) for v in config]
+    return config
+
+
 def fingerprint(config: dict[str, Any]) -> str:
-    """A short hash of a result config, with moved `_target_`s read by their old names (`canonical_targets`)."""
-    canonical = canonical_targets(json.loads(json.dumps(config, default=str)))
+    """A short hash of a result config, with moved `_target_`s read by their old names (`canonical_targets`) and free
+    decoding left out (`without_free_decoding`)."""
+    canonical = without_free_decoding(canonical_targets(json.loads(json.dumps(config, default=str))))
     return hashlib.sha256(json.dumps(canonical, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def config_diff(old: dict[str, Any], new: dict[str, Any], limit: int = 8) -> list[str]:
     """Human-readable differences between two configs: `key: old -> new`."""
-    a, b = _flatten(canonical_targets(old)), _flatten(canonical_targets(new))
+    a, b = (_flatten(without_free_decoding(canonical_targets(c))) for c in (old, new))
     diffs = [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}"
              for k in sorted(set(a) | set(b)) if a.get(k, "<absent>") != b.get(k, "<absent>")]
     return diffs[:limit] + ([f"... and {len(diffs) - limit} more"] if len(diffs) > limit else [])

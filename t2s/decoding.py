@@ -1,0 +1,143 @@
+"""How the stages that write SQL decode: the root `decoding` config group (conf/decoding/), and the per-database SQL
+grammar artifact behind its constrained modes (issue 23; docs/decoding.md).
+
+- `free`: today's decoding, no constraint.
+- `sql`: the answer is the stage's answer format (a ```` ```sql ```` fence) around one SELECT of the database's
+  grammar (`t2s.sql.grammar`, mode `sql`: aliases allowed, names restricted to the database's own).
+- `sql_strict`: the same with the grammar's strict mode (no aliases, every column `<table>.<column>` of its table).
+
+The root option (`decoding=sql`) is the default every SQL-writing stage takes through `decoding: ${decoding}` in its
+YAML; one stage can differ: `fixer.decoding=free` (a mode name, default bounds) or `decoding@fixer.decoding=sql_strict`
+(a whole option). A stage builds its requests' constraint with `answer_constraint(env, example, decoding)`, which loads
+the database's grammar (`SqlGrammarArtifact`, built once per database content, mode and bounds) and wraps it in the
+answer format; stages list `grammar_artifacts(decoding)` in `artifacts()` so `t2s prepare` builds them ahead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from t2s.artifacts import Artifact, Source
+from t2s.llm.base import Constraint, GenParams
+from t2s.sql.grammar import GRAMMAR_VERSION, MODES, GrammarLimits, SqlGrammar, sql_grammar
+
+if TYPE_CHECKING:
+    from t2s.env import Env
+    from t2s.types import Example
+
+#: the decoding modes (conf/decoding/<mode>.yaml)
+DECODING_MODES = ("free", *MODES)
+
+#: the answer format of the SQL prompts (zero_shot, few_shot, chase_fix: "the SQL in a ```sql code block"), which
+#: `t2s.generation.parse_sql` reads
+ANSWER_PREFIX = "```sql\n"
+ANSWER_SUFFIX = "\n```"
+
+
+@dataclass(frozen=True)
+class Decoding(GrammarLimits):
+    """A decoding mode (`mode`: free, sql or sql_strict) and the bounds of its grammar (the `GrammarLimits` fields,
+    unused by `free`). Built from conf/decoding/<mode>.yaml; a stage also takes a bare mode name."""
+
+    mode: str = "free"
+
+    def __post_init__(self) -> None:
+        if self.mode not in DECODING_MODES:
+            raise ValueError(f"decoding mode {self.mode!r} is not one of {', '.join(DECODING_MODES)} "
+                             f"(conf/decoding/, key `decoding.mode` or a stage's `decoding`)")
+        super().__post_init__()
+
+    @property
+    def free(self) -> bool:
+        return self.mode == "free"
+
+    @property
+    def limits(self) -> GrammarLimits:
+        return GrammarLimits(**{f.name: getattr(self, f.name) for f in dataclasses.fields(GrammarLimits)})
+
+    @classmethod
+    def of(cls, value: Decoding | str | dict[str, Any] | None) -> Decoding:
+        """A stage's `decoding` argument as a `Decoding`: one as is, a mode name with the default bounds, a mapping of
+        fields (a config node built without Hydra's recursion), None for free decoding."""
+        if value is None:
+            return cls()
+        if isinstance(value, Decoding):
+            return value
+        if isinstance(value, str):
+            return cls(mode=value)
+        if isinstance(value, dict):
+            fields = {k: v for k, v in value.items() if not str(k).startswith("_")}
+            unknown = set(fields) - {f.name for f in dataclasses.fields(cls)}
+            if unknown:
+                raise ValueError(f"decoding: unknown key(s) {', '.join(sorted(unknown))}; the keys are those of "
+                                 f"conf/decoding/sql.yaml")
+            return cls(**fields)
+        raise TypeError(f"decoding must be a conf/decoding option or a mode name ({', '.join(DECODING_MODES)}), got "
+                        f"{type(value).__name__}")
+
+
+class SqlGrammarArtifact(Artifact):
+    """A database's SQL grammar in one mode and bounds (`grammar.gbnf`: the rules, no root; `names.json`: the
+    tables and columns it allows), built from the database's introspected schema, keyed by its content."""
+
+    name = "sql_grammar"
+    version = GRAMMAR_VERSION
+
+    def __init__(self, *, mode: str = "sql", limits: GrammarLimits | None = None) -> None:
+        if mode not in MODES:
+            raise ValueError(f"SqlGrammarArtifact mode {mode!r} is not one of {', '.join(MODES)}")
+        self.mode = mode
+        self.limits = limits or GrammarLimits()
+
+    def params(self) -> dict[str, Any]:
+        return {"mode": self.mode, "limits": dataclasses.asdict(self.limits)}
+
+    def build(self, source: Source, out: Path, env: Env) -> None:
+        from t2s.db.introspect import introspect
+
+        schema = introspect(source.path, source.id, n_samples=env.sample_values, n_rows=env.sample_rows,
+                            cache_dir=Path(env.cache_dir) / "schemas")
+        grammar = sql_grammar(schema, self.mode, self.limits)
+        (out / "grammar.gbnf").write_text(grammar.rules, encoding="utf-8")
+        (out / "names.json").write_text(json.dumps({"db_id": grammar.db_id, "tables": list(grammar.tables),
+                                                    "columns": list(grammar.columns)}, indent=1), encoding="utf-8")
+
+    def load(self, source: Source, path: Path) -> SqlGrammar:
+        names = json.loads((path / "names.json").read_text(encoding="utf-8"))
+        rules = (path / "grammar.gbnf").read_text(encoding="utf-8")
+        return SqlGrammar(db_id=names["db_id"], mode=self.mode, rules=rules, tables=tuple(names["tables"]),
+                          columns=tuple(names["columns"]), limits=self.limits)
+
+
+def grammar_artifacts(decoding: Decoding) -> list[Artifact]:
+    """The artifacts a stage decoding this way needs (none for free decoding)."""
+    return [] if decoding.free else [SqlGrammarArtifact(mode=decoding.mode, limits=decoding.limits)]
+
+
+def database_grammar(env: Env, example: Example, decoding: Decoding) -> SqlGrammar:
+    """The SQL grammar of `example`'s database for a constrained `decoding` (built once per database content)."""
+    if decoding.free:
+        raise ValueError("free decoding has no grammar")
+    grammar: SqlGrammar = env.artifact(SqlGrammarArtifact(mode=decoding.mode, limits=decoding.limits), example)
+    return grammar
+
+
+def answer_constraint(env: Env, example: Example, decoding: Decoding, *, prefix: str = ANSWER_PREFIX,
+                      suffix: str = ANSWER_SUFFIX, lead: str | None = None, label: str = "") -> Constraint | None:
+    """The constraint of an SQL answer to `example` under `decoding`: None for free decoding; else the database's
+    grammar wrapped in the answer format (`prefix`, the SQL, an optional `;`, `suffix`), after `lead` (a GBNF rule
+    body for what may come first, e.g. a reflection). `label` names the reply format in messages."""
+    if decoding.free:
+        return None
+    grammar = database_grammar(env, example, decoding)
+    name = f"{label or 'answer'}:{decoding.mode}:{example.db_id}"
+    return Constraint.grammar(grammar.wrap(prefix, suffix, lead=lead), name=name)
+
+
+def constrained(params: GenParams, constraint: Constraint | None) -> GenParams:
+    """`params` with `constraint` (unchanged when it is None, so free decoding keeps today's cache keys)."""
+    return params if constraint is None else dataclasses.replace(params, constraint=constraint)
