@@ -29,9 +29,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from t2s.config import compose_config  # noqa: E402
+from t2s.data.base import load_dataset  # noqa: E402
 from t2s.run.checks import option_choices  # noqa: E402
 from t2s.run.pipeline import Pipeline, build_stage  # noqa: E402
-from t2s.run.runner import load_dataset, make_env  # noqa: E402
+from t2s.run.runner import make_env  # noqa: E402
 from t2s.sql.skeleton import sql_literals  # noqa: E402
 from t2s.types import Task  # noqa: E402
 

@@ -34,8 +34,9 @@ from omegaconf import OmegaConf, open_dict  # noqa: E402
 
 from t2s.config import compose_config  # noqa: E402
 from t2s.context.linking import LinkScore, score_link  # noqa: E402
+from t2s.data.base import load_dataset  # noqa: E402
 from t2s.run.pipeline import build_stage  # noqa: E402
-from t2s.run.runner import load_dataset, make_env  # noqa: E402
+from t2s.run.runner import make_env  # noqa: E402
 from t2s.sql.columns import used_schema  # noqa: E402
 from t2s.types import Task  # noqa: E402
 

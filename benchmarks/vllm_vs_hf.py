@@ -60,10 +60,11 @@ def near_ties(overrides: list[str], qids: list[str], hf_raw: dict[str, str], vll
     from transformers import AutoTokenizer
 
     from t2s.config import CONF_DIR
+    from t2s.data.base import load_dataset
     from t2s.llm.base import ScoreRequest
     from t2s.llm.hf import HFLLM
     from t2s.llm.models import resolve_model
-    from t2s.run.runner import build_pipeline, load_dataset
+    from t2s.run.runner import build_pipeline
     from t2s.types import Task
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

@@ -212,3 +212,11 @@ def compose_config(overrides: list[str] | None = None) -> DictConfig:
         del cfg["hydra"]
         cfg["hydra"] = {"runtime": {"choices": choices}}
     return cfg
+
+
+def resolved(cfg: DictConfig) -> dict[str, Any]:
+    """The config as plain data with every interpolation resolved (Hydra's own node excluded)."""
+    c = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(c, dict)
+    c.pop("hydra", None)
+    return c

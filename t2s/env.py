@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from t2s.embed import EmbedderPool
     from t2s.llm.base import LLM, LLMRequest, LLMResponse, ScoreRequest, ScoreResponse
     from t2s.llm.pool import LLMPool
-    from t2s.sql.schema_format import SchemaFormat
+    from t2s.stages import SchemaFormat
 
 
 @dataclass

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from t2s.types import Task
 
 if TYPE_CHECKING:
+    from t2s.artifacts import Artifact
+    from t2s.db.types import DatabaseSchema
     from t2s.env import Env
 
 
@@ -113,6 +115,30 @@ class Selector(Stage):
 
     kind = "selector"
     writes = ("final_sql",)
+
+
+class SchemaFormat(abc.ABC):
+    """Turns a `DatabaseSchema` (or a filtered view of one) into prompt text. Not a stage: the `schema_format`
+    component (`conf/schema_format/`, plugins under `plugins/schema_format/`) that stages render schemas with.
+
+    A format that reads per-database artifacts (the database profile, for summaries and top values) lists them in
+    `artifacts(env)` and renders in `format_with(schema, loaded)`; `Env.view` loads them for the view's database and
+    `t2s prepare` builds them. Formats that need nothing but the schema implement `format` only.
+    """
+
+    name: str = ""
+
+    @abc.abstractmethod
+    def format(self, schema: DatabaseSchema) -> str:
+        """Serialize the schema. Must be deterministic (it is part of prompts, hence of cache keys)."""
+
+    def artifacts(self, env: Env) -> list[Artifact]:
+        """The per-database artifacts `format_with` reads, in order. Default: none."""
+        return []
+
+    def format_with(self, schema: DatabaseSchema, loaded: list[Any]) -> str:
+        """Serialize the schema with its database's loaded artifacts (in `artifacts()` order). Default: `format`."""
+        return self.format(schema)
 
 
 #: pipeline order; also the list of stage config groups

@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 from conftest import compose_config
 
+from t2s.data.base import load_dataset
 from t2s.registry import options
 from t2s.run.pipeline import build_stage
-from t2s.run.runner import load_dataset, make_env
+from t2s.run.runner import make_env
 from t2s.stages import STAGE_GROUPS
 from t2s.testing import StageContractSuite, option_overrides, stage_contract
 

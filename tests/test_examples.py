@@ -13,8 +13,9 @@ import pytest
 from conftest import compose_config
 
 from t2s.context.examples import ExampleStoreArtifact
+from t2s.data.base import load_dataset
 from t2s.run.pipeline import build_stage
-from t2s.run.runner import load_dataset, make_env
+from t2s.run.runner import make_env
 from t2s.sql.skeleton import SchemaNames, question_skeleton, sql_literals, sql_skeleton
 from t2s.testing import stage_contract
 from t2s.types import FewShot, Finding, Task
@@ -158,6 +159,7 @@ def test_retrievers_pass_the_stage_contract(world: Any) -> None:
 
 def test_bad_options_fail_with_the_key() -> None:
     from t2s_plugins.example_retriever.skeleton_knn import SkeletonKnnRetriever
+
     from t2s.data.demo import DemoDataset
 
     with pytest.raises(ValueError, match="mode"):

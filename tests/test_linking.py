@@ -17,11 +17,12 @@ from conftest import compose_config, requires_spider
 from t2s.context.fields import Field, FieldIndexArtifact, field_entries, field_text, words
 from t2s.context.linking import columns_of, join_closure, prune, score_link
 from t2s.context.selection import parse_selection, selection_request
+from t2s.data.base import load_dataset
 from t2s.db.introspect import introspect
 from t2s.llm.base import GenParams
 from t2s.prompts import load_prompt
 from t2s.run.pipeline import Pipeline, build_stage
-from t2s.run.runner import load_dataset, make_env, run
+from t2s.run.runner import make_env, run
 from t2s.sql.columns import used_schema
 from t2s.testing import stage_contract
 from t2s.types import Example, Task

@@ -64,7 +64,7 @@ def test_end_to_end_tiny_model_on_demo(session_cache: Path, tmp_path: Path, caps
 
 def test_gold_predictions_score_100(session_cache: Path, tmp_path: Path) -> None:
     cfg = compose_config(["dataset.limit=12"], cache_dir=session_cache)
-    from t2s.run.runner import load_dataset
+    from t2s.data.base import load_dataset
 
     examples = load_dataset(cfg).examples
     preds = tmp_path / "gold.jsonl"
@@ -102,7 +102,7 @@ def _sha(p: Path) -> str:
 
 def test_runaway_and_destructive_predictions_are_contained(session_cache: Path, tmp_path: Path) -> None:
     cfg = compose_config(["dataset.limit=3", "eval.timeout=2"], cache_dir=session_cache)
-    from t2s.run.runner import load_dataset
+    from t2s.data.base import load_dataset
 
     examples = load_dataset(cfg).examples
     dbs = {Path(e.db_path) for e in examples}

@@ -14,9 +14,10 @@ import pytest
 import yaml
 from conftest import compose_config
 
+from t2s.data.base import load_dataset
 from t2s.db.types import ExecResult
 from t2s.run.pipeline import build_stage
-from t2s.run.runner import load_dataset, make_env
+from t2s.run.runner import make_env
 from t2s.testing import stage_contract
 
 # the first seven demo questions (all on `library`), each with its scripted replies, round after round

@@ -12,13 +12,13 @@ import pytest
 from conftest import requires_spider
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-
 from t2s_plugins.schema_format.ddl import DDLFormat
 from t2s_plugins.schema_format.markdown import MarkdownFormat
 from t2s_plugins.schema_format.mschema import MSchemaFormat, mschema_examples
+
 from t2s.db.introspect import SAMPLE_MAX_CHARS, connect_readonly, content_hash, introspect
 from t2s.db.types import Column, DatabaseSchema, ForeignKey, Table
-from t2s.sql.schema_format import SchemaFormat
+from t2s.stages import SchemaFormat
 
 PROJECT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("T2S_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")

@@ -85,7 +85,7 @@ def test_every_candidate_gets_a_verdict_and_the_oracle_is_reported(session_cache
     rules = [{"match": "Question: ", "replies": ["SELECT 'wrong'", "GOLD"]}]
     cfg = compose_config(["dataset.limit=3", "llm=scripted", f"llm.path={_scripted_rules(tmp_path, rules)}",
                           "generator.n=2", "run.llm_cache=false"], cache_dir=session_cache)
-    from t2s.run.runner import load_dataset
+    from t2s.data.base import load_dataset
 
     golds = {ex.qid: ex.gold_sql for ex in load_dataset(cfg).examples}
     # the scripted reply GOLD is replaced per question by its gold SQL through a from-file round trip:

@@ -16,8 +16,7 @@ from t2s.config import CONF_DIR
 from t2s.db.types import SchemaView
 from t2s.env import Env
 from t2s.run.checks import ConfigError, node_problems
-from t2s.sql.schema_format import SchemaFormat
-from t2s.stages import Generator
+from t2s.stages import Generator, SchemaFormat
 from t2s.types import Task
 
 #: keys of a member node read by the ensemble itself (never passed to the member's constructor)

@@ -1,1 +1,1 @@
-"""Schema serializations (`t2s.sql.schema_format.SchemaFormat`): `ddl`, `markdown`, `mschema`."""
+"""Schema serializations (`t2s.stages.SchemaFormat`): `ddl`, `markdown`, `mschema`."""

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from t2s.db.types import Column, DatabaseSchema, Table
-from t2s.sql.schema_format import SchemaFormat, one_line, quote_identifier, sql_literal
+from t2s.sql.schema_format import one_line, quote_identifier, sql_literal
+from t2s.stages import SchemaFormat
 
 
 def _cell(text: str) -> str:

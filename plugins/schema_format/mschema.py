@@ -6,7 +6,8 @@ import re
 from typing import Any
 
 from t2s.db.types import Column, DatabaseSchema, Table
-from t2s.sql.schema_format import SchemaFormat, one_line, quote_identifier
+from t2s.sql.schema_format import one_line, quote_identifier
+from t2s.stages import SchemaFormat
 
 _EMAIL = re.compile(r"^[\w.-]+@[\w.-]+\.\w+$")
 _DATE_TYPES = frozenset({"DATE", "TIME", "DATETIME", "TIMESTAMP"})

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from t2s.context.profile import SUMMARY_MODES, SUMMARY_PROMPT, DatabaseProfile, ProfileArtifact, enrich_schema
 from t2s.db.types import DatabaseSchema
-from t2s.sql.schema_format import SchemaFormat
+from t2s.stages import SchemaFormat
 
 if TYPE_CHECKING:
     from t2s.artifacts import Artifact

@@ -275,3 +275,17 @@ def check_unique_qids(examples: list[Example], source: Path, where: list[str]) -
                 "ids must be unique because they key predictions and caches"
             )
         first[ex.qid] = i
+
+
+def load_dataset(cfg: Any) -> LoadedDataset:
+    """Build the configured dataset (`cfg.dataset`, a `_target_` node of `conf/dataset/`) and load it (the loader logs
+    what it skipped). Lives with the datasets, not the pipeline, so scoring (`t2s.eval`) never imports the runner."""
+    from hydra.utils import instantiate
+
+    from t2s.run.checks import ConfigError, check_arguments
+
+    check_arguments("dataset", cfg.dataset)
+    dataset = instantiate(cfg.dataset, _convert_="all")
+    if not isinstance(dataset, Dataset):
+        raise ConfigError(f"dataset: {cfg.dataset._target_} is not a t2s.data.base.Dataset")
+    return dataset.load()

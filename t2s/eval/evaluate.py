@@ -14,11 +14,11 @@ from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from t2s.config import CONF_DIR, register_configs, run_name
+from t2s.data.base import load_dataset
 from t2s.eval.predictions import load_predictions
 from t2s.eval.report import accounting, unscored_clause, write_report
 from t2s.eval.scorer import Scorer, summarize
 from t2s.integrity import configure_storage
-from t2s.run.runner import load_dataset
 from t2s.run.store import METRICS, PREDICTIONS, REPORT, write_json
 
 CHUNK = 256

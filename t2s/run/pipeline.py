@@ -12,7 +12,7 @@ from typing import Any
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from t2s.run.checks import (  # noqa: F401 - ConfigError and check_arguments are re-exported
     ConfigError,
@@ -163,11 +163,3 @@ class Pipeline:
                 models=u.models, sql_before=sql_before, sql_after=_sqls(task, stage),
             ))
             task.usage = Usage()
-
-
-def resolved(cfg: DictConfig) -> dict[str, Any]:
-    """The config as plain data with every interpolation resolved (Hydra's own node excluded)."""
-    c = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(c, dict)
-    c.pop("hydra", None)
-    return c

@@ -12,9 +12,10 @@ from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from t2s.artifacts import offline_cost
+from t2s.data.base import load_dataset
 from t2s.run.checks import check_config, option_choices
 from t2s.run.pipeline import build_stages
-from t2s.run.runner import load_dataset, make_env
+from t2s.run.runner import make_env
 
 
 def prepare(cfg: DictConfig, *, progress: bool = True) -> dict[str, Any]:

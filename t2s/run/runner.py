@@ -24,8 +24,8 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from t2s.artifacts import ArtifactStore, BuildRecord, offline_cost
-from t2s.config import PROJECT_ROOT, register_configs
-from t2s.data.base import Dataset, LoadedDataset
+from t2s.config import PROJECT_ROOT, register_configs, resolved
+from t2s.data.base import load_dataset
 from t2s.db.execute import SQLExecutor
 from t2s.embed import EmbedderPool
 from t2s.env import Env
@@ -34,10 +34,9 @@ from t2s.eval.scorer import Scorer, summarize
 from t2s.integrity import DamagedFileError, configure_storage
 from t2s.llm.pool import LLMPool
 from t2s.run.checks import ConfigError, check_arguments, check_config, option_choices
-from t2s.run.pipeline import Pipeline, build_stages, resolved
+from t2s.run.pipeline import Pipeline, build_stages
 from t2s.run.store import ARTIFACTS, CONFIG, ERRORS, METRICS, REPORT, PipelineErrorsError, RunStore, write_json
-from t2s.sql.schema_format import SchemaFormat
-from t2s.stages import STAGE_GROUPS
+from t2s.stages import STAGE_GROUPS, SchemaFormat
 from t2s.track.lockfile import warn_if_versions_differ
 from t2s.track.loggers import RunLogger
 from t2s.track.secrets import scrub_overrides, strip_secrets
@@ -79,15 +78,6 @@ def provenance() -> dict[str, Any]:
         pass
     return {"versions": versions, "git_commit": commit, "git_dirty": dirty, "python": platform.python_version(),
             "argv": scrub_overrides(sys.argv), "lock_mismatches": warn_if_versions_differ(versions)}
-
-
-def load_dataset(cfg: DictConfig) -> LoadedDataset:
-    """Build the configured dataset and load it (the loader logs what it skipped)."""
-    check_arguments("dataset", cfg.dataset)
-    dataset = instantiate(cfg.dataset, _convert_="all")
-    if not isinstance(dataset, Dataset):
-        raise ConfigError(f"dataset: {cfg.dataset._target_} is not a t2s.data.base.Dataset")
-    return dataset.load()
 
 
 def _run_dir(run_dir: str | Path | None) -> Path:
@@ -208,7 +198,7 @@ def make_env(cfg: DictConfig, examples: list[Example], run_dir: Path) -> Env:
     check_arguments("schema_format", cfg.schema_format)
     fmt = instantiate(cfg.schema_format, _convert_="all")
     if not isinstance(fmt, SchemaFormat):
-        raise ConfigError(f"schema_format: {cfg.schema_format._target_} is not a t2s.sql.schema_format.SchemaFormat")
+        raise ConfigError(f"schema_format: {cfg.schema_format._target_} is not a t2s.stages.SchemaFormat")
     for name, node in cfg.llms.items():
         # a typo in an LLM's config fails here, before any question runs, not inside the first batch
         check_arguments(f"llms.{name}", node, where="the `llm` option (conf/llm/) and your llm.* / llms.* overrides")

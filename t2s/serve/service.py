@@ -29,9 +29,10 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from t2s.data.base import load_dataset
 from t2s.db.types import DatabaseSchema, ExecResult
 from t2s.files import content_hash
-from t2s.run.runner import build_pipeline, load_dataset
+from t2s.run.runner import build_pipeline
 from t2s.serve.ddl import DDLCache, DDLDatabase, DDLError
 from t2s.serve.validate import SQLRejected, validate_select
 from t2s.types import Example, Task

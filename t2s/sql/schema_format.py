@@ -1,41 +1,15 @@
-"""The schema serialization interface (plugins under `plugins/schema_format/`: `ddl`, `markdown`, `mschema`) and the
-helpers every serialization shares for rendering identifiers and sample values deterministically."""
+"""The helpers every schema serialization (plugins under `plugins/schema_format/`: `ddl`, `markdown`, `mschema`) shares
+for rendering identifiers and sample values deterministically. The interface itself, `SchemaFormat`, lives with the
+other component interfaces in `t2s.stages` and is re-exported here for plugins written against the old place."""
 
 from __future__ import annotations
 
-import abc
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from t2s.db.types import DatabaseSchema
+from t2s.stages import SchemaFormat
 
-if TYPE_CHECKING:
-    from t2s.artifacts import Artifact
-    from t2s.env import Env
-
-
-class SchemaFormat(abc.ABC):
-    """Turns a `DatabaseSchema` (or a filtered view of one) into prompt text.
-
-    A format that reads per-database artifacts (the database profile, for summaries and top values) lists them in
-    `artifacts(env)` and renders in `format_with(schema, loaded)`; `Env.view` loads them for the view's database and
-    `t2s prepare` builds them. Formats that need nothing but the schema implement `format` only.
-    """
-
-    name: str = ""
-
-    @abc.abstractmethod
-    def format(self, schema: DatabaseSchema) -> str:
-        """Serialize the schema. Must be deterministic (it is part of prompts, hence of cache keys)."""
-
-    def artifacts(self, env: Env) -> list[Artifact]:
-        """The per-database artifacts `format_with` reads, in order. Default: none."""
-        return []
-
-    def format_with(self, schema: DatabaseSchema, loaded: list[Any]) -> str:
-        """Serialize the schema with its database's loaded artifacts (in `artifacts()` order). Default: `format`."""
-        return self.format(schema)
-
+__all__ = ["SQLITE_KEYWORDS", "SchemaFormat", "one_line", "quote_identifier", "sql_literal"]
 
 #: SQLite's keywords (https://sqlite.org/lang_keywords.html); as identifiers they are quoted in SQL text
 SQLITE_KEYWORDS: frozenset[str] = frozenset("""

@@ -57,7 +57,7 @@ from t2s.eval.execution import prepare_sql
 from t2s.generation import ContextLimits, sql_messages, template_messages
 from t2s.prompts import PromptTemplate, load_prompt
 from t2s.select import pair_messages
-from t2s.sql.schema_format import SchemaFormat
+from t2s.stages import SchemaFormat
 from t2s.types import Example, Task
 
 TASKS = ("sql", "self_sql", "reverse_question", "reverse_evidence", "self_refine", "select_pair", "share_bam", "share_sam",
