@@ -195,6 +195,9 @@ class RunDirLock:
             raise
 
     def _flock(self) -> None:
+        # a raw flock, not filelock's FileLock: on a filesystem without flock FileLock falls back to a SoftFileLock
+        # that `kill -9` leaves behind, and it treats ENOLCK/EOPNOTSUPP/EINVAL as failures; here they are an error
+        # without `shared` and leave the lease alone holding with it (the semantics tests/test_shared_fs.py checks)
         import errno
 
         self._file = open(self.dir / LOCK, "w")  # noqa: SIM115 - held for the store's lifetime

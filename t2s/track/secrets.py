@@ -121,12 +121,16 @@ def apply_secret_overrides(cfg: Any) -> list[str]:
 
 
 def load_secrets_file(path: str | None = None) -> list[str]:
-    """Load `NAME=value` lines (blank lines and `#` comments skipped, optional `export ` prefix and quotes) from
-    `path`, else `$T2S_SECRETS_FILE`, else `~/.config/t2s/secrets.env` when it exists, into the environment.
+    """Load a `.env` file (`NAME=value` lines, `#` comments, optional `export ` prefix and quotes; read by
+    python-dotenv's `dotenv_values`, without `${VAR}` expansion) from `path`, else `$T2S_SECRETS_FILE`, else
+    `~/.config/t2s/secrets.env` when it exists, into the environment.
 
-    Variables already set are kept (the environment wins). Returns the names set. A file readable by other
-    users gets a warning. Keep this file outside run directories and the repository (docs/security.md).
+    Variables already set are kept (the environment wins). Returns the names set. A name without `=value` is a
+    `ValueError`; a line python-dotenv cannot parse is skipped with its warning. A file readable by other users gets a
+    warning. Keep this file outside run directories and the repository (docs/security.md).
     """
+    from dotenv import dotenv_values
+
     given = path or os.environ.get(SECRETS_FILE_ENV)
     f = Path(given or DEFAULT_SECRETS_FILE).expanduser()
     if not f.is_file():
@@ -136,18 +140,9 @@ def load_secrets_file(path: str | None = None) -> list[str]:
     if f.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         logging.getLogger("t2s").warning("secrets file %s is readable by other users; `chmod 600 %s`", f, f)
     names = []
-    for n, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("export "):
-            line = line[len("export "):].lstrip()
-        name, sep, value = line.partition("=")
-        name, value = name.strip(), value.strip()
-        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-            raise ValueError(f"secrets file {f}, line {n}: expected NAME=value")
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
+    for name, value in dotenv_values(f, interpolate=False, encoding="utf-8").items():
+        if value is None:
+            raise ValueError(f"secrets file {f}: {name!r} has no value; expected NAME=value")
         if name not in os.environ:
             os.environ[name] = value
             names.append(name)
