@@ -14,9 +14,9 @@ import pytest
 import yaml
 from conftest import compose_config, requires_spider
 
+from t2s.context.column_choice import column_choice_request, parse_column_choice
 from t2s.context.fields import Field, FieldIndexArtifact, field_entries, field_text, words
 from t2s.context.linking import columns_of, join_closure, prune, score_link
-from t2s.context.selection import parse_selection, selection_request
 from t2s.data.base import load_dataset
 from t2s.db.introspect import introspect
 from t2s.llm.base import GenParams
@@ -145,38 +145,38 @@ def _fields(school: Any) -> list[Field]:
 
 def test_parse_selection_reads_references_in_many_shapes_and_calls_junk_junk(school: Any) -> None:
     fields = _fields(school)
-    s = parse_selection("- courses.title\n2. \"teachers\".\"name\"\n[enrollments].[grade]\n`students`.`year`", fields)
+    s = parse_column_choice("- courses.title\n2. \"teachers\".\"name\"\n[enrollments].[grade]\n`students`.`year`", fields)
     assert s.status == "ok"
     assert s.columns == (("courses", "title"), ("teachers", "name"), ("enrollments", "grade"), ("students", "year"))
-    assert parse_selection('["COURSES.CREDITS", "nosuch.col"]', fields).columns == (("courses", "credits"),)
+    assert parse_column_choice('["COURSES.CREDITS", "nosuch.col"]', fields).columns == (("courses", "credits"),)
     # a bare column name counts when one candidate has it (club_name), not when several do (name)
-    assert parse_selection("club_name\nname", fields).columns == (("clubs", "club_name"),)
-    assert parse_selection("grade, club_name", fields).columns == (("enrollments", "grade"), ("clubs", "club_name"))
+    assert parse_column_choice("club_name\nname", fields).columns == (("clubs", "club_name"),)
+    assert parse_column_choice("grade, club_name", fields).columns == (("enrollments", "grade"), ("clubs", "club_name"))
     # a wrong table before a known column: every candidate of that name (the model's table is not trusted)
-    assert parse_selection("courses.grade, teachers.year", fields).columns == (("enrollments", "grade"),
+    assert parse_column_choice("courses.grade, teachers.year", fields).columns == (("enrollments", "grade"),
                                                                                ("students", "year"))
-    assert set(parse_selection("clubs.name", fields).columns) == {("teachers", "name"), ("students", "name")}
-    assert parse_selection("NONE", fields).status == "none"
+    assert set(parse_column_choice("clubs.name", fields).columns) == {("teachers", "name"), ("students", "name")}
+    assert parse_column_choice("NONE", fields).status == "none"
     # pass 2 repeating the columns selected before is an empty choice, not junk
     rest = [f for f in fields if f.key != ("courses", "title")]
-    assert parse_selection("courses.title", rest, [("courses", "title")]).status == "none"
-    assert parse_selection("courses.title, teachers.name", rest, [("courses", "title")]).columns == (("teachers", "name"),)
+    assert parse_column_choice("courses.title", rest, [("courses", "title")]).status == "none"
+    assert parse_column_choice("courses.title, teachers.name", rest, [("courses", "title")]).columns == (("teachers", "name"),)
     # a repeated selected column does not pull in other candidates of the same name
     no_teacher_name = [f for f in fields if f.key != ("teachers", "name")]
-    assert parse_selection("teachers.name", no_teacher_name, [("teachers", "name")]).status == "none"
+    assert parse_column_choice("teachers.name", no_teacher_name, [("teachers", "name")]).status == "none"
     for junk in ["", "SELECT count(*) FROM t", "the the the )))", "name name"]:
-        assert parse_selection(junk, fields) == parse_selection("", fields) and parse_selection(junk, fields).status == "junk"
+        assert parse_column_choice(junk, fields) == parse_column_choice("", fields) and parse_column_choice(junk, fields).status == "junk"
 
 
 def test_selection_request_lists_candidates_with_details_and_the_selected_ones(school: Any) -> None:
     task = Task(example=Example(qid="q", question="Who teaches Mechanics?", db_id="school", db_path="x",
                                 evidence="Mechanics is a course title"))
     fields = _fields(school)[:4]
-    req = selection_request(load_prompt("dual_link_s1_v1"), task, school, fields, GenParams())
+    req = column_choice_request(load_prompt("dual_link_s1_v1"), task, school, fields, GenParams())
     user = req.messages[1][1]
     assert "- teachers.name (text; e.g. Dr. Park)" in user and "Question: Who teaches Mechanics?" in user
     assert "Evidence: Mechanics is a course title" in user
-    req = selection_request(load_prompt("dual_link_s2_v1"), task, school, fields[1:], GenParams(),
+    req = column_choice_request(load_prompt("dual_link_s2_v1"), task, school, fields[1:], GenParams(),
                             selected=[("teachers", "teacher_id")], use_evidence=False)
     user = req.messages[1][1]
     assert user.index("- teachers.teacher_id") < user.index("Remaining columns") and "Evidence" not in user

@@ -8,9 +8,9 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from t2s.artifacts import Artifact
+from t2s.context.column_choice import ColumnChoice, column_choice_request, parse_column_choice
 from t2s.context.fields import Field, FieldIndexArtifact
 from t2s.context.linking import prune
-from t2s.context.selection import Selection, parse_selection, selection_request
 from t2s.llm.base import GenParams
 from t2s.prompts import load_prompt
 from t2s.stages import SchemaLinker
@@ -74,15 +74,15 @@ class DualSchemaLinker(SchemaLinker):
                 for t, v in zip(tasks, vectors)]
 
     def _ask(self, template: Any, items: list[tuple[Task, list[Field], list[tuple[str, str]]]],
-             pass_name: str) -> list[Selection]:
+             pass_name: str) -> list[ColumnChoice]:
         params = dataclasses.replace(self.params, seed=self.env.seed)
-        reqs = [(t, selection_request(template, t, self.env.schema(t.example), fields, params, selected=selected,
+        reqs = [(t, column_choice_request(template, t, self.env.schema(t.example), fields, params, selected=selected,
                                       use_evidence=self.use_evidence, samples=self.samples))
                 for t, fields, selected in items]
         responses = self.env.generate(self.llm_name, reqs)
         for (t, _, _), r in zip(items, responses):
             self.replies.setdefault(t.qid, {})[pass_name] = r.text
-        return [parse_selection(r.text, fields, selected) for r, (_, fields, selected) in zip(responses, items)]
+        return [parse_column_choice(r.text, fields, selected) for r, (_, fields, selected) in zip(responses, items)]
 
     def run(self, tasks: list[Task]) -> None:
         if not tasks:

@@ -10,6 +10,6 @@ indexes after "Automatic Metadata Extraction for Text-to-SQL" (arXiv 2505.19988)
 - `t2s.context.fields`: the field index artifact (faiss over one text per column).
 - `t2s.context.linking`: closing a column selection under keys and foreign-key join paths; scoring a linked schema
   against the gold SQL's tables and columns.
-- `t2s.context.selection`: LLM column selection requests and reply parsing (dual schema linking,
+- `t2s.context.column_choice`: LLM column selection requests and reply parsing (dual schema linking,
   after XiYan-SQL, arXiv 2411.08599).
 """

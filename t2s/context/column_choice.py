@@ -1,10 +1,11 @@
-"""LLM column selection, after the iterative column selection of "A Preview of XiYan-SQL: A Multi-Generator
+"""LLM column choice (the paper's "column selection"; named apart from `t2s.select`, which picks the final SQL), after
+the iterative column selection of "A Preview of XiYan-SQL: A Multi-Generator
 Ensemble Framework for Text-to-SQL" (arXiv 2411.08599): building the request, reading the reply.
 
-`selection_request` renders a column-selection prompt template (`dual_link_s1_v1`, `dual_link_s2_v1`) over candidate
-columns; `parse_selection` reads the columns the model chose back, keeping only candidates. The two are separate so
+`column_choice_request` renders a column-selection prompt template (`dual_link_s1_v1`, `dual_link_s2_v1`) over candidate
+columns; `parse_column_choice` reads the columns the model chose back, keeping only candidates. The two are separate so
 a column-selection model could be trained on exactly the prompts it is served (the SFT data builders call
-`selection_request` too) and so the parser is tested on its own.
+`column_choice_request` too) and so the parser is tested on its own.
 
 What the parser accepts: `table.column` references anywhere in the reply (bare, quoted with "", `` or [], in JSON
 lists, with bullets or numbers); a reference whose table is wrong but whose column is a candidate's (small models
@@ -36,7 +37,7 @@ _BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])?\s*")
 
 
 @dataclass(frozen=True)
-class Selection:
+class ColumnChoice:
     """Columns chosen by the model, as (table, column) in the schema's spelling, in reply order, and `status`:
     "ok" (at least one candidate named), "none" (an explicit empty choice) or "junk" (nothing usable)."""
 
@@ -61,7 +62,7 @@ def column_detail(schema: DatabaseSchema, table: str, column: str, *, samples: i
     return f" ({'; '.join(parts)})" if parts else ""
 
 
-def selection_request(template: PromptTemplate, task: Task, schema: DatabaseSchema, fields: Sequence[Field],
+def column_choice_request(template: PromptTemplate, task: Task, schema: DatabaseSchema, fields: Sequence[Field],
                       params: GenParams, *, selected: Sequence[tuple[str, str]] = (), use_evidence: bool = True,
                       samples: int = 2) -> LLMRequest:
     """The column-selection request for one question: the candidate `fields` (with type and sample values from
@@ -86,7 +87,7 @@ def _unquote(name: str) -> str:
     return name
 
 
-def parse_selection(text: str, candidates: Sequence[Field], selected: Sequence[tuple[str, str]] = ()) -> Selection:
+def parse_column_choice(text: str, candidates: Sequence[Field], selected: Sequence[tuple[str, str]] = ()) -> ColumnChoice:
     """The candidate columns a reply names (see the module docstring); never raises. `selected`: columns chosen
     before (pass 2), which are not candidates; a reply naming only those is an empty choice ("none")."""
     by_key = {f.key: f for f in candidates}
@@ -114,12 +115,12 @@ def parse_selection(text: str, candidates: Sequence[Field], selected: Sequence[t
             if len(owners) == 1:
                 take(owners[0])
     if chosen:
-        return Selection(columns=tuple(chosen), status="ok")
+        return ColumnChoice(columns=tuple(chosen), status="ok")
     if selected:
         before = [Field(table=t, column=c, text="") for t, c in selected]
-        if parse_selection(text, before).status == "ok":
-            return Selection(columns=(), status="none")
+        if parse_column_choice(text, before).status == "ok":
+            return ColumnChoice(columns=(), status="none")
     stripped = (text or "").strip().strip("`").strip()
     if re.fullmatch(r"(?is)(?:none\.?|\[\s*\]|no (?:other|additional) columns?\.?)", stripped):
-        return Selection(columns=(), status="none")
-    return Selection(columns=(), status="junk")
+        return ColumnChoice(columns=(), status="none")
+    return ColumnChoice(columns=(), status="junk")
