@@ -7,10 +7,11 @@ grammar artifact behind its constrained modes (issue 23; docs/decoding.md).
 - `sql_strict`: the same with the grammar's strict mode (no aliases, every column `<table>.<column>` of its table).
 
 The root option (`decoding=sql`) is the default every SQL-writing stage takes through `decoding: ${decoding}` in its
-YAML; one stage can differ: `fixer.decoding=free` (a mode name, default bounds) or `decoding@fixer.decoding=sql_strict`
-(a whole option). A stage builds its requests' constraint with `answer_constraint(env, example, decoding)`, which loads
-the database's grammar (`SqlGrammarArtifact`, built once per database content, mode and bounds) and wraps it in the
-answer format; stages list `grammar_artifacts(decoding)` in `artifacts()` so `t2s prepare` builds them ahead.
+YAML; one stage can differ: `fixer.decoding=free` (a mode name, default bounds) or
+`+decoding@fixer.decoding=sql_strict` (a whole option, whose bounds `fixer.decoding.depth=3` then changes). A stage
+builds its requests' constraint with `answer_constraint(env, example, decoding)`, which loads the database's grammar
+(`SqlGrammarArtifact`, built once per database content, mode and bounds) and wraps it in the answer format; stages
+list `grammar_artifacts(decoding)` in `artifacts()` so `t2s prepare` builds them ahead.
 """
 
 from __future__ import annotations

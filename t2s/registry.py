@@ -12,7 +12,7 @@ from t2s.config import CONF_DIR
 from t2s.stages import STAGE_GROUPS
 
 #: groups that are not stages but are still swapped by config
-OTHER_GROUPS = ("dataset", "schema_format", "llm", "logger", "experiment")
+OTHER_GROUPS = ("dataset", "schema_format", "llm", "decoding", "logger", "experiment")
 
 
 @dataclass

@@ -210,6 +210,8 @@ class LLM(abc.ABC):
     #: the `Constraint` kinds the backend enforces ("grammar", "json_schema"); a request with another kind is refused
     #: (`t2s.llm.structured.check_supported`), never run unconstrained
     constraint_kinds: tuple[str, ...] = ()
+    #: what to set so that the backend enforces the kinds it does not (said when a request is refused)
+    constraint_hint: str = ""
 
     @property
     @abc.abstractmethod

@@ -95,6 +95,9 @@ class OpenAILLM(LLM):
         self.grammar_field = grammar_field
         self.grammar_syntax = grammar_syntax
         self.constraint_kinds = ("json_schema", "grammar") if grammar_field else ("json_schema",)
+        self.constraint_hint = "" if grammar_field else (
+            "for grammars set `grammar_field`: llm.grammar_field=grammar for a llama.cpp server, "
+            "llm.grammar_field=structured_outputs.grammar for vLLM; OpenAI's own API takes no grammar")
         self.supports_scoring = True
         self._client: Any = None
         self._template: tuple[str, dict[str, str]] | None = None

@@ -57,6 +57,8 @@ def check_supported(llm: LLM, requests: Sequence[LLMRequest], name: str = "") ->
         if c is not None and c.kind not in kinds:
             label = f"`llms.{name}` " if name else ""
             can = f"it enforces only {', '.join(kinds)}" if kinds else "it has no constrained decoding"
+            hint = getattr(backend, "constraint_hint", "")
+            can += f" ({hint})" if hint else ""
             raise ConstraintNotSupported(
                 f"the LLM {label}({backend.backend or type(backend).__name__} backend, {type(backend).__name__}) "
                 f"cannot enforce a {c.kind} constraint ({c.name or 'unnamed'}): {can}. Use a backend that does "

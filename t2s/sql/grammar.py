@@ -19,10 +19,10 @@ function arguments.
 
 Two modes (issue 23):
 
-- `sql`: tables and subqueries may take aliases `T<n>` (`singer AS T1`; the only spelling Spider's and BIRD's gold
-  SQL uses, and a free one would let `pet_type.name` through), result columns any alias (`count(*) AS n`, which
-  cannot be referred to again), and a column is a schema column, bare or after a table name or alias (`T1.name`:
-  which table the alias stands for is not checked).
+- `sql`: tables and subqueries may take short aliases, with or without AS (`singer AS T1`, `car_names c`: one or two
+  letters and up to two digits; a free spelling would let `pet_type.name` through), result columns any alias
+  (`count(*) AS n`, which cannot be referred to again), and a column is a schema column, bare or after a table name
+  or alias (`T1.name`: which table the alias stands for is not checked).
 - `sql_strict`: no aliases; every column is written `<table>.<column>` with one of that table's own columns, so a
   column cannot be put in the wrong table (self-joins and references to a derived table's columns cannot be
   written).
@@ -48,7 +48,7 @@ from t2s.db.types import DatabaseSchema
 MODES = ("sql", "sql_strict")
 
 #: bump when the rules below change (part of the grammar artifact's key)
-GRAMMAR_VERSION = 1
+GRAMMAR_VERSION = 3
 
 #: functions the grammar accepts by name (any case), with the numbers of arguments SQLite (and sqlglot) take: a call
 #: with another count is not SQL (`replace(x)` fails to prepare), so the grammar does not write it. Aggregates also
@@ -81,6 +81,12 @@ returning select set table then to transaction union unique update using values 
 """.split())
 
 _BARE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+#: a table alias (GBNF): a letter, or two letters that are not one of SQLite's two-letter keywords, then up to two
+#: digits (a keyword with digits after it, `in1`, is an identifier again)
+TABLE_ALIAS = ("[A-Za-z] [0-9]{0,2} | ([b-hj-np-su-zB-HJ-NP-SU-Z] [A-Za-z] | [aA] [a-rt-zA-RT-Z] | "
+               "[iI] [a-eg-mo-rt-zA-EG-MO-RT-Z] | [oO] [a-mo-qs-zA-MO-QS-Z] | [tT] [a-np-zA-NP-Z]) [0-9]{0,2} | "
+               "([aA] [sS] | [iI] [fFnNsS] | [oO] [nNrR] | [tT] [oO]) [0-9]{1,2}")
 
 
 @dataclass(frozen=True)
@@ -277,9 +283,11 @@ def sql_grammar(schema: DatabaseSchema, mode: str = "sql", limits: GrammarLimits
         rule("ALIAS", f"[A-Za-z_] [A-Za-z0-9_]{{0,{lim.alias_chars - 1}}} | "
                       f"\"\\\"\" [A-Za-z0-9_ ]{{1,{lim.alias_chars}}} \"\\\"\" | "
                       f"\"`\" [A-Za-z0-9_ ]{{1,{lim.alias_chars}}} \"`\"")
-        # table aliases are T1, T2, ... (the only ones Spider's and BIRD's gold SQL use, bar 6 train queries): an
-        # alias of any spelling would let a model write a name the schema lacks as `pet_type.x`
-        rule("TALIAS", "[tT] [0-9]{0,2}")
+        # table aliases are short: one or two letters and up to two digits (T1, t2, c, ml, H1; every alias of
+        # Spider's and BIRD's gold SQL but 6 train queries' `a`... which fits too), never SQLite's two-letter keywords
+        # (AS, IF, IN, IS, ON, OR, TO) bare: an alias of any spelling would let a model write a name the schema lacks
+        # as `pet_type.x`
+        rule("TALIAS", TABLE_ALIAS)
         rule("qualifier", "TALIAS | TABLE")
         rule("column", '(qualifier ".")? COLNAME')
         rule("star", '(qualifier ".")? "*"')
@@ -325,9 +333,10 @@ def sql_grammar(schema: DatabaseSchema, mode: str = "sql", limits: GrammarLimits
                             f"({ws} group-{k})?")
         items = lim.select_items if k == 0 else min(lim.select_items, lim.inner_select_items)
         rule(f"results-{k}", _rep(f"result-{k}", comma, items))
-        rule(f"result-{k}", "star | " + (f"arg-{k}" if strict else f"arg-{k} ({ws} {kw('as')} {ws} ALIAS)?"))
+        item = f"value-{k} (predicate-{k})?"
+        rule(f"result-{k}", f"star | {item}" + ("" if strict else f" ({ws} {kw('as')} {ws} ALIAS)?"))
         # FROM: tables (aliased in `sql` mode), subqueries, joins
-        alias = "" if strict else f" ({ws} {kw('as')} {ws} TALIAS)?"
+        alias = "" if strict else f" (({ws} {kw('as')})? {ws} TALIAS)?"
         source = f"TABLE{alias}"
         if deeper:
             source += f" | \"(\" {sp} query-{n} {sp} \")\"{alias}"
