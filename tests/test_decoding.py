@@ -205,9 +205,9 @@ def test_the_llamacpp_backend_enforces_grammars_and_schemas(embedded_llamacpp: A
 
     from t2s.llm.llamacpp import LlamaCppLLM
 
-    requests = [LLMRequest.chat(QUESTION, GenParams(max_new_tokens=16, constraint=FORCED)),
-                LLMRequest.chat(QUESTION, GenParams(max_new_tokens=16, temperature=0.8, n=2, seed=1, constraint=FORCED)),
-                LLMRequest.chat(QUESTION, GenParams(max_new_tokens=16, constraint=PICK))]
+    requests = [LLMRequest.chat(QUESTION, GenParams(max_new_tokens=24, constraint=FORCED)),
+                LLMRequest.chat(QUESTION, GenParams(max_new_tokens=24, temperature=0.8, n=2, seed=1, constraint=FORCED)),
+                LLMRequest.chat(QUESTION, GenParams(max_new_tokens=24, constraint=PICK))]
     parallel = LlamaCppLLM(model="embedded", cache_dir=str(project_cache()), n_ctx=1024, parallel=2)
     try:
         for llm in (embedded_llamacpp, parallel):
@@ -246,7 +246,7 @@ def test_a_grammar_reaches_a_llama_cpp_server(llama_server: Any) -> None:
     from t2s.llm.openai import OpenAILLM
 
     llm = OpenAILLM(model=llama_server.model, base_url=llama_server.url, grammar_field="grammar")
-    answer, = llm.generate([LLMRequest.chat(QUESTION, GenParams(max_new_tokens=16, constraint=FORCED))])
+    answer, = llm.generate([LLMRequest.chat(QUESTION, GenParams(max_new_tokens=24, constraint=FORCED))])
     assert _forced_ok(answer.text), answer.text
 
 

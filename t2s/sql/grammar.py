@@ -8,14 +8,18 @@ servers.
 
 What it covers (Spider's and BIRD's SQL): compound queries (UNION [ALL], INTERSECT, EXCEPT) with ORDER BY and
 LIMIT / OFFSET; SELECT [DISTINCT]; FROM with comma and [NATURAL] [LEFT|RIGHT|FULL [OUTER]|INNER|CROSS] JOIN ... ON /
-USING, subqueries in FROM; WHERE, GROUP BY, HAVING; expressions with arithmetic, `||`, comparisons, AND / OR / NOT,
-[NOT] LIKE / GLOB (ESCAPE), [NOT] IN (list or subquery), [NOT] BETWEEN, IS [NOT], ISNULL / NOTNULL, EXISTS, scalar
-subqueries, CASE, CAST, the functions of `FUNCTIONS` (aggregates with DISTINCT, count(*)), string, numeric, NULL and
-boolean literals. Keywords, function names and identifiers match in any case (SQLite's identifiers are
-case-insensitive); each name may be written bare (when SQLite accepts it bare) or quoted with "", `` or [].
-Double-quoted strings ("France", as in Spider's gold SQL, which SQLite reads as a string when no column has that
-name) are allowed in value positions: right of a comparison, LIKE or GLOB, in IN lists, as BETWEEN bounds and
-function arguments.
+USING, subqueries in FROM; WHERE, GROUP BY, HAVING. Expressions come in two kinds, as SQL uses them: values
+(arithmetic and `||` over columns, literals, function calls with the arity SQLite takes, aggregates with DISTINCT,
+count(*), CASE, CAST, parenthesized values and scalar subqueries) and conditions (predicates joined by AND / OR,
+each optionally NOT: a comparison, [NOT] LIKE (ESCAPE), [NOT] BETWEEN, [NOT] IN (list or subquery), IS [NOT] NULL,
+EXISTS, a parenthesized condition); a result column or function argument may carry one comparison (`SUM(x = 'F')`).
+String, numeric, NULL, TRUE / FALSE and CURRENT_* literals. Identifiers match in any case (SQLite's are
+case-insensitive), keywords and function names in lower, UPPER or Capitalized case (`case_forms`); each name may be
+written bare (when SQLite accepts it bare) or quoted with "", `` or []. Double-quoted strings ("France", as in
+Spider's gold SQL, which SQLite reads as a string when no column has that name) are allowed where a value is
+compared or passed: right of a comparison or LIKE, in IN lists, as BETWEEN bounds, function arguments and CASE
+results; never where a column stands alone (a result column), so a name the schema lacks cannot pass as one.
+Not covered: WITH, window functions, GLOB / REGEXP / MATCH, COLLATE, `expr IS expr`.
 
 Two modes (issue 23):
 
@@ -48,7 +52,7 @@ from t2s.db.types import DatabaseSchema
 MODES = ("sql", "sql_strict")
 
 #: bump when the rules below change (part of the grammar artifact's key)
-GRAMMAR_VERSION = 3
+GRAMMAR_VERSION = 4
 
 #: functions the grammar accepts by name (any case), with the numbers of arguments SQLite (and sqlglot) take: a call
 #: with another count is not SQL (`replace(x)` fails to prepare), so the grammar does not write it. Aggregates also
@@ -174,38 +178,46 @@ def _char(c: str) -> str:
     return gbnf_literal(c)
 
 
+def case_forms(word: str) -> list[str]:
+    """The spellings a keyword or function name is written in: lower, UPPER and Capitalized (`select`, `SELECT`,
+    `Select`; every keyword of Spider's and BIRD's gold SQL is one of these). Keeping to them, rather than any case,
+    keeps a model whose wanted token the grammar refuses from falling into `TyPeOf` and `currenT_time`."""
+    return sorted({word.lower(), word.upper(), word.capitalize()})
+
+
 def keyword(word: str) -> str:
-    """A GBNF sequence matching `word` in any case (`[sS] [eE] [lL] ...`), spaces as one or more blanks."""
-    return " ".join("[ \\t\\n]+" if c == " " else _char(c) for c in word)
+    """A GBNF expression matching `word` as `case_forms` writes it."""
+    return trie(case_forms(word), any_case=False)
 
 
-def trie(words: Iterable[str]) -> str:
-    """A GBNF expression matching exactly `words` (ASCII letters in any case), shared prefixes factored out.
+def trie(words: Iterable[str], *, any_case: bool = True) -> str:
+    """A GBNF expression matching exactly `words`, shared prefixes factored out.
 
-    Words are merged case-insensitively (SQLite compares identifiers without case), so "Name" and "name" are one
-    entry. An empty set gives an expression that matches nothing (a char class no character is in is not GBNF, so a
-    never-closing construct is avoided by the callers, which skip empty sets).
+    With `any_case` (identifiers) ASCII letters match in any case and words are merged case-insensitively (SQLite
+    compares identifiers without case), so "Name" and "name" are one entry; without it the words are matched as
+    written. An empty set gives an empty expression (the callers skip empty sets).
     """
     root: dict[str, Any] = {}
-    for w in {w.lower(): w for w in words if w}:
+    for w in ({w.lower(): w for w in words if w} if any_case else {w: w for w in words if w}):
         node = root
         for c in w:
             node = node.setdefault(c, {})
         node[""] = {}
-    return _trie_expr(root)
+    return _trie_expr(root, _char if any_case else gbnf_literal)
 
 
-def _trie_expr(node: dict[str, Any]) -> str:
+def _trie_expr(node: dict[str, Any], char: Any) -> str:
     ends = "" in node
     branches = [(c, child) for c, child in sorted(node.items()) if c]
     alts = []
     for c, child in branches:
-        seq = [_char(c)]
+        chars = [c]
         # follow single-child chains without nesting
         while len(child) == 1 and "" not in child:
             (c2, child), = child.items()
-            seq.append(_char(c2))
-        rest = _trie_expr(child) if any(k for k in child) else ""
+            chars.append(c2)
+        seq = [char(x) for x in chars] if char is _char else [char("".join(chars))]
+        rest = _trie_expr(child, char) if any(k for k in child) else ""
         alts.append(" ".join(seq) + (f" {rest}" if rest else ""))
     if not alts:
         return ""
@@ -306,10 +318,10 @@ def sql_grammar(schema: DatabaseSchema, mode: str = "sql", limits: GrammarLimits
         if low <= lim.function_args:
             arities.setdefault((low, min(high, lim.function_args)), []).append(fname)
     for (low, high), names in sorted(arities.items()):
-        rule(f"FN-{low}-{high}", trie(names))
-    rule("AGGREGATE", trie(AGGREGATES))
+        rule(f"FN-{low}-{high}", trie([f for n in names for f in case_forms(n)], any_case=False))
+    rule("AGGREGATE", trie([f for n in AGGREGATES for f in case_forms(n)], any_case=False))
     rule("FN-GROUP-CONCAT", keyword("group_concat"))
-    rule("TYPEWORD", trie(CAST_TYPES))
+    rule("TYPEWORD", trie([f for n in CAST_TYPES for f in case_forms(n)], any_case=False))
     rule("typename", f"TYPEWORD ({sp} \"(\" {sp} INT ({comma} INT)? {sp} \")\")?")
     rule("cmpop", '"=" "="? | "!=" | "<>" | "<" "="? | ">" "="?')
     rule("arithop", '"+" | "-" | "*" | "/" | "%" | "||"')
