@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from t2s.artifacts import Artifact, Source
-from t2s.llm.base import Constraint, GenParams
+from t2s.llm.base import Constraint, GenParams, LLMRequest
 from t2s.sql.grammar import GRAMMAR_VERSION, MODES, GrammarLimits, SqlGrammar, sql_grammar
 
 if TYPE_CHECKING:
@@ -41,10 +41,13 @@ ANSWER_SUFFIX = "\n```"
 
 @dataclass(frozen=True)
 class Decoding(GrammarLimits):
-    """A decoding mode (`mode`: free, sql or sql_strict) and the bounds of its grammar (the `GrammarLimits` fields,
-    unused by `free`). Built from conf/decoding/<mode>.yaml; a stage also takes a bare mode name."""
+    """A decoding mode (`mode`: free, sql or sql_strict), the bounds of its grammar (the `GrammarLimits` fields,
+    unused by `free`) and `instruction`, a sentence the stages add to their prompt's system message under this mode
+    (`instructed`; empty: the prompt is unchanged). Built from conf/decoding/<mode>.yaml; a stage also takes a bare
+    mode name."""
 
     mode: str = "free"
+    instruction: str = ""
 
     def __post_init__(self) -> None:
         if self.mode not in DECODING_MODES:
@@ -128,15 +131,29 @@ def database_grammar(env: Env, example: Example, decoding: Decoding) -> SqlGramm
 
 
 def answer_constraint(env: Env, example: Example, decoding: Decoding, *, prefix: str = ANSWER_PREFIX,
-                      suffix: str = ANSWER_SUFFIX, lead: str | None = None, label: str = "") -> Constraint | None:
+                      suffix: str = ANSWER_SUFFIX, lead: str | None = None, bare: bool = False,
+                      label: str = "") -> Constraint | None:
     """The constraint of an SQL answer to `example` under `decoding`: None for free decoding; else the database's
     grammar wrapped in the answer format (`prefix`, the SQL, an optional `;`, `suffix`), after `lead` (a GBNF rule
-    body for what may come first, e.g. a reflection). `label` names the reply format in messages."""
+    body for what may come first, e.g. a reflection), or with `bare` also the SQL alone. `label` names the reply
+    format in messages."""
     if decoding.free:
         return None
     grammar = database_grammar(env, example, decoding)
     name = f"{label or 'answer'}:{decoding.mode}:{example.db_id}"
-    return Constraint.grammar(grammar.wrap(prefix, suffix, lead=lead), name=name)
+    return Constraint.grammar(grammar.wrap(prefix, suffix, lead=lead, bare=bare), name=name)
+
+
+def instructed(request: LLMRequest, decoding: Decoding) -> LLMRequest:
+    """`request` with `decoding.instruction` appended to its system message (to the first message when there is no
+    system message); unchanged when the instruction is empty, so free and `sql` prompts keep their text."""
+    if not decoding.instruction or not request.messages:
+        return request
+    messages = list(request.messages)
+    k = next((i for i, (role, _) in enumerate(messages) if role == "system"), 0)
+    role, content = messages[k]
+    messages[k] = (role, f"{content} {decoding.instruction}".strip())
+    return dataclasses.replace(request, messages=tuple(messages))
 
 
 def constrained(params: GenParams, constraint: Constraint | None) -> GenParams:

@@ -298,6 +298,20 @@ def test_the_decoding_group_reaches_every_sql_stage(session_cache: Path) -> None
         Decoding(mode="regex")
 
 
+def test_only_the_strict_mode_changes_the_prompt(session_cache: Path) -> None:
+    """sql_strict asks for <table>.<column> in the system message; free and sql send the prompt as it was."""
+    from t2s.decoding import instructed
+
+    request = LLMRequest.chat(QUESTION)
+    for mode in ("free", "sql"):
+        cfg = compose_config([f"decoding={mode}"], cache_dir=session_cache)
+        assert instructed(request, build_stage("generator", cfg.generator).decoding) == request
+    cfg = compose_config(["decoding=sql_strict"], cache_dir=session_cache)
+    strict = instructed(request, build_stage("generator", cfg.generator).decoding)
+    assert strict.messages[0][1].startswith(QUESTION[0]["content"]) and "<table>.<column>" in strict.messages[0][1]
+    assert strict.messages[1:] == request.messages[1:]
+
+
 def test_free_decoding_keeps_the_fingerprint_of_runs_made_before_it(session_cache: Path) -> None:
     """A run directory made before the `decoding` group existed records no decoding keys; it still resumes."""
     cfg = result_config(_plain(compose_config(["fixer=chase"], cache_dir=session_cache)))

@@ -12,7 +12,7 @@ from sqlglot.errors import SqlglotError
 
 from t2s.artifacts import Artifact
 from t2s.db.types import DatabaseSchema, ExecResult
-from t2s.decoding import Decoding, answer_constraint, constrained, grammar_artifacts
+from t2s.decoding import Decoding, answer_constraint, constrained, grammar_artifacts, instructed
 from t2s.generation import parse_sql
 from t2s.llm.base import GenParams, LLMRequest
 from t2s.prompts import load_prompt
@@ -168,7 +168,8 @@ class ChaseFixer(Fixer):
             fields["columns_block"] = tpl.block("columns", hint)
         messages = tpl.render(**fields)
         constraint = answer_constraint(self.env, ex, self.decoding, lead=REFLECTION, label=self.origin)
-        return LLMRequest.chat(messages, constrained(dataclasses.replace(self.params, seed=self.env.seed), constraint))
+        params = constrained(dataclasses.replace(self.params, seed=self.env.seed), constraint)
+        return instructed(LLMRequest.chat(messages, params), self.decoding)
 
     def run(self, tasks: list[Task]) -> None:
         chains: list[_Chain] = []

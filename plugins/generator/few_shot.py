@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from t2s.artifacts import Artifact
-from t2s.decoding import Decoding, answer_constraint, constrained, grammar_artifacts
+from t2s.decoding import Decoding, answer_constraint, constrained, grammar_artifacts, instructed
 from t2s.generation import ContextLimits, parse_sql, sql_request
 from t2s.llm.base import GenParams, LLMRequest
 from t2s.prompts import load_prompt
@@ -27,8 +27,8 @@ class FewShotGenerator(Generator):
     no examples (retriever off) the prompt has no examples block and this is a zero-shot generator with other
     wording. One request per (question, schema view), `n` completions each, the batch sent to the LLM at once;
     each candidate records the prompt id, the example sources it saw, the raw completion, the finish reason and the
-    decoding mode. `decoding` (conf/decoding/, `${decoding}` by default): free, or the answer constrained to a ```sql
-    fence around one SELECT of the database's grammar (`t2s.decoding`).
+    decoding mode. `decoding` (conf/decoding/, `${decoding}` by default): free, or the answer constrained to one
+    SELECT of the database's grammar (`t2s.decoding`), in a ```sql fence or alone (the two forms `parse_sql` reads).
     """
 
     def __init__(
@@ -78,11 +78,13 @@ class FewShotGenerator(Generator):
         params = dataclasses.replace(self.params, seed=self.env.seed)
         out = []
         for task in tasks:
-            constraint = answer_constraint(self.env, task.example, self.decoding, label=self.origin)
+            # the fenced query or the query alone: `parse_sql` reads both, and the embedded 0.5B model answers about
+            # half the questions without the fence its prompt asks for; forcing the fence changed those answers
+            constraint = answer_constraint(self.env, task.example, self.decoding, bare=True, label=self.origin)
             task_params = constrained(params, constraint)
             shown = self.shown(task)
-            out += [(task, view.name, sql_request(self.template, shown, view, task_params, dialect=self.dialect,
-                                                  limits=self.limits))
+            out += [(task, view.name, instructed(sql_request(self.template, shown, view, task_params,
+                                                             dialect=self.dialect, limits=self.limits), self.decoding))
                     for view in self.env.views(task)]
         return out
 

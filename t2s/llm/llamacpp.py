@@ -140,6 +140,8 @@ class LlamaCppLLM(LLM):
         self._chunk_ends: set[int] = set()
         #: GBNF text of each constraint seen (by sha256), checked by llama.cpp's parser
         self._grammars: dict[str, str] = {}
+        #: one-at-a-time decoding steps of constrained completions that masked the vocabulary (see `masked_steps`)
+        self._masked_steps = 0
         #: seconds the last load took (0 until loaded)
         self.load_seconds = 0.0
         #: threads the loaded model uses (0 until loaded)
@@ -343,9 +345,16 @@ class LlamaCppLLM(LLM):
                         break
                     llama.eval([token])
             finally:
+                self._masked_steps += sampler.masked_steps
                 sampler.free()
         text, why = completion_text(completion, reason, params, self._is_eog, self._detokenize)
         return text, len(completion), why
+
+    @property
+    def masked_steps(self) -> int:
+        """Decoding steps so far where a constraint's grammar refused the sampler's first pick and masked the whole
+        vocabulary (the other constrained steps cost one grammar check)."""
+        return self._masked_steps + (self._decoder.masked_steps if self._decoder is not None else 0)
 
     def generate(self, requests: list[LLMRequest]) -> list[LLMResponse]:
         """Generate for each request, in order of rendered prompt text (prefix reuse); responses in input order.

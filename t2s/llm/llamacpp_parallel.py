@@ -222,6 +222,8 @@ class ParallelDecoder:
         self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, parallel)
         #: the tokens each sequence's KV cache holds (kept after a completion ends, for prefix reuse within a call)
         self._held: list[list[int]] = [[] for _ in range(parallel)]
+        #: decoding steps of constrained completions where the grammar had to mask the vocabulary (`Sampler`)
+        self.masked_steps = 0
 
     def close(self) -> None:
         """Free the context and the batch."""
@@ -296,6 +298,7 @@ class ParallelDecoder:
             self._held = [[] for _ in range(self.parallel)]
 
         def end(r: _Running, reason: str) -> None:
+            self.masked_steps += r.sampler.masked_steps
             r.sampler.free()
             text, why = completion_text(r.tokens, reason, r.job.params, self.is_eog, self.detokenize)
             results[r.index] = (text, len(r.tokens), why)

@@ -150,12 +150,17 @@ class SqlGrammar:
     columns: tuple[str, ...] = ()
     limits: GrammarLimits = field(default_factory=GrammarLimits)
 
-    def wrap(self, prefix: str = "```sql\n", suffix: str = "\n```", *, lead: str | None = None) -> str:
+    def wrap(self, prefix: str = "```sql\n", suffix: str = "\n```", *, lead: str | None = None,
+             bare: bool = False) -> str:
         """The full grammar: `root ::= [LEAD] prefix query [";"] suffix`, with `prefix` and `suffix` literal text
         (the answer format the stage parses) and `lead` the body of an optional first rule `LEAD` (a GBNF expression,
-        matched as one lexeme by llguidance: a reflection before the SQL, say)."""
+        matched as one lexeme by llguidance: a reflection before the SQL, say). With `bare`, the query alone (and an
+        optional `;`) is an answer too, for stages whose parser reads both forms."""
         head, extra = ("LEAD ", f"LEAD ::= {lead}\n") if lead else ("", "")
-        return f"root ::= {head}{gbnf_literal(prefix)} query \";\"? {gbnf_literal(suffix)}\n{extra}{self.rules}"
+        root = f"{head}{gbnf_literal(prefix)} query \";\"? {gbnf_literal(suffix)}"
+        if bare:
+            root = f"({root}) | query \";\"?"
+        return f"root ::= {root}\n{extra}{self.rules}"
 
     @property
     def sha256(self) -> str:
