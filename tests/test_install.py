@@ -103,7 +103,7 @@ def test_the_installed_wheel_runs_from_outside_the_checkout(wheel: Path, tmp_pat
     assert ran.returncode == 0, ran.stderr[-3000:]
     (metrics,) = (work / "outputs").rglob("metrics.json")  # relative paths are taken from the working directory
     assert json.loads(metrics.read_text())["scored"] == 2
-    experiment = subprocess.run([t2s, "run", "experiment=zero_shot", "llm=tiny", "dataset.limit=1",
+    experiment = subprocess.run([t2s, "run", "experiment=zero_shot_demo", "llm=tiny", "dataset.limit=1",
                                  "run.progress=false"], cwd=work, env=env, capture_output=True, text=True, timeout=600)
     assert experiment.returncode == 0, experiment.stderr[-3000:]
 
