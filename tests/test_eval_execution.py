@@ -387,7 +387,9 @@ def test_score_ves_rewards_correct_predictions_by_relative_speed(timing_db: str)
                          (fast, "SELECT 1", timing_db), (fast, "SELECT nope", timing_db),
                          ("SELECT nope", fast, timing_db)], iterations=3, timeout=10.0)
     same, slower, faster, wrong, error, gold_error = results
-    assert same.correct and same.reward in (0.75, 1.0, 1.25)
+    # the same query against itself: its time ratio is machine noise (a loaded 2-core machine gave 0.5), so only the
+    # verdict and that the reward is one of VES's buckets are asserted, never a timing
+    assert same.correct and same.reward in (0.25, 0.5, 0.75, 1.0, 1.25)
     assert slower.correct and slower.reward == 0.25 and slower.time_ratio < 0.25
     assert faster.correct and faster.reward == 1.25 and faster.time_ratio > 2
     assert (wrong.correct, wrong.status, wrong.reward) == (False, "ok", 0.0)
