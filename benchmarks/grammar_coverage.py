@@ -13,7 +13,8 @@ format, exactly the text a constrained request sends) and that one text is check
 Both checks are the backends' own (`HFLLM.grammar_problem`, `LlamaCppLLM.grammar_problem`), on the embedded model.
 The answer checked is "```sql\\n<gold query>\\n```" (the gold query stripped of surrounding whitespace). Sets: the
 972 executable Spider dev gold queries (`dev`) and the `train_spider` gold queries whose database is present
-(`train`: 6,904 of 7,000 here; baseball_1 and soccer_1 are absent). Every rejected query is written to `--out` (JSON lines:
+(`train`: 6,904 of 7,000 here; baseball_1 and soccer_1 are absent), and with `--sets bird` BIRD's 1,534 dev gold
+queries, their grammars written from `dev_tables.json` (BIRD's databases are not here). Every rejected query is written to `--out` (JSON lines:
 set, qid, db_id, mode, engine, sql, reason). `sql_strict` has no target (gold SQL uses aliases and bare columns); the
 run exits 1 when `sql` accepts fewer than `--target` (99 %) of the dev queries on either engine.
 
@@ -31,6 +32,7 @@ import os
 import sys
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +41,13 @@ sys.path.insert(0, str(ROOT))
 
 from t2s.data.spider import SpiderDataset  # noqa: E402
 from t2s.db.introspect import introspect  # noqa: E402
+from t2s.db.types import Column, DatabaseSchema, Table  # noqa: E402
 from t2s.decoding import ANSWER_PREFIX, ANSWER_SUFFIX  # noqa: E402
 from t2s.llm.base import Constraint  # noqa: E402
 from t2s.sql.grammar import MODES, GrammarLimits, sql_grammar  # noqa: E402
 
 ENGINES = ("hf", "llamacpp")
-SETS = {"dev": "dev.json", "train": "train_spider.json"}
+SETS = {"dev": "dev.json", "train": "train_spider.json", "bird": "dev_gold.sql"}
 
 
 def answer(sql: str) -> str:
@@ -63,10 +66,39 @@ def make_engine(name: str, cache_dir: str) -> Any:
     return LlamaCppLLM(model="embedded", cache_dir=cache_dir, n_ctx=512)
 
 
-def load_set(data: Path, name: str) -> list[Any]:
+@dataclass
+class Gold:
+    """One gold query and the schema of its database (`schema` None: introspected from `db_path`)."""
+
+    qid: str
+    db_id: str
+    gold_sql: str
+    db_path: str = ""
+    schema: DatabaseSchema | None = None
+
+
+def bird_schemas(tables_json: Path) -> dict[str, DatabaseSchema]:
+    """BIRD's schemas from its tables.json (the databases are not here): tables and their columns' original names."""
+    out = {}
+    for db in json.loads(tables_json.read_text()):
+        cols: dict[int, list[Column]] = defaultdict(list)
+        for (t, name), typ in zip(db["column_names_original"], db["column_types"]):
+            if t >= 0:
+                cols[t].append(Column(name=name, type=typ))
+        out[db["db_id"]] = DatabaseSchema(db["db_id"], [Table(name, cols[i])
+                                                        for i, name in enumerate(db["table_names_original"])])
+    return out
+
+
+def load_set(data: Path, name: str) -> list[Gold]:
+    if name == "bird":
+        schemas = bird_schemas(data / "bird" / "dev_tables.json")
+        lines = (data / "bird" / "dev_gold.sql").read_text().splitlines()
+        return [Gold(f"bird_dev_{i}", db, sql, schema=schemas[db])
+                for i, (sql, db) in enumerate(line.rsplit("\t", 1) for line in lines if line.strip())]
     ds = SpiderDataset(root=str(data / "spider"), questions=SETS[name], split=name, name=f"spider_{name}",
                        on_missing_db="skip")
-    return [e for e in ds.load().examples if e.gold_sql]
+    return [Gold(e.qid, e.db_id, e.gold_sql, e.db_path) for e in ds.load().examples if e.gold_sql]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=os.environ.get("T2S_DATA", str(ROOT / "data")), help="benchmark data root")
     ap.add_argument("--cache-dir", default=os.environ.get("T2S_CACHE", str(ROOT / ".cache")))
-    ap.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
+    ap.add_argument("--sets", nargs="+", default=["dev", "train"], choices=list(SETS),
+                    help="dev, train (Spider) and bird (BIRD dev: schemas from dev_tables.json, no databases needed)")
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     ap.add_argument("--engines", nargs="+", default=list(ENGINES), choices=list(ENGINES))
     ap.add_argument("--set", action="append", default=[], metavar="KEY=N", help="a grammar bound (GrammarLimits field)")
@@ -105,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
                 by_db[e.db_id].append(e)
             print(f"{set_name}: {len(examples)} gold queries on {len(by_db)} databases", file=sys.stderr)
             for db_id, group in sorted(by_db.items()):
-                schema = introspect(group[0].db_path, db_id, n_samples=0, n_rows=0, cache_dir=schema_cache)
+                schema = group[0].schema or introspect(group[0].db_path, db_id, n_samples=0, n_rows=0,
+                                                       cache_dir=schema_cache)
                 for mode in args.modes:
                     grammar = Constraint.grammar(sql_grammar(schema, mode, limits).wrap(ANSWER_PREFIX, ANSWER_SUFFIX))
                     for name, llm in engines.items():
