@@ -26,7 +26,7 @@ def test_export_writes_one_line_per_question_of_the_file_and_scores_back_the_sam
     assert all(line.strip() and "\n" not in line for line in lines[:-1])  # never a blank line
     assert lines[3:-1] == [PLACEHOLDER] * (n - 3)
     finals = [json.loads(r)["final_sql"] for r in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
-    assert [" ".join(s.split()) or PLACEHOLDER for s in finals] == lines[:3]
+    assert [" ".join(s.replace("\r", "\n").split("\n")).strip() or PLACEHOLDER for s in finals] == lines[:3]
     answered = sum(1 for s in finals if s.strip())
     assert f"{n} questions, {answered} answered, {n - answered} written as `SELECT 1`" in capsys.readouterr().out
     scored = t2s.evaluate(cfg, tmp_path / "p.sql", tmp_path / "eval")

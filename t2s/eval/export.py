@@ -1,7 +1,7 @@
 """`t2s export`: a run's final SQL as the official evaluators' prediction files.
 
 - `spider`: one line per question of the dataset file, in file order (what Spider's `evaluation.py` and the
-  test-suite evaluator read next to the gold file). Each SQL is put on one line (whitespace runs become one space).
+  test-suite evaluator read next to the gold file). Each SQL is put on one line (line breaks become spaces).
   A question the run has no answer for (skipped for its database, outside `dataset.limit` / `dataset.sample`, or
   answered with an empty string) gets the placeholder `SELECT 1`, which is scored wrong: never a blank line, because
   `evaluation.py` treats blank lines as separators between interaction turns and asserts equal counts.
@@ -31,7 +31,9 @@ FORMATS = ("spider", "bird")
 
 
 def _one_line(sql: str) -> str:
-    return re.sub(r"\s+", " ", sql).strip()
+    """The SQL on one line: line breaks become spaces; runs of spaces are kept, since they may sit inside a string
+    literal (`'a  b'`). A line break inside a literal cannot survive the one-line format and becomes a space too."""
+    return re.sub(r"[\r\n]+", " ", sql).strip()
 
 
 def export_predictions(run_dir: str | Path, fmt: str, out: str | Path | None = None) -> dict[str, Any]:
