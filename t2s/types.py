@@ -110,6 +110,8 @@ class Usage(JsonRecord):
 
     llm_calls: int = 0
     cached_calls: int = 0
+    #: model outputs: every sampled completion of a generation call (`n` of them), and 1 per scoring call
+    completions: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     model_seconds: float = 0.0
@@ -146,6 +148,8 @@ class TraceEvent(JsonRecord):
     seconds: float
     llm_calls: int = 0
     cached_calls: int = 0
+    #: sampled completions plus scoring calls (`Usage.completions`); absent (0) in traces written before it existed
+    completions: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     model_seconds: float = 0.0
@@ -206,6 +210,8 @@ class Task(JsonRecord):
         completion = int(getattr(response, "completion_tokens", 0))
         self.usage.llm_calls += 1
         self.usage.cached_calls += 1 if getattr(response, "cached", False) else 0
+        texts = getattr(response, "texts", None)
+        self.usage.completions += max(1, len(texts)) if texts is not None else 1
         self.usage.prompt_tokens += prompt
         self.usage.completion_tokens += completion
         self.usage.model_seconds += float(getattr(response, "seconds", 0.0))

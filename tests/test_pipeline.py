@@ -40,11 +40,11 @@ def test_end_to_end_tiny_model_on_demo(session_cache: Path, tmp_path: Path, caps
     assert stages == ["value_retriever", "example_retriever", "schema_linker", "prober", "generator", "fixer",
                       "corrector", "verifier", "selector"]
     gen = traces[0]["events"][4]
-    assert gen["llm_calls"] == 1 and gen["prompt_tokens"] > 0 and gen["completion_tokens"] > 0
+    assert gen["llm_calls"] == 1 == gen["completions"] and gen["prompt_tokens"] > 0 and gen["completion_tokens"] > 0
     (model_id, counts), = gen["models"].items()
     assert counts == {"calls": 1, "prompt_tokens": gen["prompt_tokens"], "completion_tokens": gen["completion_tokens"]}
     cost = metrics["cost"]["totals"]
-    assert cost["llm_calls"] == 6 == sum(e["llm_calls"] for t in traces for e in t["events"])
+    assert cost["llm_calls"] == 6 == sum(e["llm_calls"] for t in traces for e in t["events"]) == cost["completions"]
     assert metrics["eval"]["semantics"] == "spider"
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["ex"] == metrics["ex"]
 
@@ -285,3 +285,18 @@ def test_a_run_dir_from_an_older_exclusion_list_still_resumes(tmp_path: Path) ->
     assert list(finished) == ["q1"]
     with pytest.raises(RunDirError, match=r"generator.n: 1 -> 2"):
         RunStore(tmp_path / "run").open({"generator": {"n": 2}}, resume=True, provenance={})
+
+
+def test_completions_count_samples_and_scoring_calls() -> None:
+    """`completions` (the budget unit of issue 23) counts each sampled text of a generation call and one per scoring
+    call, cached or not; `llm_calls` counts calls."""
+    from t2s.llm.base import LLMResponse, ScoreResponse
+    from t2s.types import Example, Task
+
+    task = Task(example=Example(qid="q", question="?", db_id="d", db_path="/x"))
+    task.charge_llm(LLMResponse(texts=["a", "b", "c"], prompt_tokens=5, completion_tokens=3, seconds=0.1, model="m"))
+    task.charge_llm(ScoreResponse(logprobs=[-0.1, -2.0], prompt_tokens=7, seconds=0.1, model="m"))
+    cached = LLMResponse(texts=["x"] * 8, prompt_tokens=5, completion_tokens=8, seconds=0.1, model="m")
+    cached.cached = True
+    task.charge_llm(cached)
+    assert (task.usage.llm_calls, task.usage.completions, task.usage.cached_calls) == (3, 12, 1)

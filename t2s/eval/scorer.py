@@ -269,7 +269,7 @@ def cost_summary(traces: dict[str, dict[str, Any]], n: int, prices: dict[str, An
     also `usd` totals per stage and overall and `usd_per_question`; models missing from the table are listed
     in `unpriced_models` rather than counted as free.
     """
-    fields = ("llm_calls", "cached_calls", "prompt_tokens", "completion_tokens", "model_seconds", "db_seconds",
+    fields = ("llm_calls", "cached_calls", "completions", "prompt_tokens", "completion_tokens", "model_seconds", "db_seconds",
               "db_queries", "seconds")
     totals: dict[str, float] = dict.fromkeys(fields, 0)
     per_stage: dict[str, dict[str, float]] = defaultdict(lambda: dict.fromkeys(fields, 0))

@@ -157,7 +157,7 @@ class Pipeline:
             u = task.usage
             task.trace.append(TraceEvent(
                 stage=stage.kind, plugin=stage.name, change=_describe(state, _state(task, stage.writes)),
-                seconds=per_task, llm_calls=u.llm_calls, cached_calls=u.cached_calls,
+                seconds=per_task, llm_calls=u.llm_calls, cached_calls=u.cached_calls, completions=u.completions,
                 prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens,
                 model_seconds=u.model_seconds, db_seconds=u.db_seconds, db_queries=u.db_queries,
                 models=u.models, sql_before=sql_before, sql_after=_sqls(task, stage),

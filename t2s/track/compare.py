@@ -52,6 +52,7 @@ METRIC_COLUMNS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
     ("timeouts", lambda m: m.get("timeouts")),
     ("LLM calls/q", _mean("llm_calls")),
     ("new calls/q", _mean("new_llm_calls")),
+    ("completions/q", _mean("completions")),
     ("tokens/q", _tokens),
     ("prompt tok/q", _mean("prompt_tokens")),
     ("compl. tok/q", _mean("completion_tokens")),
@@ -229,8 +230,22 @@ def _value(run: RunRecord, key: str) -> str:
     if key in run.config:
         return _str(run.config[key])
     if f"{key}._target_" in run.config:
-        return _option_of(run.config[f"{key}._target_"])
+        return _group_choice(run, key) or _option_of(run.config[f"{key}._target_"])
     return "–"
+
+
+def _subtree(config: dict[str, Any], key: str) -> dict[str, Any]:
+    return {k[len(key):]: v for k, v in config.items() if k.startswith(key + ".")}
+
+
+def _group_choice(run: RunRecord, key: str) -> str | None:
+    """The option name of a node interpolated from a root group (`fixer.decoding: ${decoding}` shows `sql`, not
+    the class's module): the choice of the root group whose composed node equals this one."""
+    mine = _subtree(run.config, key)
+    for group, choice in run.choices.items():
+        if group != key and "." not in group and "@" not in group and _subtree(run.config, group) == mine:
+            return str(choice)
+    return None
 
 
 def _str(v: Any) -> str:
