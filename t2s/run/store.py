@@ -73,6 +73,7 @@ MOVED_TARGETS = {
     "t2s_plugins.selector.adaptive_tournament.selector.AdaptiveTournamentSelector":
         "plugins.selector.adaptive_tournament.AdaptiveTournamentSelector",
     "t2s_plugins.generator.mcts.generator.MCTSGenerator": "plugins.generator.mcts.MCTSGenerator",
+    "t2s_plugins.fixer.chase.fixer.ChaseFixer": "plugins.fixer.chase.ChaseFixer",
 }
 
 

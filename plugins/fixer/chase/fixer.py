@@ -1,29 +1,22 @@
-"""CHASE-SQL's query fixer: candidates that fail or return nothing are repaired by the LLM from the error."""
+"""The CHASE-SQL query fixer stage: candidates that fail or return nothing are repaired by the LLM from the error."""
 
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import Any
 
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
+from t2s_plugins.fixer.chase.prompts import REFLECTION, last_sql
 
 from t2s.artifacts import Artifact
 from t2s.db.types import DatabaseSchema, ExecResult
 from t2s.decoding import Decoding, answer_constraint, constrained, grammar_artifacts, instructed
-from t2s.generation import parse_sql
 from t2s.llm.base import GenParams, LLMRequest
 from t2s.prompts import load_prompt
 from t2s.stages import Fixer
 from t2s.types import Candidate, Task
-
-_FENCE_BODY = re.compile(r"```[ \t]*[A-Za-z0-9_+-]*[ \t]*\n?(.*?)(?:```|\Z)", re.S)
-
-#: under constrained decoding, what may come before the corrected query's fence: the reflection the prompt asks for
-#: (one or two sentences; any text without a backtick, at most 400 characters), then exactly one ```sql fence
-REFLECTION = "[^`]{0,400}"
 
 #: how good an execution outcome is, for keeping the best attempt of a repair chain (higher is better)
 _RANK = {"rows": 2, "empty": 1, "error": 0}
@@ -43,17 +36,6 @@ def problem_text(result: ExecResult) -> str:
     return result.error or ""
 
 
-def last_sql(text: str) -> str:
-    """The SQL of a reflect-then-answer reply: the query of the last code fence holding a SELECT/WITH query (the
-    reflection may quote the broken query first, and small models echo the schema's CREATE TABLEs in a fence), else
-    the first query in the reply; "" when the reply holds no query."""
-    queries = [q for q in (parse_sql(f"```sql\n{body}\n```") for body in _FENCE_BODY.findall(text)) if _is_query(q)]
-    if queries:
-        return queries[-1]
-    found = parse_sql(text)
-    return found if _is_query(found) else ""
-
-
 def column_hint(sql: str, schema: DatabaseSchema) -> list[dict[str, str]]:
     """The `columns` block items for a failing query: each schema table it names (sqlglot; in schema order) with all
     its columns; every table when it names no known table (a misspelt table name, SQL that does not parse)."""
@@ -64,10 +46,6 @@ def column_hint(sql: str, schema: DatabaseSchema) -> list[dict[str, str]]:
         named = set()
     chosen = [t for t in schema.tables if t.name.lower() in named] or list(schema.tables)
     return [{"table": t.name, "columns": ", ".join(c.name for c in t.columns)} for t in chosen]
-
-
-def _is_query(sql: str) -> bool:
-    return bool(re.match(r"\s*(SELECT|WITH)\b", sql, re.I))
 
 
 @dataclasses.dataclass
@@ -86,7 +64,8 @@ class _Chain:
 
 
 class ChaseFixer(Fixer):
-    """CHASE-SQL query fixer (seed 004, operation 8 "Query Fixer"; CHASE-SQL's self-reflection fixer).
+    """CHASE-SQL's self-reflection query fixer ("CHASE-SQL: Multi-Path Reasoning and Preference Optimized Candidate
+    Selection in Text-to-SQL", arXiv 2410.01943).
 
     Every candidate is executed (`env.execute_many`, read-only, time-limited, memoized). One that fails (syntax or
     runtime error, timeout, rejected) or, with `fix_empty`, returns no rows enters a loop of at most `max_rounds`

@@ -1,0 +1,33 @@
+"""The fixer's prompts and the reading of their replies.
+
+The templates are `chase_fix_v1.yaml` and `chase_fix_v2.yaml` beside this module (v2 adds that the schema is fixed
+and the columns of the tables a failing query reads). A reply is a short reflection, then the corrected query in a
+```sql fence; `last_sql` reads it, and `REFLECTION` is what constrained decoding allows before the fence.
+"""
+
+from __future__ import annotations
+
+import re
+
+from t2s.generation import parse_sql
+
+_FENCE_BODY = re.compile(r"```[ \t]*[A-Za-z0-9_+-]*[ \t]*\n?(.*?)(?:```|\Z)", re.S)
+
+#: under constrained decoding, what may come before the corrected query's fence: the reflection the prompt asks for
+#: (one or two sentences; any text without a backtick, at most 400 characters), then exactly one ```sql fence
+REFLECTION = "[^`]{0,400}"
+
+
+def last_sql(text: str) -> str:
+    """The SQL of a reflect-then-answer reply: the query of the last code fence holding a SELECT/WITH query (the
+    reflection may quote the broken query first, and small models echo the schema's CREATE TABLEs in a fence), else
+    the first query in the reply; "" when the reply holds no query."""
+    queries = [q for q in (parse_sql(f"```sql\n{body}\n```") for body in _FENCE_BODY.findall(text)) if _is_query(q)]
+    if queries:
+        return queries[-1]
+    found = parse_sql(text)
+    return found if _is_query(found) else ""
+
+
+def _is_query(sql: str) -> bool:
+    return bool(re.match(r"\s*(SELECT|WITH)\b", sql, re.I))
