@@ -66,6 +66,7 @@ ALWAYS_SHOWN = ("questions", "EX %", "LLM calls/q", "tokens/q", "wall s/q")
 
 #: the cost axes of the accuracy/cost plots: (file stem, axis label, metric column)
 COST_AXES = (("llm_calls", "LLM calls per question", "LLM calls/q"),
+             ("completions", "completions per question (samples + scoring calls)", "completions/q"),
              ("tokens", "tokens per question (prompt + completion)", "tokens/q"),
              ("seconds", "wall seconds per question", "wall s/q"))
 
@@ -326,6 +327,8 @@ def build_comparison(runs: list[RunRecord]) -> Comparison:
     rows = [[i + 1, *([] if keys else [redact(r.name)]), *(_value(r, k) for k in keys), r.status,
              *(get(r.metrics) for _, get in columns), ""] for i, r in enumerate(runs)]
     for stem, _, col in COST_AXES:
+        if col not in header:  # an optional column no run has (completions in runs made before it was counted)
+            continue
         ci, ei = header.index(col), header.index("EX %")
         idx = [i for i, row in enumerate(rows) if row[ci] is not None and row[ei] is not None]
         for k in pareto_front([(float(rows[i][ci]), float(rows[i][ei])) for i in idx]):
@@ -349,6 +352,8 @@ def plot_cost_accuracy(cmp: Comparison, out_dir: Path) -> dict[str, Path]:
     labels = cmp.labels()
     ex = cmp.column("EX %")
     for stem, xlabel, col in COST_AXES:
+        if col not in cmp.header:
+            continue
         cost = cmp.column(col)
         idx = [i for i in range(len(ex)) if ex[i] is not None and cost[i] is not None]
         if not idx:
