@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DamagedFileError", "SharedJournalError", "configure_storage", "damage_after", "journal_mode", "move_aside",
-           "on_shared_fs", "quick_check_once", "set_journal_mode", "set_shared_fs", "sqlite_problem"]
+__all__ = ["DamagedFileError", "NetworkJournalError", "configure_storage", "damage_after", "journal_mode", "move_aside",
+           "on_network_fs", "quick_check_once", "set_journal_mode", "set_network_fs", "sqlite_problem"]
 
 log = logging.getLogger("t2s")
 
@@ -38,24 +38,24 @@ _checked_lock = threading.Lock()
 
 
 #: real folders -> whether the SQLite files under them live on a filesystem shared by several machines
-_shared: dict[str, bool] = {}
-_shared_lock = threading.Lock()
+_network: dict[str, bool] = {}
+_network_lock = threading.Lock()
 
 
-def set_shared_fs(directory: str | os.PathLike[str], shared: bool) -> None:
+def set_network_fs(directory: str | os.PathLike[str], shared: bool) -> None:
     """Declare whether the SQLite files under `directory` (and its subfolders) live on a filesystem several machines
     share. The nearest declared folder above a file decides; undeclared files count as local (WAL)."""
-    with _shared_lock:
-        _shared[os.path.realpath(directory)] = bool(shared)
+    with _network_lock:
+        _network[os.path.realpath(directory)] = bool(shared)
 
 
-def on_shared_fs(path: str | os.PathLike[str]) -> bool:
-    """Whether the file or folder at `path` is under a folder declared shared (`set_shared_fs`)."""
+def on_network_fs(path: str | os.PathLike[str]) -> bool:
+    """Whether the file or folder at `path` is under a folder declared shared (`set_network_fs`)."""
     here = os.path.realpath(path)
-    with _shared_lock:
+    with _network_lock:
         while True:
-            if here in _shared:
-                return _shared[here]
+            if here in _network:
+                return _network[here]
             parent = os.path.dirname(here)
             if parent == here:
                 return False
@@ -64,16 +64,16 @@ def on_shared_fs(path: str | os.PathLike[str]) -> bool:
 
 def configure_storage(paths: Any) -> None:
     """Apply the root config's `paths` section to this process: `paths.cache_dir` is declared shared or local
-    according to `paths.shared_fs` (see `set_shared_fs`). Every entry point that opens caches calls it first."""
-    set_shared_fs(str(paths.cache_dir), bool(getattr(paths, "shared_fs", False)))
+    according to `paths.shared_fs` (see `set_network_fs`). Every entry point that opens caches calls it first."""
+    set_network_fs(str(paths.cache_dir), bool(getattr(paths, "shared_fs", False)))
 
 
 def journal_mode(path: str | os.PathLike[str]) -> str:
     """The journal mode the SQLite store at `path` uses: "delete" on a shared filesystem, else "wal"."""
-    return "delete" if on_shared_fs(path) else "wal"
+    return "delete" if on_network_fs(path) else "wal"
 
 
-class SharedJournalError(OSError):
+class NetworkJournalError(OSError):
     """A SQLite store could not be switched to the journal mode its folder needs (another process holds it open in
     the other mode). `path` is the file."""
 
@@ -89,7 +89,7 @@ def set_journal_mode(conn: sqlite3.Connection, path: str | os.PathLike[str]) -> 
     """Put the connection's database in the journal mode of its folder (`journal_mode(path)`) and return it.
 
     WAL: as the stores have always done (a failure to switch leaves the file in its mode, which is safe locally).
-    DELETE: checked, since a file left in WAL on a shared filesystem is what must not happen: `SharedJournalError`
+    DELETE: checked, since a file left in WAL on a shared filesystem is what must not happen: `NetworkJournalError`
     when SQLite keeps it in WAL (another connection holds it open in WAL mode; SQLite waits the connection's busy
     timeout first). The caller closes the connection. In DELETE mode the connection also
     syncs fully (`synchronous=FULL`), which a rollback journal needs to survive a crash."""
@@ -105,7 +105,7 @@ def set_journal_mode(conn: sqlite3.Connection, path: str | os.PathLike[str]) -> 
             raise
     if wanted == "delete":
         if got != "delete":
-            raise SharedJournalError(path, wanted, got)
+            raise NetworkJournalError(path, wanted, got)
         conn.execute("PRAGMA synchronous = FULL")
     return got
 

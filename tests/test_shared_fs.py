@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from conftest import compose_config
 
-from t2s.integrity import SharedJournalError, configure_storage, journal_mode, set_shared_fs
+from t2s.integrity import NetworkJournalError, configure_storage, journal_mode, set_network_fs
 from t2s.llm.cache import ResponseCache
 from t2s.run.app import discard_unused_run_dir
 from t2s.run.runner import run
@@ -85,9 +85,9 @@ def test_a_cache_held_open_in_wal_mode_is_refused_not_left_in_wal(tmp_path: Path
     assert read_journal_mode(path) == "wal"
     code = textwrap.dedent(f"""
         import sys
-        from t2s.integrity import set_shared_fs
+        from t2s.integrity import set_network_fs
         from t2s.llm.cache import ResponseCache
-        set_shared_fs({str(path.parent)!r}, True)
+        set_network_fs({str(path.parent)!r}, True)
         try:
             ResponseCache({str(path)!r}, timeout=1.0)
         except OSError as e:
@@ -96,21 +96,21 @@ def test_a_cache_held_open_in_wal_mode_is_refused_not_left_in_wal(tmp_path: Path
     """)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 3, proc.stdout + proc.stderr
-    assert proc.stdout.startswith("SharedJournalError") and "paths.shared_fs" in proc.stdout
+    assert proc.stdout.startswith("NetworkJournalError") and "paths.shared_fs" in proc.stdout
     assert read_journal_mode(path) == "wal"
     holder.close()
 
 
 def test_journal_mode_follows_the_nearest_declared_folder(tmp_path: Path) -> None:
-    set_shared_fs(tmp_path / "a", True)
-    set_shared_fs(tmp_path / "a" / "local", False)
+    set_network_fs(tmp_path / "a", True)
+    set_network_fs(tmp_path / "a" / "local", False)
     assert journal_mode(tmp_path / "a" / "x" / "gold.sqlite") == "delete"
     assert journal_mode(tmp_path / "a" / "local" / "y.sqlite") == "wal"
     assert journal_mode(tmp_path / "b.sqlite") == "wal"
     configure_storage(compose_config([], cache_dir=tmp_path / "a").paths)  # shared_fs=false by default
     assert journal_mode(tmp_path / "a" / "x" / "gold.sqlite") == "wal"
-    with pytest.raises(SharedJournalError, match="wanted delete"):
-        raise SharedJournalError(tmp_path / "f", "delete", "wal")
+    with pytest.raises(NetworkJournalError, match="wanted delete"):
+        raise NetworkJournalError(tmp_path / "f", "delete", "wal")
 
 
 # ---------------------------------------------------------------- the run-directory lock across machines

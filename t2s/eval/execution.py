@@ -50,7 +50,7 @@ from t2s.db.types import ExecResult
 from t2s.files import content_hash, forget_content_hashes
 from t2s.integrity import (
     DamagedFileError,
-    SharedJournalError,
+    NetworkJournalError,
     damage_after,
     move_aside,
     quick_check_once,
@@ -295,7 +295,7 @@ class GoldCache:
                             pass
                     self._inode = inode
                     return conn
-            except SharedJournalError:
+            except NetworkJournalError:
                 conn.close()
                 raise
             except sqlite3.DatabaseError as e:

@@ -30,7 +30,7 @@ from typing import Any
 
 from t2s.integrity import (
     DamagedFileError,
-    SharedJournalError,
+    NetworkJournalError,
     damage_after,
     move_aside,
     quick_check_once,
@@ -167,7 +167,7 @@ class ResponseCache:
                     conn.execute("PRAGMA synchronous = NORMAL")
                 conn.executescript(_SCHEMA)
                 _add_missing_columns(conn)
-        except SharedJournalError:
+        except NetworkJournalError:
             conn.close()
             raise
         except sqlite3.DatabaseError as e:
