@@ -29,11 +29,13 @@ _memo: dict[tuple[str, int, int], str] = {}
 _memo_lock = threading.Lock()
 
 
-def content_hash(path: str | os.PathLike[str], *, memo_dir: Path | None = None) -> str:
+def content_hash(path: str | os.PathLike[str], *, memo_dir: str | os.PathLike[str] | None = None,
+                 memo_min_bytes: int = 0) -> str:
     """The sha256 hex digest of the bytes of the file at `path`.
 
     Asking again for an unchanged file (same real path, size and mtime) costs one `stat`. With `memo_dir`, the digest
-    is also remembered on disk there (one small JSON per file), for files too large to hash on every run. Raises
+    is also remembered on disk there (one small JSON per file), for files too large to hash on every run; only files
+    of at least `memo_min_bytes` get one (model fingerprints memoize weight files, not their small configs). Raises
     FileNotFoundError naming the path when there is no such file.
     """
     real = os.path.realpath(os.fspath(path))
@@ -47,7 +49,7 @@ def content_hash(path: str | os.PathLike[str], *, memo_dir: Path | None = None) 
     if cached is not None:
         return cached
     memo_file = None
-    if memo_dir is not None:
+    if memo_dir is not None and st.st_size >= memo_min_bytes:
         memo_file = Path(memo_dir) / (hashlib.sha256(real.encode()).hexdigest()[:32] + ".json")
         try:
             d = json.loads(memo_file.read_text())

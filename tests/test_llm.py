@@ -228,6 +228,33 @@ def test_model_id_follows_weight_content(tiny_model_path: Path, tmp_path: Path) 
     assert not (tmp_path / "models").exists()  # naming the embedded model converts nothing
 
 
+def test_fingerprints_use_the_one_content_hash_and_memoize_only_large_files(tmp_path: Path) -> None:
+    """`fingerprint_path` hashes with `t2s.files.content_hash`; its on-disk memo holds files of 64 MiB or more only."""
+    import t2s.llm.models as models
+    from t2s.files import content_hash, forget_content_hashes
+
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text("{}")
+    (ckpt / "model.safetensors").write_bytes(b"w" * 4096)
+    memo = tmp_path / "fingerprints"
+    first = fingerprint_path(ckpt, memo)
+    assert not memo.exists()  # small files: the in-process memo only
+    want = hashlib.sha256()
+    for name in ("config.json", "model.safetensors"):
+        want.update(name.encode() + b"\0" + hashlib.sha256((ckpt / name).read_bytes()).hexdigest().encode() + b"\n")
+    assert first == want.hexdigest()[:16]
+    forget_content_hashes()
+    old = models._MEMO_MIN_BYTES
+    models._MEMO_MIN_BYTES = 1024  # as if the weights were large
+    try:
+        assert fingerprint_path(ckpt, memo) == first
+    finally:
+        models._MEMO_MIN_BYTES = old
+    [entry] = [json.loads(f.read_text()) for f in memo.iterdir()]
+    assert entry["sha256"] == content_hash(ckpt / "model.safetensors") and entry["size"] == 4096
+
+
 def _save_lora(base: Path, out: Path, seed: int) -> Path:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM

@@ -24,13 +24,12 @@ import hashlib
 import importlib
 import importlib.metadata
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from t2s.files import build_once
+from t2s.files import build_once, content_hash
 
 _CHUNK = 16 * 1024 * 1024
 
@@ -301,32 +300,8 @@ def resolve_model(name: str, cache_dir: str | Path) -> Path:
     return target
 
 
-def _file_digest(path: Path, memo_dir: Path | None) -> str:
-    """sha256 of a file's content, memoized in `memo_dir` by (path, size, mtime) for files over 64 MiB."""
-    st = path.stat()
-    memo: Path | None = None
-    if memo_dir is not None and st.st_size > 64 * 1024 * 1024:
-        key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:24]
-        memo = memo_dir / f"{key}.json"
-        if memo.exists():
-            try:
-                d = json.loads(memo.read_text())
-                if d["size"] == st.st_size and d["mtime_ns"] == st.st_mtime_ns:
-                    return str(d["sha256"])
-            except (ValueError, KeyError):
-                pass
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    digest = h.hexdigest()
-    if memo is not None:
-        memo.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo.with_name(f".{memo.name}.{os.getpid()}")
-        tmp.write_text(json.dumps({"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                                   "sha256": digest}))
-        os.replace(tmp, memo)
-    return digest
+#: files at least this large get an on-disk digest memo under a fingerprint's `memo_dir` (weights, GGUF files)
+_MEMO_MIN_BYTES = 64 * 1024 * 1024
 
 
 #: files of a checkpoint or adapter directory that define its outputs (top level only; no README, no
@@ -338,13 +313,14 @@ def fingerprint_path(path: str | Path, memo_dir: str | Path | None = None) -> st
     """A 16-hex-digit content hash of a local model file or checkpoint/adapter directory.
 
     For a directory: the names and sha256 of its top-level weight, config and tokenizer files. Two
-    checkpoints with the same architecture but different weights get different fingerprints. Digests of
-    large files are memoized under `memo_dir` by (path, size, mtime), so only the first call reads them.
+    checkpoints with the same architecture but different weights get different fingerprints. Digests are
+    `t2s.files.content_hash`'s: memoized per process, and those of files of 64 MiB or more also on disk under
+    `memo_dir`, by (path, size, mtime), so only the first call of any run reads them.
     """
     p = Path(path)
     memo = Path(memo_dir) if memo_dir is not None else None
     if p.is_file():
-        return _file_digest(p, memo)[:16]
+        return content_hash(p, memo_dir=memo, memo_min_bytes=_MEMO_MIN_BYTES)[:16]
     if not p.is_dir():
         raise FileNotFoundError(f"no model file or directory at {p}")
     files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix in _FINGERPRINT_SUFFIXES
@@ -353,7 +329,8 @@ def fingerprint_path(path: str | Path, memo_dir: str | Path | None = None) -> st
         raise FileNotFoundError(f"{p} holds no model files (config.json, *.safetensors, ...)")
     h = hashlib.sha256()
     for f in files:
-        h.update(f.name.encode() + b"\0" + _file_digest(f, memo).encode() + b"\n")
+        digest = content_hash(f, memo_dir=memo, memo_min_bytes=_MEMO_MIN_BYTES)
+        h.update(f.name.encode() + b"\0" + digest.encode() + b"\n")
     return h.hexdigest()[:16]
 
 
