@@ -1,7 +1,8 @@
 """The llama.cpp backend: a GGUF model on CPU through `llama_cpp` (llama-cpp-python, installed by `make`).
 
 The fastest way to run the embedded model on a CPU (0.7-0.9 s per greedy question against 2.8 s for
-transformers bf16 on an idle 2-core machine; docs/inference.md has the measurements). It loads the hash-verified GGUF assembled from the model wheels, no conversion.
+transformers bf16 on an idle 2-core machine; docs/inference.md has the measurements). It loads the hash-verified
+GGUF assembled from the model wheels, no conversion.
 
 - Prompts: chat messages are rendered with the chat template stored in the GGUF by the same Jinja renderer
   transformers uses (`t2s.llm.chat.render_chat`), so the text equals the `hf` backend's for the embedded model
