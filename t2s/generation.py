@@ -2,8 +2,9 @@
 
 `sql_request` turns a task and a schema view into the chat request of a SQL prompt template (schema, question,
 evidence and whatever earlier stages found: values, few-shot examples, probe findings). `parse_sql` takes SQL out
-of a completion. Generators call these; the SFT data builders call the same functions, so training and inference
-prompts cannot drift apart.
+of a completion, and `SQL_REPLY` pairs it with the reply it reads (the SQL in a ```sql fence), the reply format the
+SQL templates name (`reply: t2s.generation.SQL_REPLY`). Generators call these; the SFT data builders call the same
+functions, so training and inference prompts cannot drift apart.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 
 from t2s.db.types import SchemaView
 from t2s.llm.base import GenParams, LLMRequest
-from t2s.prompts import PromptTemplate
+from t2s.prompts import PromptTemplate, ReplyFormat
 from t2s.sql.extract import extract_sql
 from t2s.types import Task
 
@@ -72,3 +73,14 @@ def template_messages(template: PromptTemplate, *, schema: str, question: str, e
 def parse_sql(text: str) -> str:
     """The SQL of a completion (first statement; fences, prose and trailing semicolon removed; "" if none)."""
     return extract_sql(text)
+
+
+def fenced_sql(sql: str) -> str:
+    """The canonical SQL reply: the query in a ```sql fence (`ANSWER_PREFIX` / `ANSWER_SUFFIX` of constrained
+    decoding)."""
+    return f"```sql\n{sql}\n```"
+
+
+#: the replies of the SQL templates (zero_shot, few_shot, ...): one query in a ```sql fence, read by `parse_sql`
+SQL_REPLY = ReplyFormat(fields=("sql",), write=fenced_sql, read=parse_sql,
+                        example={"sql": "SELECT count(*) FROM singer WHERE country = 'France'"})

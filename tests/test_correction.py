@@ -1,7 +1,8 @@
 """The correction stages (issue 11): fixer `chase`, corrector `share`, verifier `pv`.
 
 Each runs end to end (`t2s.run.runner.run`) on a small real SQLite database, candidates read with
-`generator=from_file`, a scripted LLM answering by rules: for each stage a repair that fixes, one that breaks
+`generator=from_file`, a scripted LLM answering by rules (CHASE's by template and fields, written in the template's
+reply format, so they hold whatever the prompt's wording): for each stage a repair that fixes, one that breaks
 (seen in `metrics.json["attribution"]`), and one that loops until its round limit; plus SHARE's chain with the
 deterministic BAM (and the deterministic renderer).
 """
@@ -93,9 +94,9 @@ def test_chase_fixes_an_error_keeps_good_candidates_and_links_the_repair(world: 
                                                                            session_cache: Path) -> None:
     preds = {"france": "SELECT nme FROM singer WHERE country = 'France'", "count": "SELECT count(*) FROM singer"}
     # chase_fix_v2 lists the columns of the tables the failing query reads after the error
-    rules = [{"match": "no such column: nme\n\nThese are the only columns of the tables involved:\n"
-                       "- singer: singer_id, name, country, age\n",
-              "reply": fence(QUESTIONS["france"][1], "The column is `name`, not `nme`.")}]
+    rules = [{"template": "chase_fix_v2", "when": {"problem_block": "no such column: nme",
+                                                   "columns_block": "singer: singer_id, name, country, age"},
+              "answer": {"reflection": "The column is name, not nme.", "sql": QUESTIONS["france"][1]}}]
     metrics, recs = run_stage(world, session_cache, preds, rules, ["fixer=chase"], "chase_fix")
     a = metrics["attribution"]["fixer/chase"]
     assert (a["fixed"], a["broken"], a["unchanged"]) == (1, 0, 1)
@@ -112,7 +113,8 @@ def test_chase_fixes_an_error_keeps_good_candidates_and_links_the_repair(world: 
 
 def test_chase_repairing_an_empty_but_correct_answer_breaks_it(world: dict[str, Path], session_cache: Path) -> None:
     preds = {"mars": QUESTIONS["mars"][1]}
-    rules = [{"match": "returns no rows", "reply": fence("SELECT name FROM singer", "Mars is not a country here.")}]
+    rules = [{"template": "chase_fix", "when": {"sql": "'Mars'"},
+              "answer": {"reflection": "Mars is not a country here.", "sql": "SELECT name FROM singer"}}]
     metrics, recs = run_stage(world, session_cache, preds, rules, ["fixer=chase"], "chase_break")
     a = metrics["attribution"]["fixer/chase"]
     assert (a["fixed"], a["broken"], a["overcorrection_rate"]) == (0, 1, 1.0)
@@ -126,7 +128,8 @@ def test_chase_repairing_an_empty_but_correct_answer_breaks_it(world: dict[str, 
 def test_chase_stops_at_its_round_limit_when_repairs_keep_failing(world: dict[str, Path], session_cache: Path,
                                                                  rounds: int) -> None:
     preds = {"count": "SELECT count(*) FROM singr"}
-    rules = [{"match": "no such table", "replies": [fence(f"SELECT count(*) FROM singr{'r' * k}") for k in range(1, 6)]}]
+    rules = [{"template": "chase_fix", "when": {"problem_block": "no such table"},
+              "answers": [{"sql": f"SELECT count(*) FROM singr{'r' * k}"} for k in range(1, 6)]}]
     metrics, recs = run_stage(world, session_cache, preds, rules, ["fixer=chase", f"fixer.max_rounds={rounds}"],
                               f"chase_loop{rounds}")
     assert stage_calls(world, f"chase_loop{rounds}", "fixer") == {"count": rounds}
@@ -139,8 +142,9 @@ def test_chase_stops_at_its_round_limit_when_repairs_keep_failing(world: dict[st
 def test_chase_keeps_the_input_when_the_repair_of_an_empty_result_errors(world: dict[str, Path],
                                                                           session_cache: Path) -> None:
     preds = {"france": "SELECT name FROM singer WHERE country = 'france'"}
-    rules = [{"match": "returns no rows", "replies": [fence("SELECT name FROM singers WHERE country = 'France'"),
-                                                      fence("SELECT name FROM singers")]}]
+    # the repair of the empty result errors; the repair of that error answers nothing new (the default reply)
+    rules = [{"template": "chase_fix", "when": {"sql": "= 'france'"},
+              "answer": {"sql": "SELECT name FROM singers WHERE country = 'France'"}}]
     _, recs = run_stage(world, session_cache, preds, rules, ["fixer=chase"], "chase_keep")
     assert recs["france"]["candidates"][0]["sql"] == preds["france"]
     assert stage_calls(world, "chase_keep", "fixer") == {"france": 2}

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from conftest import compose_config
 
 from t2s.context.examples import ExampleStoreArtifact
@@ -172,9 +173,11 @@ def test_bad_options_fail_with_the_key() -> None:
 
 
 def test_few_shot_generator_shows_examples_nearest_last_and_parses_sql(session_cache: Path, tmp_path: Path) -> None:
+    # by the template's fields, not its wording: a prompt showing few-shot examples is answered in its reply format
     rules = tmp_path / "rules.yaml"
-    rules.write_text('rules:\n  - match: "user: Solved examples"\n    reply: "```sql\\nSELECT count(*) FROM books\\n```"\n'
-                     'default: "no examples seen"\n')
+    rules.write_text(yaml.safe_dump({"rules": [{"template": "few_shot", "when": {"examples_block": "Nearest question"},
+                                                "answer": {"sql": "SELECT count(*) FROM books"}}],
+                                     "default": "no examples seen"}))
     cfg = compose_config(["llm=scripted", f"llm.path={rules}", "generator=few_shot", "dataset.limit=2",
                           "run.llm_cache=false"],
                          cache_dir=session_cache)
@@ -190,15 +193,17 @@ def test_few_shot_generator_shows_examples_nearest_last_and_parses_sql(session_c
                          Finding(sql="SELECT country FROM authors LIMIT 5", status="ok", note="1 row(s) (country): ('Japan')")]
         bare = Task(example=data.examples[1])
         gen.run([task, bare])
-        prompt = env.llm("generator").inner.calls[0]
-        assert prompt.index("Farther question?") < prompt.index("Nearest question?") < prompt.index("Database schema")
-        assert "SELECT country FROM authors LIMIT 5\n  -> 1 row(s) (country): ('Japan')" in prompt
-        assert "junk reply" not in prompt  # a malformed probe says nothing about the data
+        scripted = env.llm("generator").inner
+        shown = scripted.sources[0].field_map()
+        assert shown["examples_block"].index("Farther question?") < shown["examples_block"].index("Nearest question?")
+        assert "SELECT country FROM authors LIMIT 5" in shown["findings_block"]
+        assert "1 row(s) (country): ('Japan')" in shown["findings_block"]
+        assert "junk reply" not in scripted.calls[0]  # a malformed probe says nothing about the data
         assert task.candidates[0].sql == "SELECT count(*) FROM books"
         assert task.candidates[0].meta["prompt"] == "few_shot_v1"
         assert task.candidates[0].meta["examples"] == ["x:1", "x:2"]
         # no examples: no examples block, still one candidate (here the default reply, which holds no SQL)
-        assert "user: Solved examples" not in env.llm("generator").inner.calls[1]
+        assert scripted.sources[1].field_map()["examples_block"] == ""
         assert bare.candidates[0].sql == ""
     finally:
         env.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import re
 import sqlite3
 import time
 from pathlib import Path
@@ -82,16 +83,15 @@ def _scripted_rules(tmp_path: Path, rules: list[dict[str, Any]], default: str | 
 
 def test_every_candidate_gets_a_verdict_and_the_oracle_is_reported(session_cache: Path, tmp_path: Path) -> None:
     # n=2 candidates per question: the first wrong, the second the gold answer of every demo question
-    rules = [{"match": "Question: ", "replies": ["SELECT 'wrong'", "GOLD"]}]
+    rules = [{"template": "zero_shot", "answers": [{"sql": "SELECT 'wrong'"}, {"sql": "SELECT 1"}]}]
     cfg = compose_config(["dataset.limit=3", "llm=scripted", f"llm.path={_scripted_rules(tmp_path, rules)}",
                           "generator.n=2", "run.llm_cache=false"], cache_dir=session_cache)
     from t2s.data.base import load_dataset
 
     golds = {ex.qid: ex.gold_sql for ex in load_dataset(cfg).examples}
-    # the scripted reply GOLD is replaced per question by its gold SQL through a from-file round trip:
-    # simpler: give each question its own rule
-    rules = [{"match": f"Question: {ex.question}", "replies": ["SELECT 'wrong'", f"```sql\n{ex.gold_sql}\n```"]}
-             for ex in load_dataset(cfg).examples]
+    # each question its own rule, by the template's `question` field: a wrong answer, then the gold one
+    rules = [{"template": "zero_shot", "when": {"question": "^" + re.escape(ex.question) + "$"},
+              "answers": [{"sql": "SELECT 'wrong'"}, {"sql": ex.gold_sql}]} for ex in load_dataset(cfg).examples]
     cfg = compose_config(["dataset.limit=3", "llm=scripted", f"llm.path={_scripted_rules(tmp_path, rules)}",
                           "generator.n=2", "run.llm_cache=false"], cache_dir=session_cache)
     metrics = run(cfg, run_dir=tmp_path / "run")

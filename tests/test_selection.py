@@ -4,6 +4,7 @@ semantics, the majority and adaptive-tournament selectors and the ensemble and M
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -169,12 +170,17 @@ def test_majority_breaks_ties_by_member_rank_and_failures_never_win(db: str, exe
 
 # ---------------------------------------------------------------------- adaptive tournament
 
-JUDGE_RULES = [
-    # the judge prefers the query filtering on Oslo, wherever it is shown
-    {"match": r"Candidate A:\s*```sql\s*SELECT name FROM person WHERE city = 'Oslo'", "reply": "A"},
-    {"match": r"Candidate B:\s*```sql\s*SELECT name FROM person WHERE city = 'Oslo'", "reply": "B"},
-    {"match": r"Candidate A:", "reply": "A"},
-]
+def judge_prefers(sql: str, key: str = "answer", a: Any = None, b: Any = None) -> list[dict[str, Any]]:
+    """Rules by the judge template's fields (not its wording): prefer `sql` in either position. `key` "answer" gives a
+    structured answer ({choice: A}), written in the template's reply format; "scores" gives log-probabilities."""
+    exact = "^" + re.escape(sql) + "$"
+    return [{"template": "tournament", "when": {"sql_a": exact}, key: a if a is not None else {"choice": "A"}},
+            {"template": "tournament", "when": {"sql_b": exact}, key: b if b is not None else {"choice": "B"}}]
+
+
+# the judge prefers the query filtering on Oslo, wherever it is shown, else says A
+JUDGE_RULES = [*judge_prefers("SELECT name FROM person WHERE city = 'Oslo'"),
+               {"template": "tournament", "answer": {"choice": "A"}}]
 
 
 def tournament(tmp_path: Path, executor: SQLExecutor, rules: list[dict[str, Any]], **kw: Any) -> tuple[Any, Env]:
@@ -225,8 +231,7 @@ def test_round_robin_orders_representatives_and_the_judge_decides(db: str, execu
 def test_the_judge_can_overturn_the_majority_and_both_orders_doubles_the_games(db: str, executor: SQLExecutor,
                                                                                 tmp_path: Path) -> None:
     oslo = "SELECT name FROM person WHERE city = 'Oslo' AND id < 4"
-    rules = [{"match": r"Candidate A:\s*```sql\s*" + oslo, "reply": "A"},
-             {"match": r"Candidate B:\s*```sql\s*" + oslo, "reply": "B"}, {"match": "Candidate", "reply": "A"}]
+    rules = [*judge_prefers(oslo), {"template": "tournament", "answer": {"choice": "A"}}]
     sel, env = tournament(tmp_path, executor, rules, both_orders=True)
     task = make_task(db, ["SELECT name FROM person WHERE age = 25", "SELECT name FROM person WHERE age=25",
                           "SELECT name FROM person WHERE city = 'Oslo' AND id < 2", oslo])
@@ -240,7 +245,7 @@ def test_the_judge_can_overturn_the_majority_and_both_orders_doubles_the_games(d
 
 def test_ties_go_to_the_larger_cluster_then_member_rank(db: str, executor: SQLExecutor, tmp_path: Path) -> None:
     # an unreadable judge gives no points: every representative has 0 wins
-    sel, env = tournament(tmp_path, executor, [{"match": "Candidate", "reply": "I cannot tell"}])
+    sel, env = tournament(tmp_path, executor, [{"template": "tournament", "reply": "I cannot tell"}])
     task = make_task(db, ["SELECT name FROM person WHERE age = 41", "SELECT name FROM person WHERE age = 25",
                           "SELECT name FROM person WHERE age = 25 AND 1"], ranks=[0, 3, 3])
     ranked = make_task(db, ["SELECT name FROM person WHERE age = 41", "SELECT name FROM person WHERE age = 25"],
@@ -278,8 +283,9 @@ class ScoringScripted(ScriptedLLM):
 
 @pytest.mark.skipif(not hasattr(llm_base, "ScoreRequest"), reason="LLM scoring (ScoreRequest) has not landed yet")
 def test_judge_by_log_probability_when_the_backend_scores(db: str, executor: SQLExecutor, tmp_path: Path) -> None:
-    rules = [{"match": r"Candidate B:\s*```sql\s*SELECT name FROM person WHERE age = 41", "scores": {"A": -3.0, "B": -0.2}},
-             {"match": "Candidate", "scores": {"A": -0.1, "B": -2.0}}]
+    rules = [{"template": "tournament", "when": {"sql_b": "^SELECT name FROM person WHERE age = 41$"},
+              "scores": {"A": -3.0, "B": -0.2}},
+             {"template": "tournament", "scores": {"A": -0.1, "B": -2.0}}]
     env = Env(llms=LLMPool(configs={"generator": {"_target_": f"{__name__}.ScoringScripted", "rules": rules}},
                            cache_path=None),
               executor=executor, schema_format=DDLFormat(), cache_dir=tmp_path / "c", run_dir=tmp_path / "r")
@@ -304,8 +310,9 @@ def zs(**kw: Any) -> dict[str, Any]:
 def test_ensemble_batches_members_per_llm_and_tags_every_candidate(db: str, executor: SQLExecutor,
                                                                    tmp_path: Path) -> None:
     env = make_env(tmp_path, executor, {
-        "generator": {"rules": [{"match": "CREATE TABLE", "reply": "```sql\nSELECT 'ddl'\n```"},
-                                {"match": r"\| name", "reply": "```sql\nSELECT 'md'\n```"}], "default": "SELECT 0"},
+        "generator": {"rules": [{"template": "zero_shot", "when": {"schema": "CREATE TABLE"}, "answer": {"sql": "SELECT 'ddl'"}},
+                                {"template": "zero_shot", "when": {"schema": r"\| name"}, "answer": {"sql": "SELECT 'md'"}}],
+                      "default": "SELECT 0"},
         "other": {"default": "```sql\nSELECT 'other'\n```"}})
     gen = EnsembleGenerator(members={"ddl": zs(n=2, temperature=0.8), "md": {**zs(), "_schema_format_": "markdown"},
                                      "other": zs(llm="other")})
@@ -476,9 +483,8 @@ def test_an_mcts_member_runs_inside_the_ensemble(db: str, executor: SQLExecutor,
 
 def test_the_judge_can_score_a_and_b_by_log_probability(db: str, executor: SQLExecutor, tmp_path: Path) -> None:
     oslo = "SELECT name FROM person WHERE city = 'Oslo' AND id < 4"
-    rules = [{"match": r"Candidate A:\s*```sql\s*" + oslo, "scores": {"A": -0.1, "B": -3.0}},
-             {"match": r"Candidate B:\s*```sql\s*" + oslo, "scores": {"A": -3.0, "B": -0.1}},
-             {"match": "Candidate", "scores": {"A": -0.5, "B": -1.0}}]
+    rules = [*judge_prefers(oslo, "scores", {"A": -0.1, "B": -3.0}, {"A": -3.0, "B": -0.1}),
+             {"template": "tournament", "scores": {"A": -0.5, "B": -1.0}}]
     sel, env = tournament(tmp_path, executor, rules, scoring="logprob")
     task = make_task(db, ["SELECT name FROM person WHERE age = 25", "SELECT name FROM person WHERE age=25",
                           "SELECT name FROM person WHERE city = 'Oslo' AND id < 2", oslo])

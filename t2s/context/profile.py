@@ -47,6 +47,7 @@ from t2s.artifacts import Artifact, Source, library_version
 from t2s.db.introspect import connect_readonly, introspect, quote_sqlite_identifier
 from t2s.db.types import DatabaseSchema
 from t2s.files import atomic_write, content_hash
+from t2s.prompts.replies import ReplyFormat
 from t2s.records import JsonRecord
 
 if TYPE_CHECKING:
@@ -433,6 +434,21 @@ def parse_summary(text: str) -> tuple[str, str]:
     short = _SHORT.search(text or "")
     long = _LONG.search(text or "")
     return (_clean(short.group(1))[:200] if short else "", _clean(long.group(1))[:800] if long else "")
+
+
+def write_summary(*, short: str, long: str) -> str:
+    """The canonical summary reply: a `Short:` line and a `Long:` line."""
+    return f"Short: {short}\nLong: {long}"
+
+
+def _read_summary(text: str) -> dict[str, str]:
+    short, long = parse_summary(text)
+    return {"short": short, "long": long}
+
+
+#: the replies of `column_summary_v1` (its `reply:`): a short and a long summary, read by `parse_summary`
+SUMMARY_REPLY = ReplyFormat(fields=("short", "long"), write=write_summary, read=_read_summary,
+                            example={"short": "customer segment code", "long": "Two codes, A1 and B2."})
 
 
 def summarize_columns(profile: DatabaseProfile, env: Env, llm: str, db_path: str, *,

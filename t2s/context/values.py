@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from t2s.artifacts import Artifact, Source, library_version
 from t2s.db.introspect import connect_readonly, introspect, quote_sqlite_identifier
+from t2s.prompts.replies import ReplyFormat
 
 if TYPE_CHECKING:
     from t2s.env import Env
@@ -232,3 +233,13 @@ def parse_keywords(text: str, limit: int = 20) -> list[str]:
             if 0 < len(kw) <= 80:
                 out.setdefault(kw.lower(), kw)
     return list(out.values())[:limit]
+
+
+def write_keywords(*, keywords: list[str]) -> str:
+    """The canonical keyword reply: one keyword per line, "none" for none (as `value_keywords_v1` asks)."""
+    return "\n".join(keywords) if keywords else "none"
+
+
+#: the replies of `value_keywords_v1` (its `reply:`): the literal values a question mentions, read by `parse_keywords`
+KEYWORDS_REPLY = ReplyFormat(fields=("keywords",), write=write_keywords, read=parse_keywords,
+                             example={"keywords": ["Paris", "jazz", "New York"]})

@@ -115,21 +115,56 @@ class GenParams:
 
 
 @dataclass(frozen=True)
+class PromptSource:
+    """Which template a request was rendered from, and with which fields.
+
+    `template` is the template's id ("chase_fix_v2"), `reply` the dotted path of the `ReplyFormat` its YAML names
+    (`reply:`; "" when it names none), `fields` the values `PromptTemplate.render` filled in (block fields included,
+    already rendered). Backends never read it: it is what the scripted LLM's rules match by, and what it renders a
+    structured answer through (`t2s.llm.scripted`). It is no part of a request's identity: not in the response-cache
+    key (`t2s.llm.cache.request_payload` hashes the rendered text), not in `==` or `hash`.
+    """
+
+    template: str
+    reply: str = ""
+    fields: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def name(self) -> str:
+        """The template's name without its version ("chase_fix" for "chase_fix_v2")."""
+        head, sep, version = self.template.rpartition("_v")
+        return head if sep and version.isdigit() else self.template
+
+    def field_map(self) -> dict[str, str]:
+        return dict(self.fields)
+
+
+def _source_of(messages: Any, source: PromptSource | None) -> PromptSource | None:
+    """`source`, else the one that messages rendered by `PromptTemplate.render` carry (`t2s.prompts.Messages`)."""
+    return source if source is not None else getattr(messages, "source", None)
+
+
+@dataclass(frozen=True)
 class LLMRequest:
     """One prompt: either chat `messages` ([{"role": ..., "content": ...}]) or a raw `prompt` string.
 
-    Chat messages are rendered with the backend's chat template; a raw prompt is sent as is.
+    Chat messages are rendered with the backend's chat template; a raw prompt is sent as is. `source`: the template
+    and fields the messages were rendered from (`PromptSource`; set by `chat` from rendered messages), outside the
+    request's identity and cache key.
     """
 
     messages: tuple[tuple[str, str], ...] = ()
     prompt: str | None = None
     params: GenParams = field(default_factory=GenParams)
+    source: PromptSource | None = field(default=None, compare=False, repr=False)
 
     @staticmethod
-    def chat(messages: list[dict[str, str]], params: GenParams | None = None) -> LLMRequest:
+    def chat(messages: list[dict[str, str]], params: GenParams | None = None, *,
+             source: PromptSource | None = None) -> LLMRequest:
         return LLMRequest(
             messages=tuple((m["role"], m["content"]) for m in messages),
             params=params or GenParams(),
+            source=_source_of(messages, source),
         )
 
     def message_dicts(self) -> list[dict[str, str]]:
@@ -166,17 +201,20 @@ class ScoreRequest:
 
     Chat messages are rendered with the backend's chat template including the assistant turn start
     (`add_generation_prompt`), so a continuation is scored as the first words of the assistant's answer.
-    Each continuation is tokenized on its own (no special tokens) and appended to the prompt's tokens.
+    Each continuation is tokenized on its own (no special tokens) and appended to the prompt's tokens. `source`: as
+    for `LLMRequest`, outside the request's identity and cache key.
     """
 
     messages: tuple[tuple[str, str], ...] = ()
     prompt: str | None = None
     continuations: tuple[str, ...] = ()
+    source: PromptSource | None = field(default=None, compare=False, repr=False)
 
     @staticmethod
-    def chat(messages: list[dict[str, str]], continuations: list[str] | tuple[str, ...]) -> ScoreRequest:
+    def chat(messages: list[dict[str, str]], continuations: list[str] | tuple[str, ...], *,
+             source: PromptSource | None = None) -> ScoreRequest:
         return ScoreRequest(messages=tuple((m["role"], m["content"]) for m in messages),
-                            continuations=tuple(continuations))
+                            continuations=tuple(continuations), source=_source_of(messages, source))
 
     def message_dicts(self) -> list[dict[str, str]]:
         return [{"role": r, "content": c} for r, c in self.messages]

@@ -10,6 +10,11 @@ Optional `blocks` are the template's own wording for lists the caller fills in (
 probe findings, evidence): each has a `header`, an `item` format, a `joiner` between items and a `footer`; an empty
 list renders as "" (so a stage that is off leaves no trace in the prompt). The code supplies the item fields; the
 template decides every word the model sees.
+
+Optional `reply` is the dotted path of the template's `ReplyFormat` (`t2s.prompts.replies`): the parser of its
+replies paired with the canonical reply that parser reads. `render` returns `Messages` that remember the template
+and fields (`t2s.llm.base.PromptSource`), so a request built from them can be answered by template and fields (the
+scripted LLM's structured rules) while its text and cache key stay what the template renders.
 """
 
 from __future__ import annotations
@@ -23,6 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from t2s.llm.base import PromptSource
+from t2s.prompts.replies import ReplyFormat, resolve_reply
+
+__all__ = ["PLUGIN_PACKAGE", "PROMPT_DIR", "Block", "Messages", "PromptTemplate", "ReplyFormat", "load_prompt",
+           "plugin_prompt_dirs", "prompt_files", "resolve_reply"]
 
 PROMPT_DIR = Path(__file__).resolve().parent
 #: the package the stage plugins are installed as (`plugins/` in the checkout)
@@ -45,6 +56,15 @@ class Block:
         return self.header + self.joiner.join(self.item.format(**dict(i)) for i in items) + self.footer
 
 
+class Messages(list):  # type: ignore[type-arg]
+    """Chat messages as `PromptTemplate.render` gives them: a plain list of {"role", "content"} dicts that also
+    carries `source`, the template and fields it was rendered from (`LLMRequest.chat` passes it on)."""
+
+    def __init__(self, items: Any = (), source: PromptSource | None = None) -> None:
+        super().__init__(items)
+        self.source = source
+
+
 @dataclass(frozen=True)
 class PromptTemplate:
     """A chat prompt template: `render(**fields)` gives the [system, user] messages (just [user] when `system` is
@@ -56,6 +76,8 @@ class PromptTemplate:
     user: str
     path: str
     blocks: Mapping[str, Block] = field(default_factory=dict)
+    #: dotted path of the `ReplyFormat` of the template's replies ("" when it names none)
+    reply: str = ""
 
     @property
     def id(self) -> str:
@@ -76,14 +98,20 @@ class PromptTemplate:
         except KeyError as e:
             raise KeyError(f"prompt {self.path}, block {name!r}: item field {e.args[0]!r} is not given") from None
 
-    def render(self, **fields: str) -> list[dict[str, str]]:
+    def reply_format(self) -> ReplyFormat | None:
+        """The format of this template's replies (its `reply:`), or None when it names none."""
+        return resolve_reply(self.reply, where=f"prompt {self.path}") if self.reply else None
+
+    def render(self, **fields: str) -> Messages:
         missing = self.fields() - fields.keys()
         if missing:
             raise KeyError(f"prompt {self.path} needs fields {sorted(missing)} that the caller did not give")
+        source = PromptSource(template=self.id, reply=self.reply,
+                              fields=tuple(sorted((k, str(v)) for k, v in fields.items())))
         user = {"role": "user", "content": self.user.format(**fields)}
         if not self.system.strip():  # no system message: the chat template's default applies
-            return [user]
-        return [{"role": "system", "content": self.system.format(**fields)}, user]
+            return Messages([user], source)
+        return Messages([{"role": "system", "content": self.system.format(**fields)}, user], source)
 
 
 def plugin_prompt_dirs() -> list[Path]:
@@ -132,6 +160,6 @@ def load_prompt(name_or_path: str) -> PromptTemplate:
         blocks[str(name)] = Block(**{k: str(v) for k, v in b.items()})
     try:
         return PromptTemplate(name=str(data["name"]), version=int(data["version"]), system=str(data["system"]),
-                              user=str(data["user"]), path=str(path), blocks=blocks)
+                              user=str(data["user"]), path=str(path), blocks=blocks, reply=str(data.get("reply") or ""))
     except KeyError as e:
         raise KeyError(f"prompt template {path} lacks key {e.args[0]!r} (needs name, version, system, user)") from None
