@@ -14,9 +14,9 @@ from t2s.run.store import MOVED_TARGETS, canonical_targets, fingerprint
 
 CORE = PROJECT_ROOT / "t2s"
 METHODS = ("share", "chase", "mcts", "rstar", "tournament", "trajectory", "pv")
-#: what may still name a method in t2s/, and why (docs/design.md, "What still names a method"): the training rows
-#: and the rStar recipe wait for the row builders to become plugins; CHASE's fixer is being changed elsewhere
-NOT_YET = ("t2s/train/", "t2s/prompts/chase_fix_v")
+#: what may still name a method in t2s/, and why (docs/design.md, "What still names a method"): CHASE's fixer is
+#: being changed elsewhere
+NOT_YET = ("t2s/prompts/chase_fix_v",)
 
 
 def _waiting(rel: str) -> bool:
@@ -38,7 +38,32 @@ def test_no_class_or_function_under_t2s_is_named_after_a_method() -> None:
     assert hits == []
 
 
-@pytest.mark.parametrize("new", [t for t in MOVED_TARGETS if t != "t2s_plugins."])
+def test_the_core_never_imports_a_plugin() -> None:
+    """`t2s/` reaches a plugin only through a `_target_` in a YAML file: no `import t2s_plugins...` / `from
+    t2s_plugins...` anywhere in it, and `t2s/train/` does not even name the package."""
+    imports = re.compile(r"^\s*(?:from|import)\s+t2s_plugins\b", re.M)
+    hits = [p.relative_to(PROJECT_ROOT).as_posix() for p in CORE.rglob("*.py") if imports.search(p.read_text())]
+    assert hits == []
+    assert [p.relative_to(PROJECT_ROOT).as_posix() for p in (CORE / "train").rglob("*.py")
+            if "t2s_plugins" in p.read_text()] == []
+
+
+def test_every_row_kind_is_a_yaml_and_the_method_kinds_live_in_their_packages() -> None:
+    """Row kinds are found through `conf/train/rows/<kind>.yaml`; the kinds of one method point into its package,
+    and the kinds in `t2s.train.rows` are the shared ones."""
+    import yaml
+
+    targets = {p.stem: yaml.safe_load(p.read_text())["_target_"]
+               for p in (PROJECT_ROOT / "conf" / "train" / "rows").glob("*.yaml")}
+    assert {"sql", "self_sql", "reverse_question", "reverse_evidence", "self_refine"} <= set(targets)
+    pattern = re.compile("|".join(METHODS), re.I)
+    for kind, target in targets.items():
+        if pattern.search(kind):
+            assert target.startswith("t2s_plugins."), f"row kind {kind} names a method but {target} is in the core"
+        assert not (target.startswith("t2s.") and pattern.search(target)), target
+
+
+@pytest.mark.parametrize("new", [t for t in MOVED_TARGETS if t != "t2s_plugins." and MOVED_TARGETS[t].startswith("plugins.")])
 def test_a_moved_stage_class_keeps_the_fingerprint_of_every_earlier_name(new: str) -> None:
     old = MOVED_TARGETS[new]  # plugins.<stage>.<method>.<Class>: before the wheel
     between = "t2s_plugins." + old[len("plugins."):]  # t2s_plugins.<stage>.<method>.<Class>: before the package
@@ -47,6 +72,30 @@ def test_a_moved_stage_class_keeps_the_fingerprint_of_every_earlier_name(new: st
     assert canonical_targets(configs[0]) == configs[2]
     module, _, cls = new.rpartition(".")
     assert hasattr(__import__(module, fromlist=[cls]), cls), f"{new} does not exist"
+
+
+@pytest.mark.parametrize("new", [t for t in MOVED_TARGETS if MOVED_TARGETS[t].startswith("t2s.")])
+def test_a_class_moved_out_of_the_core_keeps_its_fingerprint_and_its_recorded_configs_build(new: str) -> None:
+    """A recipe that moved from `t2s/` into its method's package: a run or training config recorded under the old
+    name fingerprints as the new one, and a recorded `train` node under the old name still builds (`t2s train`'s
+    `current_targets`)."""
+    from omegaconf import OmegaConf
+
+    from t2s.train.app import build_recipe, compose_train_config, current_targets
+
+    old = MOVED_TARGETS[new]
+    assert not (PROJECT_ROOT / (old.rpartition(".")[0].replace(".", "/") + ".py")).exists()
+    assert fingerprint({"train": {"_target_": new}}) == fingerprint({"train": {"_target_": old}})
+    assert current_targets({"train": {"_target_": old, "x": [{"_target_": old}]}}) == \
+        {"train": {"_target_": new, "x": [{"_target_": new}]}}
+    module, _, cls = new.rpartition(".")
+    klass = getattr(__import__(module, fromlist=[cls]), cls)
+    recipes = [p.stem for p in (PROJECT_ROOT / "conf" / "train").glob("*.yaml")
+               if f"_target_: {new}" in p.read_text()]
+    assert recipes, f"no conf/train recipe names {new}"
+    cfg = compose_train_config([f"train={recipes[0]}"])
+    recorded = OmegaConf.create(OmegaConf.to_yaml(cfg).replace(new, old))  # as train_config.yaml held it
+    assert recorded.train._target_ == old and isinstance(build_recipe(recorded), klass)
 
 
 def test_every_moved_target_is_what_conf_names() -> None:

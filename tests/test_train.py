@@ -54,7 +54,7 @@ def test_typo_in_train_key_fails_naming_it(session_cache: Path) -> None:
 def _builder_inputs(session_cache: Path, overrides: list[str]):
     from transformers import AutoTokenizer
 
-    from t2s.train.sft_trainer import base_model_path, load_examples, make_executor, schema_source
+    from t2s.train.common import base_model_path, load_examples, make_executor, schema_source
 
     cfg = tcfg(session_cache, overrides)
     return (build_recipe(cfg).data, load_examples(cfg), schema_source(cfg),
@@ -114,7 +114,7 @@ def test_multitask_selection_and_share_rows(session_cache: Path) -> None:
     from t2s_plugins.corrector.share.trajectory import fill_masks, parse_trajectory
 
     from t2s.prompts import load_prompt
-    from t2s.train.data import INFERENCE_PROMPTS
+    from t2s.train.data import build_row_builder
 
     builder, examples, schemas, tok, ex = _builder_inputs(session_cache, [
         "llm=tiny", "dataset.limit=12", "train.data.max_prompt_tokens=4000", "train.data.val_size=0",
@@ -127,7 +127,8 @@ def test_multitask_selection_and_share_rows(session_cache: Path) -> None:
     assert kinds["sql"] == kinds["reverse_question"] == 12
     assert kinds["self_refine"] > 0 and kinds["select_pair"] > 0 and kinds["share_lom"] > 0
     by_qid = {e.qid: e for e in examples}
-    inference = {k: load_prompt(p) for k, p in INFERENCE_PROMPTS.items()}
+    inference = {k: load_prompt(build_row_builder(k).prompt) for k in ("select_pair", "share_bam", "share_sam",
+                                                                        "share_lom")}
     for r in built.rows:
         if r.task == "reverse_question":
             assert r.completion == by_qid[r.qid].question
@@ -182,7 +183,7 @@ def test_search_rows_rebuild_the_mcts_prompts_and_back_up_gold_values(tmp_path: 
     from transformers import AutoTokenizer
 
     from t2s.run.runner import run
-    from t2s.train.sft_trainer import base_model_path, load_examples, make_executor, schema_source
+    from t2s.train.common import base_model_path, load_examples, make_executor, schema_source
 
     cache = tmp_path / "cache"
     cfg = compose_config(["dataset=demo", "dataset.limit=1", "generator=mcts", "generator.simulations=6",
@@ -222,9 +223,9 @@ def test_search_rows_rebuild_the_mcts_prompts_and_back_up_gold_values(tmp_path: 
 
 @requires_spider
 def test_rewards_from_the_scorer(session_cache: Path) -> None:
+    from t2s.train.common import load_examples, make_executor
     from t2s.train.grpo_config import RewardSettings
     from t2s.train.grpo_trainer import GroupStats, component_reward, execution_reward, format_reward
-    from t2s.train.sft_trainer import load_examples, make_executor
 
     cfg = tcfg(session_cache, ["llm=tiny", "dataset.limit=1"])
     ex = load_examples(cfg)[0]
@@ -248,7 +249,8 @@ def test_rewards_from_the_scorer(session_cache: Path) -> None:
 
 @requires_spider
 def test_validation_ex_scores_completions_with_the_official_semantics(session_cache: Path) -> None:
-    from t2s.train.sft_trainer import execution_accuracy, load_examples, make_executor
+    from t2s.train.common import load_examples, make_executor
+    from t2s.train.sft_trainer import execution_accuracy
 
     cfg = tcfg(session_cache, ["llm=tiny", "dataset.limit=4"])
     examples = load_examples(cfg)
@@ -455,7 +457,7 @@ def test_rstar_rounds_generate_filter_sft_and_resume(session_cache: Path, tmp_pa
 @pytest.mark.slow
 @requires_spider
 def test_rstar_with_mcts_trains_on_search_steps_and_searches_with_the_ppm(session_cache: Path, tmp_path: Path) -> None:
-    from t2s.train.rstar_trainer import _generate
+    from t2s_plugins.generator.mcts.rstar import _generate
 
     out = tmp_path / "rstar_mcts"
     overrides = ["train=rstar", "llm=tiny", "dataset.limit=4", "train.rounds=1",

@@ -74,6 +74,7 @@ MOVED_TARGETS = {
         "plugins.selector.adaptive_tournament.AdaptiveTournamentSelector",
     "t2s_plugins.generator.mcts.generator.MCTSGenerator": "plugins.generator.mcts.MCTSGenerator",
     "t2s_plugins.fixer.chase.fixer.ChaseFixer": "plugins.fixer.chase.ChaseFixer",
+    "t2s_plugins.generator.mcts.rstar.RStarSettings": "t2s.train.rstar_config.RStarSettings",
 }
 
 

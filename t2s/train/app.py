@@ -29,12 +29,36 @@ def compose_train_config(overrides: list[str] | None = None) -> DictConfig:
     return cfg
 
 
+def current_targets(node: Any) -> Any:
+    """`node` (a plain container) with every `_target_` recorded under a name from before a move
+    (`t2s.run.store.MOVED_TARGETS`, old -> new; the longest matching old prefix wins) written by its current name, so
+    a `train_config.yaml` written before a recipe moved into its method's package still builds."""
+    from t2s.run.store import MOVED_TARGETS
+
+    if isinstance(node, dict):
+        out = {}
+        for k, v in node.items():
+            if k == "_target_" and isinstance(v, str):
+                olds = [(old, new) for new, old in MOVED_TARGETS.items() if v.startswith(old)]
+                if olds:
+                    old, new = max(olds, key=lambda p: len(p[0]))
+                    v = new + v[len(old):]
+            out[k] = current_targets(v)
+        return out
+    if isinstance(node, list):
+        return [current_targets(v) for v in node]
+    return node
+
+
 def build_recipe(cfg: DictConfig) -> Any:
-    """The recipe settings object of `cfg.train` (typed; an unknown or misspelt key fails here, naming it)."""
+    """The recipe settings object of `cfg.train` (typed; an unknown or misspelt key fails here, naming it). A
+    recipe recorded under a moved `_target_` (`current_targets`) builds as the class it moved to."""
     from hydra.utils import instantiate
+    from omegaconf import OmegaConf
 
     try:
-        return instantiate(cfg.train, _convert_="all")
+        node = OmegaConf.create(current_targets(OmegaConf.to_container(cfg.train, resolve=True)))
+        return instantiate(node, _convert_="all")
     except Exception as e:
         raise ValueError(f"the `train` recipe (conf/train/<recipe>.yaml) and your train.* overrides: {e}") from e
 

@@ -1,7 +1,9 @@
 """Settings of the GRPO recipe (`conf/train/grpo.yaml`): TRL's `GRPOTrainer` with rewards from t2s's scorer.
 
-Seed 004 op 2 (GRPO generator, reward 1 correct / 0.1 executes but wrong / 0 fails), seed 001 (group 4-8, KL 0.1,
-component-match partial reward). Typed: an unknown key fails at `instantiate`, naming it.
+GRPO from "DeepSeekMath: Pushing the Limits of Mathematical Reasoning in Open Language Models" (arXiv 2402.03300);
+the GRPO generator's reward of "Agentar-Scale-SQL: Advancing Text-to-SQL through Orchestrated Test-Time Scaling"
+(arXiv 2509.24403): 1 correct / 0.1 executes but wrong / 0 fails; group 4-8, KL 0.1, an optional component-match
+partial reward. Typed: an unknown key fails at `instantiate`, naming it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from t2s.train.sft_config import LoggerSettings, PeftSettings
 @dataclass
 class RewardSettings:
     """Reward functions and their weights. `execution`: 1 / `executes_wrong` (0.1) / 0 from the project's execution
-    scorer; `component`: mean F1 of the Spider exact-set clause components (seed 001's partial reward; 0 = off);
+    scorer; `component`: mean F1 of the Spider exact-set clause components (a partial reward; 0 = off);
     `format`: 1 when the completion holds a ```sql block with a statement. `task`: `sql` (generator) or `select_pair`
     (selection model: binary reward, 1 when the answer letter is the correct candidate; execution/component unused)."""
 

@@ -1,16 +1,22 @@
 """The GRPO recipe: TRL's `GRPOTrainer` on a PEFT adapter, rewards computed by t2s's own scorer.
 
-Seed 004 op 2 (reward 1 if the SQL's result matches the gold's, 0.1 if it runs but differs, 0 if it fails), seed
-001 (group size 4-8, KL 0.1, an optional component-match partial reward from Spider exact-set match). Prompts are the
-generator's exact prompts (`t2s.train.data`, task `sql`), so a trained adapter plugs into `generator=zero_shot`.
-For the selection model (`reward.task=select_pair`) prompts are pairwise selection rows and the reward is binary.
+GRPO is the algorithm of "DeepSeekMath: Pushing the Limits of Mathematical Reasoning in Open Language Models" (arXiv
+2402.03300); the execution reward (1 if the SQL's result matches the gold's, 0.1 if it runs but differs, 0 if it
+fails) follows the GRPO generator of "Agentar-Scale-SQL: Advancing Text-to-SQL through Orchestrated Test-Time Scaling"
+(arXiv 2509.24403); group size 4-8, KL 0.1, and an optional component-match partial reward from Spider exact-set
+match. Prompts are the generator's exact prompts (`t2s.train.data`, row kind `sql`), so a trained adapter plugs into
+`generator=zero_shot`. For the selection model (`reward.task=select_pair`) prompts are pairwise selection rows and the
+reward is binary.
+
+`GRPORecipe` runs in named steps (`_setup_model`, `_setup_data`, `_setup_rewards`, `_setup_trainer`, `train`);
+`train_grpo` is its entry point (what `GRPOSettings.run` calls).
 
 Rewards are plain callables `(prompts, completions, **columns) -> list[float]` (TRL's interface); each records, per
 call, the within-group reward spread (groups are `group_size` consecutive completions of one prompt), written to
 `rewards.jsonl` with TRL's logged means; `rewards.png` plots them. Model SQL runs through `SQLExecutor` (read-only,
 time-limited) via `t2s.eval.execution.score_execution`.
 
-Several processes: `accelerate launch --num_processes N [--cpu] -m t2s.train.app train=grpo ...` runs this function
+Several processes: `accelerate launch --num_processes N [--cpu] -m t2s.train.app train=grpo ...` runs the recipe
 in every process (TRL splits each step's prompts between them: `prompts_per_step` per process). Every process scores
 its own completions; the reward log gathers the group statistics of all of them and only the main process
 (`RANK` 0) writes the config, the rows, the reward log, the adapter, the curves and the summary, and starts the
@@ -30,8 +36,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from t2s.train.grpo_config import GRPOSettings, RewardSettings
-from t2s.train.sft_trainer import (
+from t2s.train.common import (
+    NoTrainingRows,
     base_model_path,
     load_base,
     load_examples,
@@ -41,6 +47,7 @@ from t2s.train.sft_trainer import (
     schema_source,
     write_curves,
 )
+from t2s.train.grpo_config import GRPOSettings, RewardSettings
 
 RewardFn = Callable[..., list[float]]
 
@@ -91,7 +98,7 @@ def execution_reward(settings: RewardSettings, executor: Any, stats: GroupStats 
 
 
 def component_reward(settings: RewardSettings, schemas: dict[str, Any]) -> RewardFn:
-    """Seed 001's partial reward: `component` x mean F1 over Spider's exact-set clause components (select, where,
+    """A partial reward: `component` x mean F1 over Spider's exact-set clause components (select, where,
     group, order, ...; components absent from both sides are left out). Needs columns `gold_sql`, `db_path`."""
     from t2s.eval.exact_match import exact_match
     from t2s.generation import parse_sql
@@ -190,54 +197,106 @@ def _latest_checkpoint(directory: Path) -> str | None:
     return str(ckpts[-1]) if ckpts else None
 
 
-def train_grpo(cfg: GRPOSettings, root: DictConfig, out_dir: Path) -> dict[str, Any]:
-    """Build prompts, run TRL's GRPO for `max_steps` (resuming from the latest checkpoint), save the adapter and the
-    reward curve; return and write `summary.json`."""
-    from datasets import Dataset
-    from transformers import TrainerCallback
-    from trl import GRPOConfig, GRPOTrainer
+class GRPORecipe:
+    """One GRPO training into `out_dir`: `setup()` (`_setup_model` -> `_setup_data` -> `_setup_rewards` ->
+    `_setup_trainer`), then `train()`; `close()` releases the executor. `run()` does all three.
 
-    from t2s.train.launch import launch_rank
+    Under `accelerate launch` every process runs the same recipe; only the main process (`RANK` 0) writes."""
 
-    out_dir = Path(out_dir)
-    main_process = launch_rank() == 0
-    if main_process:
-        save_config(root, out_dir)
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    if cfg.init_adapter:
-        from peft import PeftModel
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+    def __init__(self, cfg: GRPOSettings, root: DictConfig, out_dir: Path) -> None:
+        """Args:
+            cfg: the recipe's settings (`conf/train/grpo.yaml`).
+            root: the whole training config (`llm`, `dataset`, `schema_format`, `db`, `paths`).
+            out_dir: where everything goes; the latest `checkpoints/checkpoint-<step>` there is resumed from.
+        """
+        from t2s.train.launch import launch_rank
 
-        path = base_model_path(root)
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32),
-                                          cfg.init_adapter, is_trainable=True)
-    else:
-        tokenizer, model = load_base(root, cfg.peft, "bf16-true" if cfg.bf16 else "32-true")
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    examples = load_examples(root)
-    by_qid = {e.qid: e for e in examples}
-    schemas = schema_source(root)
-    executor = make_executor(root)
-    stats = GroupStats(cfg.group_size)
-    try:
-        built = cfg.data.build(examples, schemas, tokenizer, out_dir / "data" if main_process else None,
-                               executor=executor)
-        kind = "select_pair" if cfg.reward.task == "select_pair" else "sql"
-        rows = [r for r in built.rows if r.task == kind]
-        if not rows:
-            raise ValueError(f"train=grpo: the data builder made no `{kind}` rows (train.data.tasks must include it)")
-        table = Dataset.from_list([{"prompt": r.messages, "qid": r.qid, "gold_sql": by_qid[r.qid].gold_sql or "",
-                                    "db_path": by_qid[r.qid].db_path, "answer": r.completion} for r in rows])
-        if kind == "sql":
-            funcs: list[RewardFn] = [execution_reward(cfg.reward, executor, stats), format_reward(cfg.reward)]
-            if cfg.reward.component > 0:
-                funcs.append(component_reward(cfg.reward, {e.db_path: schemas.schema(e) for e in examples}))
+        self.cfg, self.root, self.out_dir = cfg, root, Path(out_dir)
+        self.main_process = launch_rank() == 0
+        self.stats = GroupStats(cfg.group_size)
+        self.log_path = self.out_dir / "rewards.jsonl"
+        self.executor: Any = None
+
+    def run(self) -> dict[str, Any]:
+        """Set up, train, close; return the summary (main process: also `summary.json`)."""
+        try:
+            self.setup()
+            return self.train()
+        finally:
+            self.close()
+
+    def setup(self) -> None:
+        """Record the config (main process), then the model, the prompts, the rewards and the trainer."""
+        if self.main_process:
+            save_config(self.root, self.out_dir)
+        if self.cfg.num_threads:
+            torch.set_num_threads(self.cfg.num_threads)
+        self._setup_model()
+        self._setup_data()
+        self._setup_rewards()
+        self._setup_trainer()
+
+    def _setup_model(self) -> None:
+        """The tokenizer and the policy: the base with a fresh adapter (`cfg.peft`), or with `init_adapter` an SFT
+        adapter's weights as the trained adapter's start."""
+        cfg, root = self.cfg, self.root
+        if cfg.init_adapter:
+            from peft import PeftModel
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            path = base_model_path(root)
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            self.model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32),
+                                                   cfg.init_adapter, is_trainable=True)
         else:
-            funcs = [selection_reward(stats)]
-        log_path = out_dir / "rewards.jsonl"
+            self.tokenizer, self.model = load_base(root, cfg.peft, "bf16-true" if cfg.bf16 else "32-true")
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+
+    def _setup_data(self) -> None:
+        """The questions, schemas and executor of the shared configs, the rows (main process: saved under
+        `data/`), and TRL's prompt table: the rows of the reward's kind (`reward.task`: `sql` or `select_pair`)
+        with the columns the rewards read (`gold_sql`, `db_path`, `answer`).
+
+        Raises:
+            NoTrainingRows: the builder made no rows of that kind.
+        """
+        from datasets import Dataset
+
+        cfg = self.cfg
+        self.examples = load_examples(self.root)
+        by_qid = {e.qid: e for e in self.examples}
+        self.schemas = schema_source(self.root)
+        self.executor = make_executor(self.root)
+        self.built = cfg.data.build(self.examples, self.schemas, self.tokenizer,
+                                    self.out_dir / "data" if self.main_process else None, executor=self.executor)
+        self.kind = "select_pair" if cfg.reward.task == "select_pair" else "sql"
+        rows = [r for r in self.built.rows if r.task == self.kind]
+        if not rows:
+            raise NoTrainingRows(f"train=grpo: the data builder made no `{self.kind}` rows (train.data.tasks must "
+                                 f"include it)")
+        self.table = Dataset.from_list([{"prompt": r.messages, "qid": r.qid, "gold_sql": by_qid[r.qid].gold_sql or "",
+                                         "db_path": by_qid[r.qid].db_path, "answer": r.completion} for r in rows])
+
+    def _setup_rewards(self) -> None:
+        """The reward callables: execution + format (+ component when weighted) for SQL rows, the binary selection
+        reward for pairwise rows; each records its within-group spread in `self.stats`."""
+        cfg = self.cfg
+        if self.kind == "sql":
+            funcs: list[RewardFn] = [execution_reward(cfg.reward, self.executor, self.stats), format_reward(cfg.reward)]
+            if cfg.reward.component > 0:
+                funcs.append(component_reward(cfg.reward, {e.db_path: self.schemas.schema(e) for e in self.examples}))
+        else:
+            funcs = [selection_reward(self.stats)]
+        self.reward_funcs = funcs
+
+    def _setup_trainer(self) -> None:
+        """TRL's `GRPOConfig` and `GRPOTrainer` with the reward log callback, the checkpoint to resume from, the
+        wandb run (main process), and the reward log cut back to the resumed step."""
+        from transformers import TrainerCallback
+        from trl import GRPOConfig, GRPOTrainer
+
+        cfg, out_dir, stats, log_path = self.cfg, self.out_dir, self.stats, self.log_path
 
         class RewardLog(TrainerCallback):
             """TRL's logged means (already over all processes) + t2s's within-group spread over every process's
@@ -267,33 +326,48 @@ def train_grpo(cfg: GRPOSettings, root: DictConfig, out_dir: Path) -> dict[str, 
             report_to=["wandb"] if cfg.logger.wandb else [], use_cpu=cfg.accelerator == "cpu", bf16=cfg.bf16,
             seed=cfg.seed, use_vllm=cfg.use_vllm, dataloader_num_workers=0, disable_tqdm=not cfg.progress,
         )
-        resume = _latest_checkpoint(out_dir / "checkpoints") if cfg.resume else None
-        resumed_from = int(resume.rsplit("-", 1)[-1]) if resume else None
-        if cfg.logger.wandb and main_process:
-            _start_wandb(cfg, out_dir, fresh=resume is None)
-        trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=table,
-                              processing_class=tokenizer, callbacks=[RewardLog()])
-        if log_path.is_file() and main_process:  # steps logged after the checkpoint we resume from run again
-            kept = [r for r in _log_records(log_path) if resumed_from is not None and r["step"] <= resumed_from]
+        self.resume = _latest_checkpoint(out_dir / "checkpoints") if cfg.resume else None
+        self.resumed_from = int(self.resume.rsplit("-", 1)[-1]) if self.resume else None
+        if cfg.logger.wandb and self.main_process:
+            _start_wandb(cfg, out_dir, fresh=self.resume is None)
+        self.trainer = GRPOTrainer(model=self.model, reward_funcs=self.reward_funcs, args=args,
+                                   train_dataset=self.table, processing_class=self.tokenizer, callbacks=[RewardLog()])
+        if log_path.is_file() and self.main_process:  # steps logged after the checkpoint we resume from run again
+            kept = [r for r in _log_records(log_path) if self.resumed_from is not None and r["step"] <= self.resumed_from]
             log_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+    def train(self) -> dict[str, Any]:
+        """Train (from the resumed checkpoint if any); on the main process save the adapter, the reward curves
+        (`rewards.png`) and the summary. Other processes return `{"recipe", "rank", "steps"}`."""
+        from t2s.train.launch import launch_rank
+
+        trainer, out_dir = self.trainer, self.out_dir
         t0 = time.perf_counter()
-        trainer.train(resume_from_checkpoint=resume)
+        trainer.train(resume_from_checkpoint=self.resume)
         seconds = time.perf_counter() - t0
         if not trainer.is_world_process_zero():
             return {"recipe": "grpo", "rank": launch_rank(), "steps": int(trainer.state.global_step)}
         trainer.model.save_pretrained(str(out_dir / "adapter"))
-        save_config(root, out_dir / "adapter")
-        by_step = {r["step"]: r for r in _log_records(log_path)}  # one record per step (the last one logged)
+        save_config(self.root, out_dir / "adapter")
+        by_step = {r["step"]: r for r in _log_records(self.log_path)}  # one record per step (the last one logged)
         records = [by_step[k] for k in sorted(by_step)]
         curves = {k: [[r["step"], r[k]] for r in records if r.get(k) is not None]
                   for k in ("reward", "reward_std", "within_group_std", "kl")}
         write_curves(out_dir, curves, f"GRPO {out_dir.name}")
         if (out_dir / "curves.png").is_file():
             (out_dir / "curves.png").replace(out_dir / "rewards.png")
-        steps_this_run = int(trainer.state.global_step) - (resumed_from or 0)
-        summary = {
-            "recipe": "grpo", "out_dir": str(out_dir), "adapter": str(out_dir / "adapter"),
-            "steps": int(trainer.state.global_step), "steps_this_run": steps_this_run, "resumed_from": resumed_from,
+        summary = self._summary(records, seconds)
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        return summary
+
+    def _summary(self, records: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
+        """What `summary.json` says: steps, resume, speed, memory, the reward curve and its within-group spread."""
+        cfg, trainer = self.cfg, self.trainer
+        steps_this_run = int(trainer.state.global_step) - (self.resumed_from or 0)
+        return {
+            "recipe": "grpo", "out_dir": str(self.out_dir), "adapter": str(self.out_dir / "adapter"),
+            "steps": int(trainer.state.global_step), "steps_this_run": steps_this_run,
+            "resumed_from": self.resumed_from,
             "seconds_per_step": round(seconds / steps_this_run, 2) if steps_this_run else None,
             "train_seconds": round(seconds, 1), "peak_rss_mb": round(peak_rss_mb(), 1),
             "mean_reward": statistics.mean(r["reward"] for r in records if "reward" in r) if records else None,
@@ -304,9 +378,17 @@ def train_grpo(cfg: GRPOSettings, root: DictConfig, out_dir: Path) -> dict[str, 
             "reward_curve": [[r["step"], r.get("reward")] for r in records],
             "processes": int(trainer.accelerator.num_processes),
             "prompts_per_step": cfg.prompts_per_step * int(trainer.accelerator.num_processes),
-            "data": {**built.stats, "sha256": built.digest},
+            "data": {**self.built.stats, "sha256": self.built.digest},
         }
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-        return summary
-    finally:
-        executor.close()
+
+    def close(self) -> None:
+        """Close the executor."""
+        if self.executor is not None:
+            self.executor.close()
+            self.executor = None
+
+
+def train_grpo(cfg: GRPOSettings, root: DictConfig, out_dir: Path) -> dict[str, Any]:
+    """Build prompts, run TRL's GRPO for `max_steps` (resuming from the latest checkpoint), save the adapter and the
+    reward curve; return and write `summary.json` (`GRPORecipe`)."""
+    return GRPORecipe(cfg, root, out_dir).run()

@@ -4,8 +4,8 @@ own child command.
 Lightning's DDP launcher starts ranks 1..N-1 by re-running the script that started rank 0 with the same argument
 list. Under `t2s train` that is neither possible nor what we want: the console script's `sys.argv[0]` is the word
 `t2s train` (no file) and `python -m t2s.cli` would lose the `train` subcommand; a notebook or a test has no command
-at all; and a recipe that trains several models in one command (`rstar`) must not re-run its generation runs on every
-rank. So rank 0 pickles the exact call it is making (`train_sft(settings, root config, out_dir)`) into
+at all; and a recipe that trains several models in one command (self-evolution rounds) must not re-run its generation
+runs on every rank. So rank 0 pickles the exact call it is making (`train_sft(settings, root config, out_dir)`) into
 `<out>/ddp_job.pkl` before it starts the others, and each child runs `python -m t2s.train.launch <out>/ddp_job.pkl`
 with `LOCAL_RANK`, `WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT` set as Lightning sets them. A child rebuilds the model
 and the rows itself (deterministic: same seed, same files) and writes nothing but its log lines; Lightning's process

@@ -1,8 +1,9 @@
-"""Settings of the SFT recipe (`conf/train/sft.yaml`, and the selection / SHARE recipes that reuse its trainer).
+"""Settings of the SFT recipe (`conf/train/sft.yaml`, and the recipes that reuse its trainer with other rows).
 
 Typed dataclasses built by Hydra's `instantiate` from the `train` node: an unknown key is a TypeError naming it,
-before any model loads. Seed 003 phase 3 (LoRA / QLoRA, checkpoint by validation EX, early stopping), seed 000
-section 3.4 (SHARE: LoRA r=8, lr 5e-5, batch 8), seed 001 (LoRA / DoRA).
+before any model loads. The adapters: "LoRA: Low-Rank Adaptation of Large Language Models" (arXiv 2106.09685),
+"DoRA: Weight-Decomposed Low-Rank Adaptation" (arXiv 2402.09353), "QLoRA: Efficient Finetuning of Quantized LLMs"
+(arXiv 2305.14314); checkpoints chosen by validation EX, early stopping.
 """
 
 from __future__ import annotations

@@ -1,106 +1,64 @@
-"""The SFT recipe: PEFT adapters (LoRA / DoRA / QLoRA) trained with Lightning, validated by execution accuracy.
+"""The SFT recipe: PEFT adapters trained with Lightning, validated by execution accuracy.
 
-Seed 003 phase 3: Lightning's `ModelCheckpoint` and `EarlyStopping` on the validation-EX metric (phase 3.6), QLoRA
-(4-bit nf4 base), diagnostics as curves. Seed 001: LoRA / DoRA SFT of a small coder model. What `train_sft` does:
+The adapters: "LoRA: Low-Rank Adaptation of Large Language Models" (arXiv 2106.09685), "DoRA: Weight-Decomposed
+Low-Rank Adaptation" (arXiv 2402.09353) and "QLoRA: Efficient Finetuning of Quantized LLMs" (arXiv 2305.14314, a
+4-bit nf4 base). `SFTRecipe` runs in named steps (the recipe-class shape of torchtune's single-device recipes):
 
-1. loads the base model named by the shared `llm` config (`tiny`, `tiny-128`, `embedded`, a local checkpoint);
-2. builds the rows with the `train.data` builder (`t2s.train.data`; saved as `data/rows-<hash>.jsonl` + stats);
-3. trains the adapter (AdamW on the adapter's weights only, linear warmup then cosine decay, gradient
-   accumulation, Lightning precision / strategy from config);
-4. validates every `val_every` steps: loss on the held-out questions' rows, and EX of greedy generations for them
-   (same prompt as the generator, `parse_sql`, `t2s.eval.execution.score_execution` with the official semantics);
-5. keeps the best adapter (by `monitor`) in `<out>/adapter/` (PEFT `save_pretrained`, loadable with
-   `llms.<name>.adapter=<out>/adapter`), `last.ckpt` every `checkpoint_every` steps for resuming, curves in
-   `curves.json` / `curves.png` (and wandb offline when enabled), `summary.json`.
+1. `_setup_model`: the base model named by the shared `llm` config (`tiny`, `tiny-128`, `embedded`, a local
+   checkpoint) with a fresh adapter (`t2s.train.common.load_base`);
+2. `_setup_data`: the rows from the `train.data` builder (`t2s.train.data`; saved as `data/rows-<hash>.jsonl` +
+   stats), the held-out questions' rows and prompts, tokenized into data loaders;
+3. `_setup_trainer`: the LightningModule (AdamW on the adapter's weights only, linear warmup then cosine decay,
+   gradient accumulation), callbacks, loggers, strategy and the checkpoint to resume from;
+4. `train`: fit, validating every `val_every` steps (loss on the held-out questions' rows, and EX of greedy
+   generations for them: same prompt as the generator, `parse_sql`, `t2s.eval.execution.score_execution` with the
+   official semantics), keeping the best adapter (by `monitor`) in `<out>/adapter/` (PEFT `save_pretrained`,
+   loadable with `llms.<name>.adapter=<out>/adapter`), `last.ckpt` every `checkpoint_every` steps for resuming,
+   curves in `curves.json` / `curves.png` (and wandb offline when enabled), and `summary.json`.
 
-Checkpoints hold only the trainable (adapter) weights, the optimizer and scheduler, and the loop state, so a 0.5B
-model's checkpoint is a few MB. Resuming restores the step, optimizer, scheduler, early-stopping and best-adapter
-state; the data order after a resume is that of a fresh epoch (Lightning's sampler state), not the exact remainder.
+`train_sft(cfg, root, out_dir)` is the entry point (what `SFTConfig.run`, the DDP child ranks and method recipes
+call). Checkpoints hold only the trainable (adapter) weights, the optimizer and scheduler, and the loop state, so a
+0.5B model's checkpoint is a few MB. Resuming restores the step, optimizer, scheduler, early-stopping and
+best-adapter state, and the data order continues where the checkpoint left it (`ResumableShuffle`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from t2s.train.common import (
+    CURVES,
+    NoTrainingRows,
+    load_base,
+    load_examples,
+    make_executor,
+    peak_rss_mb,
+    save_config,
+    schema_source,
+    write_curves,
+)
 from t2s.train.data import BuiltData, SchemaSource, TrainData, TrainRow, render_prompt
-from t2s.train.sft_config import PeftSettings, SFTConfig
+from t2s.train.sft_config import SFTConfig
+
+__all__ = ["SFTRecipe", "train_sft", "NoTrainingRows", "ResumableShuffle", "ValBatches", "tokenize_row", "collate",
+           "generate_sql", "execution_accuracy", "execution_counts"]
 
 log = logging.getLogger("t2s.train")
 
-CURVES = "curves.json"
+#: the launcher's environment variables, restored after a multi-process fit
+LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE")
 
 
-# ------------------------------------------------------------------------------------------------ shared helpers
-def base_model_path(root: DictConfig) -> str:
-    """The checkpoint directory (or hub id) of the shared `llm` config's model, building named models if needed."""
-    from t2s.llm.models import is_named_model, resolve_model
-
-    model = str(root.llm.model)
-    return str(resolve_model(model, root.paths.cache_dir)) if is_named_model(model) else model
-
-
-def load_base(root: DictConfig, peft: PeftSettings, precision: str) -> tuple[Any, Any]:
-    """(tokenizer, model with a fresh PEFT adapter). QLoRA loads the base in 4-bit nf4 (bitsandbytes)."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = base_model_path(root)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    dtype = torch.bfloat16 if precision.startswith("bf16-true") else torch.float32
-    kwargs: dict[str, Any] = {"dtype": dtype}
-    if peft.method == "qlora":
-        try:
-            from transformers import BitsAndBytesConfig
-        except ImportError as e:  # pragma: no cover - transformers always has it
-            raise ImportError("train.peft.method=qlora needs bitsandbytes: pip install bitsandbytes") from e
-        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                                           bnb_4bit_compute_dtype=dtype)
-    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    if peft.method == "qlora":
-        from peft import prepare_model_for_kbit_training
-
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    config = LoraConfig(r=peft.r, lora_alpha=peft.alpha, lora_dropout=peft.dropout,
-                        target_modules=list(peft.target_modules), use_dora=peft.method == "dora",
-                        task_type="CAUSAL_LM")
-    return tokenizer, get_peft_model(model, config)
-
-
-def load_examples(root: DictConfig) -> list[Any]:
-    """The questions of the shared `dataset` config (same loader and selection as `t2s run`)."""
-    from hydra.utils import instantiate
-
-    return list(instantiate(root.dataset, _convert_="all").load().examples)
-
-
-def schema_source(root: DictConfig) -> SchemaSource:
-    """Schemas in the run's `schema_format` (the generator's), cached under `paths.cache_dir/schemas`."""
-    from hydra.utils import instantiate
-
-    db = root.get("db") or {}
-    return SchemaSource(instantiate(root.schema_format, _convert_="all"), Path(root.paths.cache_dir),
-                        sample_values=int(db.get("sample_values", 3)), sample_rows=int(db.get("sample_rows", 3)))
-
-
-def make_executor(root: DictConfig) -> Any:
-    """A read-only, time-limited executor for model SQL and candidate results."""
-    from t2s.db.execute import SQLExecutor
-
-    db = root.get("db") or {}
-    return SQLExecutor(timeout=float(db.get("timeout", 10.0)), max_rows=int(db.get("max_rows", 1000)), workers=1,
-                       decode_errors="ignore")
-
-
+# ------------------------------------------------------------------------------------------------ rows to tensors
 def tokenize_row(tokenizer: Any, row: TrainRow, max_completion_tokens: int) -> dict[str, list[int]]:
     """input_ids / labels of one row: rendered prompt (labels -100) + completion + eos (learned)."""
     prompt = tokenizer(render_prompt(tokenizer, row.messages), add_special_tokens=False)["input_ids"]
@@ -160,41 +118,6 @@ def execution_counts(examples: list[Any], completions: list[str], executor: Any)
     scorable = [v for v in verdicts if v.status != "gold_error"]
     return sum(v.correct for v in scorable), len(scorable), [v.correct for v in verdicts]
 
-
-def write_curves(out_dir: Path, curves: dict[str, list[list[float]]], title: str) -> None:
-    """`curves.json` and `curves.png` (one panel per metric, x = optimizer step)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    (out_dir / CURVES).write_text(json.dumps(curves))
-    names = [k for k, v in curves.items() if v]
-    if not names:
-        return
-    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3), squeeze=False)
-    for ax, name in zip(axes[0], names):
-        xs, ys = zip(*curves[name])
-        ax.plot(xs, ys, marker="o" if len(xs) < 30 else None)
-        ax.set_title(name)
-        ax.set_xlabel("step")
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(out_dir / "curves.png", dpi=80)
-    plt.close(fig)
-
-
-def save_config(root: DictConfig, out_dir: Path) -> None:
-    """The resolved training config as `train_config.yaml` (secrets are not part of a training config)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "train_config.yaml").write_text(OmegaConf.to_yaml(root, resolve=True))
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process (MB, from getrusage)."""
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # --------------------------------------------------------------------------------------------- Lightning parts
@@ -539,71 +462,112 @@ def make_loggers(cfg: SFTConfig, out_dir: Path, fresh: bool) -> list[Any]:
 
 
 # ------------------------------------------------------------------------------------------------ the recipe
-class NoTrainingRows(ValueError):
-    """The data builder made no rows (too few questions, or no usable candidates in a run's pools)."""
-
-
-def train_sft(cfg: SFTConfig, root: DictConfig, out_dir: Path) -> dict[str, Any]:
-    """Build the data, train the adapter (resuming from `<out>/checkpoints/last.ckpt` if present and `resume`),
-    keep the best adapter; return and write `summary.json`.
+class SFTRecipe:
+    """One SFT training into `out_dir`: `setup()` (`_setup_model` -> `_setup_data` -> `_setup_trainer`), then
+    `train()`; `close()` releases the executor and the process group. `run()` does all three.
 
     With `strategy=ddp` and `devices` > 1 this process is rank 0: it starts the other ranks when training starts
-    (`t2s.train.launch`), and they run this function too. Every rank loads the model and builds the rows (the same,
+    (`t2s.train.launch`), and they run the same recipe. Every rank loads the model and builds the rows (the same,
     by seed); only rank 0 writes anything (config, rows, adapter, curves, checkpoints, summary)."""
-    import os
 
-    from t2s.train.launch import JOB_FILE, ddp_strategy, launch_rank, write_job
+    def __init__(self, cfg: SFTConfig, root: DictConfig, out_dir: Path) -> None:
+        """Args:
+            cfg: the recipe's settings (`conf/train/sft.yaml` and the recipes that reuse it).
+            root: the whole training config (`llm`, `dataset`, `schema_format`, `db`, `paths`).
+            out_dir: where everything goes; an existing `checkpoints/last.ckpt` there is resumed from.
+        """
+        from t2s.train.launch import launch_rank
 
-    pl = _lightning()
-    out_dir = Path(out_dir)
-    rank = launch_rank()
-    if rank == 0:
-        save_config(root, out_dir)
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    data_builder: TrainData = cfg.data
-    tokenizer, model = load_base(root, cfg.peft, cfg.precision)
-    if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
-    examples = load_examples(root)
-    schemas = schema_source(root)
-    executor = make_executor(root)
-    t0 = time.perf_counter()
-    launched = {k: os.environ.get(k) for k in ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK",
-                                               "WORLD_SIZE", "LOCAL_WORLD_SIZE")}
-    try:
-        built: BuiltData = data_builder.build(examples, schemas, tokenizer, out_dir / "data" if rank == 0 else None,
-                                              executor=executor)
-        val_rows = _val_rows(data_builder, built, schemas, tokenizer, executor)
-        data_seconds = time.perf_counter() - t0
-        if not built.rows:
-            raise NoTrainingRows(f"train.data built no training rows from dataset {root.dataset.get('name')!r} "
-                             f"(stats: {built.stats}); use more questions or other row kinds")
-        want_ex = bool({"sql", "self_sql", "mcts_step"} & set(data_builder.tasks)) and bool(built.val_examples)
-        if cfg.monitor == "val_ex" and not want_ex:
-            raise ValueError("train.monitor=val_ex needs `sql`, `self_sql` or `mcts_step` rows and val_size > 0 (set "
-                             "train.monitor=val_loss)")
-        val_prompts = [data_builder.val_prompt(ex, schemas.view(ex)) for ex in built.val_examples]
-        module = make_module(cfg, model, tokenizer, built.val_examples, val_prompts, executor, want_ex)
+        self.cfg, self.root, self.out_dir = cfg, root, Path(out_dir)
+        self.rank = launch_rank()
+        self.data: TrainData = cfg.data
+        self.executor: Any = None
+        self._launched: dict[str, str | None] | None = None
+
+    def run(self) -> dict[str, Any]:
+        """Set up, train, close; return the summary (rank 0: also `summary.json`)."""
+        try:
+            self.setup()
+            return self.train()
+        finally:
+            self.close()
+
+    def setup(self) -> None:
+        """Record the config (rank 0), seed everything, then the model, the data and the trainer, in that order
+        (the adapter's initial weights are drawn before the rows are built)."""
+        pl = _lightning()
+        if self.rank == 0:
+            save_config(self.root, self.out_dir)
+        if self.cfg.num_threads:
+            torch.set_num_threads(self.cfg.num_threads)
+        pl.seed_everything(self.cfg.seed, workers=True, verbose=False)
+        self._setup_model()
+        self._setup_data()
+        self._setup_trainer()
+
+    def _setup_model(self) -> None:
+        """The tokenizer and the base model with a fresh adapter (`cfg.peft`, `cfg.precision`); with
+        `gradient_checkpointing`, activations are recomputed in the backward pass."""
+        self.tokenizer, self.model = load_base(self.root, self.cfg.peft, self.cfg.precision)
+        if self.cfg.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            self.model.enable_input_require_grads()
+
+    def _setup_data(self) -> None:
+        """The questions, schemas and executor of the shared configs; the training rows (rank 0 saves them under
+        `data/`), the held-out questions' rows (validation loss) and SQL prompts (validation EX); the data loaders.
+
+        Raises:
+            NoTrainingRows: the builder made no training rows.
+            ValueError: `monitor=val_ex` without a row kind that trains SQL, or without held-out questions.
+        """
+        cfg, data, tokenizer = self.cfg, self.data, self.tokenizer
+        self.examples = load_examples(self.root)
+        self.schemas = schema_source(self.root)
+        self.executor = make_executor(self.root)
+        self._launched = {k: os.environ.get(k) for k in LAUNCH_ENV}
+        t0 = time.perf_counter()
+        self.built: BuiltData = data.build(self.examples, self.schemas, tokenizer,
+                                           self.out_dir / "data" if self.rank == 0 else None, executor=self.executor)
+        val_rows = _val_rows(data, self.built, self.schemas, tokenizer, self.executor)
+        self.data_seconds = time.perf_counter() - t0
+        if not self.built.rows:
+            raise NoTrainingRows(f"train.data built no training rows from dataset {self.root.dataset.get('name')!r} "
+                                 f"(stats: {self.built.stats}); use more questions or other row kinds")
+        self.want_ex = data.trains_sql and bool(self.built.val_examples)
+        if cfg.monitor == "val_ex" and not self.want_ex:
+            raise ValueError(f"train.monitor=val_ex needs a row kind that trains the model to write SQL (e.g. `sql`, "
+                             f"`self_sql`; train.data.tasks={data.tasks}) and val_size > 0 (or set "
+                             f"train.monitor=val_loss)")
+        self.val_prompts = [data.val_prompt(ex, self.schemas.view(ex)) for ex in self.built.val_examples]
         pad = tokenizer.pad_token_id
-        train_items = [tokenize_row(tokenizer, r, cfg.max_completion_tokens) for r in built.rows]
+        train_items = [tokenize_row(tokenizer, r, cfg.max_completion_tokens) for r in self.built.rows]
         val_items = [tokenize_row(tokenizer, r, cfg.max_completion_tokens) for r in val_rows] or train_items[:1]
-        sampler = ResumableShuffle(len(train_items), cfg.seed, cfg.batch_size)
-        train_dl = torch.utils.data.DataLoader(_Rows(train_items), batch_size=cfg.batch_size, sampler=sampler,
-                                               collate_fn=lambda b: collate(b, pad))
-        val_dl = torch.utils.data.DataLoader(ValBatches(val_items, cfg.batch_size, pad), batch_size=None)
+        self.sampler = ResumableShuffle(len(train_items), cfg.seed, cfg.batch_size)
+        self.train_dl = torch.utils.data.DataLoader(_Rows(train_items), batch_size=cfg.batch_size,
+                                                    sampler=self.sampler, collate_fn=lambda b: collate(b, pad))
+        self.val_dl = torch.utils.data.DataLoader(ValBatches(val_items, cfg.batch_size, pad), batch_size=None)
+
+    def _setup_trainer(self) -> None:
+        """The LightningModule, the strategy (DDP through `t2s.train.launch`: rank 0 writes the job its children
+        rebuild), Lightning's Trainer with the callbacks and loggers, and the step to resume from (the data order
+        continues where that checkpoint left it)."""
+        from t2s.train.launch import JOB_FILE, ddp_strategy, write_job
+
+        pl = _lightning()
+        cfg, out_dir = self.cfg, self.out_dir
+        self.module = make_module(cfg, self.model, self.tokenizer, self.built.val_examples, self.val_prompts,
+                                  self.executor, self.want_ex)
         mode = "max" if cfg.monitor == "val_ex" else "min"
-        last = out_dir / "checkpoints" / "last.ckpt"
-        resuming = cfg.resume and last.is_file()
+        self.last = out_dir / "checkpoints" / "last.ckpt"
+        resuming = cfg.resume and self.last.is_file()
         strategy: Any = cfg.strategy
         if cfg.strategy == "ddp" or cfg.devices * cfg.num_nodes > 1:  # auto with several devices is DDP too
             job = out_dir / JOB_FILE
-            if rank == 0:
-                write_job(job, cfg, root, out_dir)
+            if self.rank == 0:
+                write_job(job, cfg, self.root, out_dir)
             strategy = ddp_strategy(job, cfg.accelerator)
-        trainer = pl.Trainer(
+        self.trainer = pl.Trainer(
             max_steps=cfg.max_steps, accumulate_grad_batches=cfg.grad_accum, precision=cfg.precision,
             strategy=strategy, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
             val_check_interval=cfg.val_every * cfg.grad_accum, check_val_every_n_epoch=None,
@@ -611,54 +575,75 @@ def train_sft(cfg: SFTConfig, root: DictConfig, out_dir: Path) -> dict[str, Any]
             logger=make_loggers(cfg, out_dir, fresh=not resuming), plugins=[atomic_checkpoint_io()],
             enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1,
             default_root_dir=str(out_dir), deterministic=False, use_distributed_sampler=False)
-        resumed_from = None
+        self.resumed_from: int | None = None
         if resuming:
-            resumed_from = int(torch.load(last, map_location="cpu", weights_only=False)["global_step"])
-            if rank == 0:
-                log.info("resuming from %s (step %d)", last, resumed_from)
-            sampler.resume(resumed_from * cfg.grad_accum)  # continue the data order where the checkpoint left it
+            self.resumed_from = int(torch.load(self.last, map_location="cpu", weights_only=False)["global_step"])
+            if self.rank == 0:
+                log.info("resuming from %s (step %d)", self.last, self.resumed_from)
+            self.sampler.resume(self.resumed_from * cfg.grad_accum)  # continue the data order where it left off
+
+    def train(self) -> dict[str, Any]:
+        """Fit (from the resumed checkpoint if any); on rank 0 keep the final adapter when no validation saved a
+        best one, and write the summary. Other ranks return `{"recipe", "rank", "steps"}`."""
+        trainer, module = self.trainer, self.module
         t1 = time.perf_counter()
         with warnings.catch_warnings():  # Lightning warns that a plain DataLoader restarts the epoch; ours does not
             warnings.filterwarnings("ignore", message=".*dataloader is not resumable.*")
-            trainer.fit(module, train_dl, val_dl, ckpt_path=str(last) if resumed_from is not None else None)
+            trainer.fit(module, self.train_dl, self.val_dl,
+                        ckpt_path=str(self.last) if self.resumed_from is not None else None)
         train_seconds = time.perf_counter() - t1
-        world_size = int(trainer.world_size)
         if not trainer.is_global_zero:
             return {"recipe": "sft", "rank": int(trainer.global_rank), "steps": int(trainer.global_step)}
-        if not (out_dir / "adapter").is_dir():  # no validation happened: keep the final adapter
-            module.model.save_pretrained(str(out_dir / "adapter"))
-        steps_done = int(trainer.global_step) - (resumed_from or 0)
-        best = json.loads((out_dir / "adapter" / "t2s_best.json").read_text()) \
-            if (out_dir / "adapter" / "t2s_best.json").is_file() else None
-        save_config(root, out_dir / "adapter")
+        if not (self.out_dir / "adapter").is_dir():  # no validation happened: keep the final adapter
+            module.model.save_pretrained(str(self.out_dir / "adapter"))
+        save_config(self.root, self.out_dir / "adapter")
+        summary = self._summary(train_seconds)
+        (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        return summary
+
+    def _summary(self, train_seconds: float) -> dict[str, Any]:
+        """What `summary.json` says: steps, resume, best and last validation, data statistics, speed, memory."""
+        cfg, trainer, module, out_dir = self.cfg, self.trainer, self.module, self.out_dir
+        world_size = int(trainer.world_size)
+        steps_done = int(trainer.global_step) - (self.resumed_from or 0)
+        best_file = out_dir / "adapter" / "t2s_best.json"
         rows_per_step = cfg.batch_size * cfg.grad_accum * world_size
-        summary = {
+        return {
             "recipe": "sft", "out_dir": str(out_dir), "adapter": str(out_dir / "adapter"),
-            "steps": int(trainer.global_step), "steps_this_run": steps_done, "resumed_from": resumed_from,
+            "steps": int(trainer.global_step), "steps_this_run": steps_done, "resumed_from": self.resumed_from,
             "stopped_early": bool(trainer.should_stop and trainer.global_step < cfg.max_steps),
-            "best": best, "last_val": module.last_val, "val_questions": module.val_questions,
+            "best": json.loads(best_file.read_text()) if best_file.is_file() else None,
+            "last_val": module.last_val, "val_questions": module.val_questions,
             "strategy": cfg.strategy, "world_size": world_size, "rows_per_step": rows_per_step,
-            "data": {**built.stats, "sha256": built.digest},
+            "data": {**self.built.stats, "sha256": self.built.digest},
             "examples_per_second": round(steps_done * rows_per_step / train_seconds, 3)
             if train_seconds > 0 else None,
             "seconds_per_step": round(train_seconds / steps_done, 3) if steps_done else None,
-            "data_seconds": round(data_seconds, 2), "train_seconds": round(train_seconds, 2),
+            "data_seconds": round(self.data_seconds, 2), "train_seconds": round(train_seconds, 2),
             "peak_rss_mb": round(peak_rss_mb(), 1),
-            "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-            "gradient_checkpointing": bool(getattr(model, "is_gradient_checkpointing", False)),
+            "trainable_parameters": sum(p.numel() for p in self.model.parameters() if p.requires_grad),
+            "gradient_checkpointing": bool(getattr(self.model, "is_gradient_checkpointing", False)),
         }
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-        return summary
-    finally:
-        executor.close()
-        _end_process_group(launched)
+
+    def close(self) -> None:
+        """Close the executor and leave the process group (restoring the launcher's environment variables)."""
+        if self.executor is not None:
+            self.executor.close()
+            self.executor = None
+        if self._launched is not None:
+            _end_process_group(self._launched)
+            self._launched = None
+
+
+def train_sft(cfg: SFTConfig, root: DictConfig, out_dir: Path) -> dict[str, Any]:
+    """Build the data, train the adapter (resuming from `<out>/checkpoints/last.ckpt` if present and `resume`),
+    keep the best adapter; return and write `summary.json` (`SFTRecipe`)."""
+    return SFTRecipe(cfg, root, out_dir).run()
 
 
 def _end_process_group(before: dict[str, str | None]) -> None:
     """After a multi-process fit: leave the process group and restore the launcher's environment variables, so a
-    later training in this process (rstar's next SFT, a notebook) starts its own ranks again."""
-    import os
-
+    later training in this process (a recipe's next SFT, a notebook) starts its own ranks again."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():

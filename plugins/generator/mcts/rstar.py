@@ -1,41 +1,79 @@
-"""rStar-style self-evolution (seed 001): rounds of MCTS on the training questions -> keep the trajectories whose SQL
-executes correctly -> SFT the policy, and train the process preference model (PPM) from step values.
+"""rStar-style self-evolution, the `rstar` training recipe (`conf/train/rstar.yaml`, `t2s train train=rstar`), after
+"rStar-Math: Small LLMs Can Master Math Reasoning with Self-Evolved Deep Thinking" (arXiv 2501.04519) and Alpha-SQL
+("Alpha-SQL: Zero-Shot Text-to-SQL using Monte Carlo Tree Search", arXiv 2502.17248): rounds of MCTS on the training
+questions -> keep the trajectories whose SQL executes correctly -> SFT the policy, and train the process preference
+model (PPM) from step values. `RStarSettings` is the recipe's typed settings (found through the YAML's `_target_`;
+`t2s/` never imports this module), `train_rstar` runs the rounds.
 
 Round k (`<out>/round<k>/`):
 
 1. `generate/`: a `t2s run` on the training questions with the configured generator (default `mcts`,
-   `plugins/generator/mcts.py`, which saves every question's search tree) and the current policy (`llm.adapter` =
-   round k-1's policy adapter, or the base in round 0); from round 1 on, with `ppm_in_search`, the search also
-   scores its reasoning steps with round k-1's PPM (`generator.ppm_llm`, an hf LLM with the PPM adapter). Every
-   candidate gets a verdict (`candidate_correct`) from the project's scorer.
-2. `policy/`: SFT (`t2s.train.sft_trainer`) of the policy. With MCTS: `mcts_step` rows, every step of the best
-   trajectories that end in a correct SQL, in the exact search prompt that produced it (`t2s.train.data`; step values
-   are backed up from the gold verdicts, as rStar does on training questions). With another generator: `self_sql`
-   rows (the model's own correct SQL in the generator's prompt).
+   `generator.py`, which saves every question's search tree) and the current policy (`llm.adapter` = round k-1's
+   policy adapter, or the base in round 0); from round 1 on, with `ppm_in_search`, the search also scores its
+   reasoning steps with round k-1's PPM (`generator.ppm_llm`, an hf LLM with the PPM adapter). Every candidate gets
+   a verdict (`candidate_correct`) from the project's scorer.
+2. `policy/`: SFT (`t2s.train.sft_trainer`) of the policy. With MCTS: `mcts_step` rows (`rows.py`), every step of the
+   best trajectories that end in a correct SQL, in the exact search prompt that produced it (step values are backed
+   up from the gold verdicts, as rStar does on training questions). With another generator: `self_sql` rows (the
+   model's own correct SQL in the generator's prompt).
 3. `ppm/` (if `ppm`): SFT of the PPM. With MCTS: `ppm_step` rows, sibling reasoning steps labelled Yes (leads to a
    correct SQL, highest Q first) / No (leads only to wrong SQL), the pointwise form of rStar's step-preference pairs
-   that the generator's Yes/No PPM scores. With another generator: whole-query `select_pair` rows (seed 004 op 4).
+   that the generator's Yes/No PPM scores. With another generator: whole-query `select_pair` rows.
    A round whose trees hold no such sibling pair skips the PPM (`round.json` says so).
 
 A finished round (its `round.json`) is skipped on re-run, so a killed run resumes at the round it was in (and that
 round's SFT resumes from its own checkpoint). A round without rows for a model keeps the previous one and says why in
 `round.json`. `<out>/adapter` and `<out>/ppm_adapter` are the last policy and step PPM (`experiments/rstar_adapter.yaml`
-searches with both). Not here: rStar's pairwise (Bradley-Terry) PPM loss; the PPM is
-trained by SFT on its Yes/No answer, which is what `generator.ppm_llm` scores.
+searches with both). Not here: rStar's pairwise (Bradley-Terry) PPM loss; the PPM is trained by SFT on its Yes/No
+answer, which is what `generator.ppm_llm` scores.
+
+Moved from `t2s/train/rstar_config.py` + `rstar_trainer.py`: `t2s.run.store.MOVED_TARGETS` reads the old `_target_`
+(`t2s.train.rstar_config.RStarSettings`) as this one.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
+from t2s_plugins.generator.mcts.rows import is_mcts, search_generator
 
-from t2s.train.data import TrainData, is_mcts, search_generator
-from t2s.train.rstar_config import RStarSettings
-from t2s.train.sft_trainer import NoTrainingRows, save_config, train_sft
+from t2s.train.common import NoTrainingRows, save_config
+from t2s.train.data import TrainData
+from t2s.train.sft_config import SFTConfig
+from t2s.train.sft_trainer import train_sft
+
+
+@dataclass
+class RStarSettings:
+    """`rounds` of search -> filter by execution -> SFT. `generator`: the `t2s run` generator option that produces
+    the trajectories (`mcts`: tree search, whose saved trees give step-level rows; any other, e.g. `zero_shot_n8`,
+    gives whole-query rows), `generator_overrides`: extra `t2s run` overrides (e.g. `generator.simulations=16`).
+    `policy`: the SFT settings of each round (its data builder's `tasks` are set to `[mcts_step]` or `[self_sql]`
+    and `predictions` to the round's run). `ppm`: also train the process preference model (`ppm_step` rows from the
+    trees, or `select_pair` rows without MCTS; monitor val_loss). `ppm_in_search`: from round 1 on, the search
+    scores its steps with the previous round's PPM. `from_previous`: round k+1 generates with round k's policy
+    adapter (True) or always with the base (False)."""
+
+    policy: SFTConfig
+    rounds: int = 2
+    generator: str = "mcts"
+    generator_overrides: list[str] = field(default_factory=list)
+    ppm: bool = True
+    ppm_in_search: bool = True
+    from_previous: bool = True
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1:
+            raise ValueError(f"train.rounds must be >= 1, got {self.rounds}")
+
+    def run(self, root: Any, out_dir: Path) -> dict[str, Any]:
+        """Run (or resume, round by round) into `out_dir`; return the summary."""
+        return train_rstar(self, root, out_dir)
 
 
 def _hf_llm(root: DictConfig, choices: list[str]) -> dict[str, Any]:
@@ -81,11 +119,11 @@ def _generate(cfg: RStarSettings, root: DictConfig, adapter: str | None, run_dir
     return run(run_cfg, run_dir=run_dir)
 
 
-def _sft(policy: Any, tasks: list[str], predictions: Path, monitor: str) -> Any:
+def _sft(policy: SFTConfig, tasks: list[str], predictions: Path, monitor: str) -> SFTConfig:
+    """The round's SFT settings: the policy's, with its data builder's row kinds set to `tasks` and its pools read
+    from the round's run."""
     data: TrainData = policy.data
-    params = {k: v for k, v in data.params().items() if k not in ("prompt",)}
-    builder = TrainData(**{**params, "prompt": data.template.id, "tasks": tasks, "predictions": str(predictions)})
-    return dataclasses.replace(policy, data=builder, monitor=monitor)
+    return dataclasses.replace(policy, data=data.replace(tasks=tasks, predictions=str(predictions)), monitor=monitor)
 
 
 def train_rstar(cfg: RStarSettings, root: DictConfig, out_dir: Path) -> dict[str, Any]:
