@@ -244,8 +244,9 @@ def pair_messages(template: PromptTemplate, *, schema: str, question: str, evide
                   result_a: ExecResult | None, sql_b: str, result_b: ExecResult | None, use_evidence: bool = True,
                   dialect: str = "SQLite", max_rows: int = 5, max_cell_chars: int = 40) -> list[dict[str, str]]:
     """A pairwise judge's prompt: two candidates (shown as A and B) with their execution results. The
-    `adaptive_tournament` selector asks it, and the selection model's training rows (`t2s.train.data`, kind
-    `select_pair`) are built here too, so the trained judge sees its inference prompt."""
+    `adaptive_tournament` selector asks it, and the selection model's training rows (row kind `select_pair`,
+    `plugins/selector/adaptive_tournament/rows.py`) are built with it too, so the trained judge sees its inference
+    prompt."""
     return template_messages(template, schema=schema, question=question, evidence=evidence, use_evidence=use_evidence,
                              dialect=dialect, sql_a=sql_a, sql_b=sql_b,
                              result_a=format_result(result_a, max_rows=max_rows, max_cell_chars=max_cell_chars),
