@@ -12,19 +12,26 @@ YAML; one stage can differ: `fixer.decoding=free` (a mode name, default bounds) 
 builds its requests' constraint with `answer_constraint(env, example, decoding)`, which loads the database's grammar
 (`SqlGrammarArtifact`, built once per database content, mode and bounds) and wraps it in the answer format; stages
 list `grammar_artifacts(decoding)` in `artifacts()` so `t2s prepare` builds them ahead.
+
+Stages whose replies are not (only) SQL build their reply formats from the pieces here, none of which knows a method:
+`sql_reply_constraint` (a root rule of the stage's own around the database's grammar rules, e.g. `limited_select`: one
+SELECT ending in `LIMIT 1..n`), `identifier` / `qualified_names` (a database's names as a reply writes them) and
+`choice_lines_constraint` (one choice per line, or an explicit "none").
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from t2s.artifacts import Artifact, Source
 from t2s.llm.base import Constraint, GenParams, LLMRequest
-from t2s.sql.grammar import GRAMMAR_VERSION, MODES, GrammarLimits, SqlGrammar, sql_grammar
+from t2s.sql.grammar import GRAMMAR_VERSION, MODES, GrammarLimits, SqlGrammar, gbnf_literal, sql_grammar, trie
 
 if TYPE_CHECKING:
     from t2s.env import Env
@@ -159,3 +166,75 @@ def instructed(request: LLMRequest, decoding: Decoding) -> LLMRequest:
 def constrained(params: GenParams, constraint: Constraint | None) -> GenParams:
     """`params` with `constraint` (unchanged when it is None, so free decoding keeps today's cache keys)."""
     return params if constraint is None else dataclasses.replace(params, constraint=constraint)
+
+
+# ------------------------------------------------------------------------------------- pieces of reply formats
+_PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+#: closing character of each quote an identifier may be written in
+_CLOSE = {"`": "`", '"': '"', "[": "]"}
+
+
+def identifier(names: Sequence[str], *, quote: str = "`", any_case: bool = True,
+               reserved: frozenset[str] | set[str] = frozenset()) -> str:
+    """A GBNF expression matching any of `names` as a reply writes an identifier: bare when the name is plain
+    (letters, digits, `_`, not in `reserved`, compared in lower case), else in `quote` (`` ` ``, `"` or `[`; the
+    closing quote doubled inside, as SQL and the trajectory text escape it). With `any_case` letters match in any
+    case (names compared without case); else as written. Terminals only, so it can be a lexeme (an UPPERCASE rule)."""
+    if quote not in _CLOSE:
+        raise ValueError(f"identifier: quote must be one of {', '.join(_CLOSE)}, got {quote!r}")
+    close = _CLOSE[quote]
+    bare = [n for n in names if _PLAIN.match(n) and n.lower() not in reserved]
+    quoted = [n.replace(close, close * 2) for n in names if n and n not in bare]
+    alts = [trie(bare, any_case=any_case)] if bare else []
+    if quoted:
+        alts.append(f"{gbnf_literal(quote)} {trie(quoted, any_case=any_case)} {gbnf_literal(close)}")
+    if not alts:
+        raise ValueError("identifier: no names")
+    return alts[0] if len(alts) == 1 else "(" + " | ".join(alts) + ")"
+
+
+def qualified_names(columns: Mapping[str, Sequence[str]], *, quote: str = "`", any_case: bool = True,
+                    reserved: frozenset[str] | set[str] = frozenset()) -> str:
+    """A GBNF expression matching `<table>.<column>` with each table's own columns (`columns`: table -> its
+    columns), names written as `identifier` writes them. Terminals only (a lexeme when put in an UPPERCASE rule)."""
+    alts = [f"{identifier([t], quote=quote, any_case=any_case, reserved=reserved)} \".\" "
+            f"{identifier(list(cols), quote=quote, any_case=any_case, reserved=reserved)}"
+            for t, cols in columns.items() if cols]
+    if not alts:
+        raise ValueError("qualified_names: no table with columns")
+    return alts[0] if len(alts) == 1 else "(" + " | ".join(alts) + ")"
+
+
+def choice_lines_constraint(choice: str, *, most: int, empty: str | None = None, name: str = "") -> Constraint:
+    """A reply of one choice per line (`choice`: a GBNF expression of terminals, e.g. `qualified_names`), at least
+    one and at most `most` lines, no bullets and nothing else; or, with `empty`, that word alone (an explicit empty
+    choice, "NONE")."""
+    if most < 1:
+        raise ValueError(f"choice_lines_constraint: most must be >= 1, got {most}")
+    lines = "CHOICE" if most == 1 else f'CHOICE ("\\n" CHOICE){{0,{most - 1}}}'
+    root = f"{lines} | {gbnf_literal(empty)}" if empty else lines
+    return Constraint.grammar(f"root ::= {root}\nCHOICE ::= {choice}\n", name=name)
+
+
+def limited_select(most: int) -> str:
+    """A GBNF expression, over the rules of a database's SQL grammar, of one SELECT (no set operation) that ends in
+    `LIMIT k` with 1 <= k <= `most` (an optional ORDER BY before it): an exploratory query that reads a few rows."""
+    if most < 1:
+        raise ValueError(f"limited_select: most must be >= 1, got {most}")
+    counts = " | ".join(gbnf_literal(str(k)) for k in range(1, most + 1))
+    return f"select-0 (WS order-0)? WS KW-LIMIT WS ({counts})"
+
+
+def sql_reply_constraint(env: Env, example: Example, decoding: Decoding, root: str, *, rules: str = "",
+                         label: str = "") -> Constraint | None:
+    """The constraint of a reply in a stage's own format holding SQL of `example`'s database: None for free decoding;
+    else `root ::= <root>` (a GBNF body that may name the grammar's rules: `query` for one SELECT statement, or
+    `limited_select(n)`), `rules` (the format's own rules, UPPERCASE for lexemes) and the database's grammar rules
+    under `decoding`. `label` names the reply format in messages."""
+    if decoding.free:
+        return None
+    grammar = database_grammar(env, example, decoding)
+    extra = rules if not rules or rules.endswith("\n") else rules + "\n"
+    name = f"{label or 'reply'}:{decoding.mode}:{example.db_id}"
+    return Constraint.grammar(f"root ::= {root}\n{extra}{grammar.rules}", name=name)

@@ -39,11 +39,14 @@ from t2s_plugins.corrector.share.trajectory import (
     render_sql,
     sql_to_trajectory,
 )
+from t2s_plugins.corrector.share.trajectory.grammar import mask_answers_grammar, trajectory_grammar
 from t2s_plugins.corrector.share.trajectory.steps import action_nodes, walk_expr
 
+from t2s.artifacts import Artifact
 from t2s.db.types import DatabaseSchema
+from t2s.decoding import Decoding, answer_constraint, constrained, grammar_artifacts, instructed
 from t2s.generation import parse_sql, template_messages
-from t2s.llm.base import GenParams, LLMRequest
+from t2s.llm.base import Constraint, GenParams, LLMRequest
 from t2s.prompts import PromptTemplate, load_prompt
 from t2s.stages import Corrector
 from t2s.types import Task
@@ -109,6 +112,14 @@ class ShareCorrector(Corrector):
     with `steps` (each round's trajectories: bam, sam, lom, the SAM answers) and `prompts`; an unchanged one stays.
     Overcorrection (a correct input made wrong; the paper reports 11.2 %) is what `metrics.json["attribution"]`
     measures as `overcorrection_rate`.
+
+    `decoding` (conf/decoding/, `${decoding}` by default): free, or under `sql` / `sql_strict` every model reply
+    constrained to the form its parser reads (`trajectory.grammar`): SAM's reply to exactly one numbered reference per
+    mask in a ``` fence, each a `table.column` of that table's own columns (or a table, for `join([MASK])`); the
+    trajectory of LOM (and of the LLM BAM) to canonical statements in a ``` fence whose `table.column`s are the
+    database's; the regeneration to one SELECT of the database's grammar (`t2s.decoding`), fenced or alone. Under
+    `sql_strict` the regeneration's system message also gets the mode's instruction. Free decoding sends the requests
+    it sent before `decoding` existed.
     """
 
     def __init__(
@@ -133,6 +144,7 @@ class ShareCorrector(Corrector):
         top_p: float = 0.95,
         max_new_tokens: int = 512,
         use_evidence: bool = True,
+        decoding: Decoding | str | None = None,
     ) -> None:
         if translator not in ("deterministic", "llm"):
             raise ValueError(f"corrector=share: translator must be 'deterministic' or 'llm' (got {translator!r})")
@@ -149,21 +161,43 @@ class ShareCorrector(Corrector):
         self.dialect = dialect
         self.params = GenParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, n=1)
         self.use_evidence = use_evidence
+        self.decoding = Decoding.of(decoding)
+
+    def artifacts(self) -> list[Artifact]:
+        """The SQL grammar of each database under constrained decoding (none under free decoding)."""
+        return grammar_artifacts(self.decoding) if self.regenerate == "llm" else []
 
     # ------------------------------------------------------------------ requests
 
-    def _request(self, step: str, item: _Item, **fields: str) -> LLMRequest:
+    def reply_constraint(self, step: str, item: _Item, masks: list[str] | None = None) -> Constraint | None:
+        """The constraint of `step`'s reply for `item` (None under free decoding): see the class docstring. `masks`:
+        SAM's answers to the masked trajectory (their kinds, column or table, shape its reply)."""
+        if self.decoding.free:
+            return None
+        ex = item.task.example
+        name = f"{self.origin}:{step}:{self.decoding.mode}:{ex.db_id}"
+        if step == "regen":
+            return answer_constraint(self.env, ex, self.decoding, bare=True, label=f"{self.origin}:regen")
+        if step == "sam":
+            kinds = ["column" if "." in a else "table" for a in masks or []]
+            return Constraint.grammar(mask_answers_grammar(kinds, self.env.schema(ex)), name=name)
+        return Constraint.grammar(trajectory_grammar(self.env.schema(ex)), name=name)  # bam, lom
+
+    def _request(self, step: str, item: _Item, constraint: Constraint | None = None, **fields: str) -> LLMRequest:
         ex = item.task.example
         cand = item.task.candidates[item.positions[0]]
         views = self.env.views(item.task)
         schema = next((v.text for v in views if v.name == cand.schema_view), views[0].text)
         messages = template_messages(self.prompts[step], schema=schema, question=ex.question, evidence=ex.evidence,
                                      use_evidence=self.use_evidence, dialect=self.dialect, **fields)
-        return LLMRequest.chat(messages, dataclasses.replace(self.params, seed=self.env.seed))
+        request = LLMRequest.chat(messages, constrained(dataclasses.replace(self.params, seed=self.env.seed), constraint))
+        return instructed(request, self.decoding) if step == "regen" else request
 
-    def _ask(self, llm: str, step: str, items: list[_Item], fields: dict[int, dict[str, str]]) -> list[str]:
+    def _ask(self, llm: str, step: str, items: list[_Item], fields: dict[int, dict[str, str]],
+             masks: dict[int, list[str]] | None = None) -> list[str]:
         """One LLM batch for `step` over `items` (fields per item index); the reply texts in order."""
-        reqs = [(it.task, self._request(step, it, **fields[i])) for i, it in enumerate(items)]
+        reqs = [(it.task, self._request(step, it, self.reply_constraint(step, it, (masks or {}).get(i)), **fields[i]))
+                for i, it in enumerate(items)]
         return [r.text for r in self.env.generate(llm, reqs)]
 
     # ------------------------------------------------------------------ the chain
@@ -189,7 +223,8 @@ class ShareCorrector(Corrector):
         masked = {id(it): mask_schema(it.traj) for it in items}  # type: ignore[arg-type]
         todo = [it for it in items if masked[id(it)][1]]
         fields = {i: {"masked": masked[id(it)][0], "n_masks": str(len(masked[id(it)][1]))} for i, it in enumerate(todo)}
-        for it, text in zip(todo, self._ask(self.sam_llm, "sam", todo, fields)):
+        masks = {i: masked[id(it)][1] for i, it in enumerate(todo)}
+        for it, text in zip(todo, self._ask(self.sam_llm, "sam", todo, fields, masks)):
             text_masked = masked[id(it)][0]
             answers = parse_mask_answers(text)
             try:
@@ -283,4 +318,5 @@ class ShareCorrector(Corrector):
                 old = it.task.candidates[pos]
                 it.task.candidates[pos] = old.derive(
                     it.sql, self.origin, steps=it.steps, stopped=stops.get(id(it)), translator=self.translator,
-                    regenerate=self.regenerate, prompts={k: p.id for k, p in self.prompts.items()})
+                    regenerate=self.regenerate, prompts={k: p.id for k, p in self.prompts.items()},
+                    decoding=self.decoding.mode)

@@ -12,8 +12,10 @@ from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 from t2s_plugins.prober.pv.prompts import ProbeReply, parse_reply
 
+from t2s.artifacts import Artifact
 from t2s.db.types import ExecResult
-from t2s.llm.base import GenParams, LLMRequest
+from t2s.decoding import Decoding, constrained, grammar_artifacts, instructed, limited_select, sql_reply_constraint
+from t2s.llm.base import Constraint, GenParams, LLMRequest
 from t2s.prompts import load_prompt
 from t2s.stages import Prober
 from t2s.types import Finding, Task
@@ -35,6 +37,12 @@ def check_probe(sql: str, limit: int) -> tuple[str | None, str, str]:
     if tree.args.get("limit") is None:
         sql = f"{sql.rstrip().rstrip(';')} LIMIT {limit}"
     return sql, "ok", ""
+
+
+#: under constrained decoding, the probe reply's grammar: the prompt's two forms, a `PURPOSE:` line (no backtick)
+#: then one ```sql fence around one SELECT ending in LIMIT 1..probe_rows, or the word DONE
+PROBE_REPLY = '"PURPOSE: " PURPOSE "\\n```sql\\n" {query} ";"? "\\n```" | "DONE"'
+PROBE_RULES = "PURPOSE ::= [^\\n`]{1,200}\n"
 
 
 def _json_cell(v: Any) -> Any:
@@ -86,6 +94,11 @@ class PVProber(Prober):
     for word (greedy decoding would only repeat again), or after `max_failures` malformed or rejected replies in a
     row. Malformed replies and failing probes are findings too; nothing in a reply can crash the stage. The schema
     shown is the widest of the task's schema views (the linker's recall view when there are several).
+
+    `decoding` (conf/decoding/, `${decoding}` by default): free, or under `sql` / `sql_strict` the reply constrained
+    to the prompt's two forms as `parse_reply` reads them: `PURPOSE: <one line>` and one ```sql fence around one
+    SELECT of the database's grammar that ends in `LIMIT k`, 1 <= k <= `probe_rows` (`t2s.decoding.limited_select`),
+    or `DONE`; so a probe can be neither the final answer without a LIMIT nor a name the schema lacks.
     """
 
     def __init__(
@@ -102,6 +115,7 @@ class PVProber(Prober):
         use_evidence: bool = True,
         max_values: int = 20,
         note_chars: int = 300,
+        decoding: Decoding | str | None = None,
     ) -> None:
         if max_rounds < 1 or probe_rows < 1 or max_failures < 1:
             raise ValueError(f"prober: max_rounds, probe_rows and max_failures must be >= 1 "
@@ -117,6 +131,21 @@ class PVProber(Prober):
         self.max_values = max_values
         self.note_chars = note_chars
         self.params = GenParams(max_new_tokens=max_new_tokens, temperature=0.0)
+        self.decoding = Decoding.of(decoding)
+
+    def artifacts(self) -> list[Artifact]:
+        """The SQL grammar of each database under constrained decoding (none under free decoding)."""
+        return grammar_artifacts(self.decoding)
+
+    def reply_constraint(self, task: Task) -> Constraint | None:
+        """The constraint of a probe reply for `task` (None under free decoding; see the class docstring)."""
+        root = PROBE_REPLY.replace("{query}", f"({limited_select(self.probe_rows)})")
+        return sql_reply_constraint(self.env, task.example, self.decoding, root, rules=PROBE_RULES, label=self.origin)
+
+    def request(self, task: Task, round_no: int) -> LLMRequest:
+        """One round's probe request for `task`."""
+        params = constrained(dataclasses.replace(self.params, seed=self.env.seed), self.reply_constraint(task))
+        return instructed(LLMRequest.chat(self._messages(task, round_no), params), self.decoding)
 
     def _messages(self, task: Task, round_no: int) -> list[dict[str, str]]:
         ex = task.example
@@ -133,15 +162,13 @@ class PVProber(Prober):
             values_block=self.template.block("values", values), findings_block=self.template.block("findings", findings))
 
     def run(self, tasks: list[Task]) -> None:
-        params = dataclasses.replace(self.params, seed=self.env.seed)
         active = list(tasks)
         failures = {id(t): 0 for t in tasks}
         seen: dict[int, set[str]] = {id(t): set() for t in tasks}
         for round_no in range(1, self.max_rounds + 1):
             if not active:
                 break
-            replies = self.env.generate(self.llm_name, [(t, LLMRequest.chat(self._messages(t, round_no), params))
-                                                        for t in active])
+            replies = self.env.generate(self.llm_name, [(t, self.request(t, round_no)) for t in active])
             to_run: list[tuple[Task, str, ProbeReply]] = []
             still: list[Task] = []
             for task, response in zip(active, replies):

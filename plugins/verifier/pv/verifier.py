@@ -9,7 +9,9 @@ from typing import Any
 from t2s_plugins.verifier.pv.constraints import CheckReport, Constraint, check_candidates, extract_constraints
 from t2s_plugins.verifier.pv.prompts import build_repair_messages, parse_repair_response
 
+from t2s.artifacts import Artifact
 from t2s.db.types import ExecResult
+from t2s.decoding import Decoding, answer_constraint, constrained, grammar_artifacts, instructed
 from t2s.llm.base import GenParams, LLMRequest
 from t2s.prompts import load_prompt
 from t2s.stages import Verifier
@@ -62,6 +64,10 @@ class PVVerifier(Verifier):
     no SQL or repeats an earlier attempt ends that candidate's loop; identical SQL within a question is verified
     once. A replaced candidate is `input.derive(...)` with `trigger` (the input's violation messages), `checks`
     (passed/total before and after), `rounds` (each attempt's SQL and violations) and `prompt`.
+
+    `decoding` (conf/decoding/, `${decoding}` by default): free, or under `sql` / `sql_strict` the repair constrained
+    to one SELECT of the database's grammar (`t2s.decoding`), in the ```sql fence the prompt asks for or alone (the
+    two forms `parse_repair_response` reads), so a repair cannot name what the schema lacks.
     """
 
     def __init__(
@@ -76,6 +82,7 @@ class PVVerifier(Verifier):
         max_new_tokens: int = 256,
         use_evidence: bool = True,
         max_findings: int = 5,
+        decoding: Decoding | str | None = None,
     ) -> None:
         if max_rounds < 0:
             raise ValueError(f"verifier=pv: max_rounds must be >= 0 (got {max_rounds}); 0 checks without repairing")
@@ -86,6 +93,11 @@ class PVVerifier(Verifier):
         self.params = GenParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, n=1)
         self.use_evidence = use_evidence
         self.max_findings = max_findings
+        self.decoding = Decoding.of(decoding)
+
+    def artifacts(self) -> list[Artifact]:
+        """The SQL grammar of each database under constrained decoding (none under free decoding)."""
+        return grammar_artifacts(self.decoding)
 
     def _view_text(self, task: Task, view_name: str | None) -> str:
         views = self.env.views(task)
@@ -112,7 +124,9 @@ class PVVerifier(Verifier):
             report=chain.reports[-1], constraints=chain.constraints,
             evidence=ex.evidence if self.use_evidence else "", findings=findings, dialect=self.dialect,
             template=self.template)
-        return LLMRequest.chat(messages, dataclasses.replace(self.params, seed=self.env.seed))
+        constraint = answer_constraint(self.env, ex, self.decoding, bare=True, label=self.origin)
+        params = constrained(dataclasses.replace(self.params, seed=self.env.seed), constraint)
+        return instructed(LLMRequest.chat(messages, params), self.decoding)
 
     def run(self, tasks: list[Task]) -> None:
         chains: list[_Chain] = []
@@ -165,4 +179,4 @@ class PVVerifier(Verifier):
                 chain.sqls[best], self.origin, trigger=[v.message for v in first.violations],
                 checks={"before": [first.passed, first.checks], "after": [kept.passed, kept.checks]},
                 checklist=[c.to_dict() for c in chain.constraints], rounds=rounds, stopped=chain.stopped or None,
-                prompt=self.template.id, raw=chain.raws[best - 1])
+                prompt=self.template.id, raw=chain.raws[best - 1], decoding=self.decoding.mode)

@@ -1,0 +1,265 @@
+"""The constrained reply formats of the stages that parse structured replies or write SQL (issue 23, items 3 and 5):
+SHARE's SAM, LOM and regeneration, PV's probe and repair, the dual linker's column lists and the MCTS SQL steps.
+
+Each stage runs end to end (`t2s.run.runner.run`) on a small real SQLite database with a scripted LLM. The scripted
+LLM refuses a reply that its request's constraint rejects (`ConstraintViolation`), so a run whose scripted replies are
+in the stage's reply format proves that the format and the stage's parser agree, and a reply outside the format cannot
+be given. Under `decoding=free` nothing changes: the requests are pinned by their response-cache keys, computed with
+the code before these stages took `decoding` (so cached runs make no new LLM call). And with the tiny random-weight
+model the constrained stages' outputs parse.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import compose_config
+
+from t2s.llm.base import LLMRequest, LLMResponse
+from t2s.llm.cache import request_key
+from t2s.llm.scripted import ScriptedLLM
+from t2s.llm.structured import ConstraintViolation
+from t2s.run.runner import run
+
+DB_SQL = """
+CREATE TABLE singer (singer_id INTEGER PRIMARY KEY, name TEXT, country TEXT, age INTEGER);
+CREATE TABLE concert (concert_id INTEGER PRIMARY KEY, title TEXT, year INTEGER,
+                      singer_id INTEGER REFERENCES singer(singer_id));
+INSERT INTO singer VALUES (1,'Ana','France',52),(2,'Bo','France',45),(3,'Cy','Germany',30),(4,'Di','Spain',25),
+                          (5,'Ed','Germany',20);
+INSERT INTO concert VALUES (1,'Spring',2014,1),(2,'Summer',2015,1),(3,'Fall',2015,3),(4,'Winter',2016,4);
+"""
+
+QUESTIONS = {
+    "france": ("What are the names of singers from France?", "SELECT name FROM singer WHERE country = 'France'"),
+    "oldest": ("What are the names of the 2 oldest singers?", "SELECT name FROM singer ORDER BY age DESC LIMIT 2"),
+}
+
+
+def fence(sql: str, prose: str = "") -> str:
+    return f"{prose}\n```sql\n{sql}\n```" if prose else f"```sql\n{sql}\n```"
+
+
+SAM_REPLY = "```\n1. singer.country\n2. singer.name\n```"
+LOM_REPLY = "```\ndf1 = df.where(element = singer.country, filter = 'France')\nres = df1.select(singer.name)\n```"
+
+#: per stage: the overrides that select it, the questions' first SQL, and the scripted rules (every reply in the
+#: stage's constrained reply format)
+STAGES: dict[str, dict[str, Any]] = {
+    "share": {
+        "overrides": ["corrector=share"],
+        "preds": {"france": "SELECT name FROM singer WHERE country = 'Germany'"},
+        "rules": [{"match": "You link a question", "reply": SAM_REPLY},
+                  {"match": "You check the logic", "reply": LOM_REPLY},
+                  {"match": "Corrected trajectory:", "reply": fence("SELECT name FROM singer WHERE country = 'France'")}],
+    },
+    "pv_probe": {
+        "overrides": ["prober=pv"],
+        "preds": {"france": QUESTIONS["france"][1]},
+        "rules": [{"match": "Turn 1 of", "reply": "PURPOSE: how countries are written\n"
+                                                  + fence("SELECT DISTINCT country FROM singer LIMIT 5")},
+                  {"match": "Turn 2 of", "reply": "DONE"}],
+    },
+    "pv_repair": {
+        "overrides": ["verifier=pv"],
+        "preds": {"oldest": "SELECT name FROM singer ORDER BY age DESC"},
+        "rules": [{"match": "no LIMIT", "reply": fence(QUESTIONS["oldest"][1])}],
+    },
+    "dual": {
+        "overrides": ["schema_linker=dual"],
+        "preds": {"france": QUESTIONS["france"][1]},
+        "rules": [{"match": "Already selected", "reply": "NONE"},
+                  {"match": "Columns needed", "reply": "singer.name\nsinger.country"}],
+    },
+    "mcts": {
+        "overrides": ["generator=mcts", "generator.simulations=2", "generator.branching=1"],
+        "preds": None,
+        "rules": [{"match": "Steps so far|do not write the final SQL", "reply": "singer.country = 'France'"},
+                  {"match": "failed or returned no rows", "reply": fence(QUESTIONS["france"][1])},
+                  {"match": "write one SQLite SELECT", "reply": fence("SELECT name FROM singer WHERE country = 'France'")}],
+    },
+}
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> dict[str, Path]:
+    db_dir = tmp_path / "dbs" / "concerts"
+    db_dir.mkdir(parents=True)
+    con = sqlite3.connect(db_dir / "concerts.sqlite")
+    con.executescript(DB_SQL)
+    con.commit()
+    con.close()
+    return {"root": tmp_path, "db_dir": tmp_path / "dbs", "db": db_dir / "concerts.sqlite"}
+
+
+@pytest.fixture
+def recorded(monkeypatch: pytest.MonkeyPatch) -> list[LLMRequest]:
+    """Every request the scripted LLM is sent, in order."""
+    seen: list[LLMRequest] = []
+    generate = ScriptedLLM.generate
+
+    def recording(self: ScriptedLLM, requests: list[LLMRequest]) -> list[LLMResponse]:
+        seen.extend(requests)
+        return generate(self, requests)
+
+    monkeypatch.setattr(ScriptedLLM, "generate", recording)
+    return seen
+
+
+def run_stage(world: dict[str, Path], session_cache: Path, stage: str, extra: list[str] | None = None,
+              rules: list[dict[str, Any]] | None = None, name: str = "") -> tuple[dict[str, Any], dict[str, Any]]:
+    """One run of `stage` (a key of STAGES) over its questions with a scripted LLM; the metrics and the records."""
+    spec = STAGES[stage]
+    root = world["root"]
+    name = name or stage
+    qids = list(spec["preds"] or {"france": ""})
+    (root / f"{name}.q.jsonl").write_text("".join(json.dumps({"id": k, "question": QUESTIONS[k][0],
+                                                              "db_id": "concerts", "sql": QUESTIONS[k][1]}) + "\n"
+                                                  for k in qids))
+    (root / f"{name}.rules.yaml").write_text(yaml.safe_dump({"rules": rules or spec["rules"], "default": "no idea"}))
+    overrides = ["dataset=jsonl", f"dataset.path={root / f'{name}.q.jsonl'}", f"dataset.db_dir={world['db_dir']}",
+                 "llm=scripted", f"llm.path={root / f'{name}.rules.yaml'}", "run.llm_cache=false"]
+    if spec["preds"]:
+        (root / f"{name}.preds.jsonl").write_text("".join(json.dumps({"qid": k, "sql": s}) + "\n"
+                                                          for k, s in spec["preds"].items()))
+        overrides += ["generator=from_file", f"generator.path={root / f'{name}.preds.jsonl'}"]
+    cfg = compose_config([*overrides, *spec["overrides"], *(extra or [])], cache_dir=session_cache)
+    metrics = run(cfg, run_dir=root / name)
+    records = {r["qid"]: r for r in map(json.loads, (root / name / "predictions.jsonl").read_text().splitlines())}
+    return metrics, records
+
+
+def keys_digest(requests: list[LLMRequest]) -> str:
+    """One hash of the requests' response-cache keys, in the order they were sent."""
+    keys = [request_key("scripted", "pinned", r) for r in requests]
+    return hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------- free decoding changes nothing
+#: the digest of every stage's requests under free decoding, computed with the code before the stages took
+#: `decoding` (commit 60f3c12): equal digests mean the same messages and GenParams, so cached runs make 0 new calls
+FREE_DIGESTS = {
+    "share": "2f65ae7a3987dd4c",
+    "pv_probe": "8d664d9124b5147a",
+    "pv_repair": "87f535e4acdcc8a0",
+    "dual": "d1ebbcaff544e321",
+    "mcts": "8ebff3e765c3620a",
+}
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_free_decoding_sends_the_requests_it_sent_before(stage: str, world: dict[str, Path], session_cache: Path,
+                                                         recorded: list[LLMRequest]) -> None:
+    run_stage(world, session_cache, stage, ["decoding=free"])
+    assert recorded and all(r.params.constraint is None for r in recorded)
+    assert keys_digest(recorded) == FREE_DIGESTS[stage]
+
+
+# ------------------------------------------------------------------------------ constrained: in and out of format
+def refused(request: LLMRequest, reply: str) -> bool:
+    """Whether a (scripted) model held to `request`'s constraint cannot give `reply`."""
+    try:
+        ScriptedLLM(rules=[{"match": ".", "reply": reply}]).generate([request])
+    except ConstraintViolation:
+        return True
+    return False
+
+
+def by_prompt(requests: list[LLMRequest], marker: str) -> list[LLMRequest]:
+    return [r for r in requests if any(marker in content for _, content in r.messages)]
+
+
+def test_share_replies_in_their_formats_fix_the_candidate(world: dict[str, Path], session_cache: Path,
+                                                          recorded: list[LLMRequest]) -> None:
+    """SAM's numbered references, LOM's trajectory and the regenerated SELECT, each under its constraint, are what
+    the parsers read: the chain runs to the end and fixes the filter."""
+    metrics, recs = run_stage(world, session_cache, "share", ["decoding=sql"])
+    assert metrics["attribution"]["corrector/share"]["fixed"] == 1
+    cand = recs["france"]["candidates"][0]
+    assert cand["origin"] == "corrector/share" and cand["meta"]["decoding"] == "sql"
+    assert cand["meta"]["steps"][0]["sam_answers"] == ["singer.country", "singer.name"]
+    sam, = by_prompt(recorded, "You link a question")
+    lom, = by_prompt(recorded, "You check the logic")
+    regen, = by_prompt(recorded, "Corrected trajectory:")
+    assert all(r.params.constraint is not None for r in (sam, lom, regen))
+    # SAM: SQL instead of answers (what the 0.5B model wrote in 95 of 95 replies), a column the table lacks, a
+    # column where a table.column is masked by a table, one answer too many or too few
+    for reply in ("SELECT count(*) FROM singer", "```\n1. singer.nation\n2. singer.name\n```",
+                  "```\n1. singer.country\n2. concert.name\n```", "```\n1. singer\n2. singer.name\n```",
+                  "```\n1. singer.country\n```", "```\n1. singer.country\n2. singer.name\n3. singer.age\n```"):
+        assert refused(sam, reply), reply
+    assert not refused(sam, "```\n1. SINGER.Country\n2. singer.name\n```")  # names in any case
+    # LOM: prose, a name the schema lacks, SQL, a non-canonical statement
+    for reply in ("The trajectory looks fine to me!", LOM_REPLY.replace("singer.country", "singer.nation"),
+                  fence("SELECT name FROM singer"), LOM_REPLY.replace("element = ", "element=")):
+        assert refused(lom, reply), reply
+    assert not refused(lom, "```\ndf1 = df.where(element = singer.age, op = '>', filter = 30).orderby(by = "
+                            "singer.age, asc = False).limit(2)\nres = df1.select(singer.name, count(*))\n```")
+    # the regeneration: one SELECT of the database, fenced or alone
+    for reply in ("```sql\nCREATE TABLE singer (name TEXT)\n```", fence("SELECT nation FROM singer")):
+        assert refused(regen, reply), reply
+    assert not refused(regen, "SELECT name FROM singer WHERE country = 'France'")
+
+
+def test_share_llm_bam_writes_a_trajectory_of_the_database(world: dict[str, Path], session_cache: Path,
+                                                           recorded: list[LLMRequest]) -> None:
+    bam_reply = ("```\ndf1 = df.where(element = singer.country, filter = 'Germany')\n"
+                 "res = df1.select(singer.name)\n```")
+    rules = [{"match": "You translate a SQL query", "reply": bam_reply}, *STAGES["share"]["rules"]]
+    metrics, _ = run_stage(world, session_cache, "share", ["corrector=share_llm", "decoding=sql"], rules=rules,
+                           name="share_llm")
+    assert metrics["attribution"]["corrector/share_llm"]["fixed"] == 1
+    bam, = by_prompt(recorded, "You translate a SQL query")
+    assert refused(bam, "Here it is:\n```python\n" + bam_reply[4:])  # prose and another fence language
+
+
+def test_a_pv_probe_is_one_select_with_a_limit(world: dict[str, Path], session_cache: Path,
+                                               recorded: list[LLMRequest]) -> None:
+    """The probe reply's two forms (PURPOSE + one LIMIT-ed SELECT, or DONE) under the constraint are what
+    `parse_reply` reads; the final answer written as the probe (the 0.5B model's habit) cannot be given."""
+    run_stage(world, session_cache, "pv_probe", ["decoding=sql"])
+    probes = by_prompt(recorded, "Turn 1 of")
+    assert len(probes) == 1 and probes[0].params.constraint is not None
+    assert len(by_prompt(recorded, "Turn 2 of")) == 1  # the first probe ran, and the model said DONE after it
+    probe = probes[0]
+    for reply in ("PURPOSE: the answer\n" + fence("SELECT name FROM singer WHERE country = 'France'"),  # no LIMIT
+                  "PURPOSE: rows\n" + fence("SELECT country FROM singer LIMIT 50"),  # more rows than probe_rows
+                  "PURPOSE: rows\n" + fence("SELECT nation FROM singer LIMIT 5"),
+                  "I think we are DONE.", fence("SELECT country FROM singer LIMIT 5")):
+        assert refused(probe, reply), reply
+    assert not refused(probe, "PURPOSE: top ages\n" + fence("SELECT age FROM singer ORDER BY age DESC LIMIT 3"))
+
+
+def test_a_pv_probe_finding_comes_from_the_constrained_reply(world: dict[str, Path], session_cache: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from t2s_plugins.prober.pv.prober import PVProber
+
+    findings: list[Any] = []
+    run_stage_ = PVProber.run
+
+    def keep(self: PVProber, tasks: list[Any]) -> None:
+        run_stage_(self, tasks)
+        findings.extend(f for t in tasks for f in t.findings)
+
+    monkeypatch.setattr(PVProber, "run", keep)
+    run_stage(world, session_cache, "pv_probe", ["decoding=sql"], name="pv_probe_finding")
+    finding, = findings
+    assert finding.status == "ok" and finding.asked == "how countries are written"
+    assert finding.sql == "SELECT DISTINCT country FROM singer LIMIT 5" and ["France"] in finding.rows
+
+
+def test_a_pv_repair_is_one_select_of_the_database(world: dict[str, Path], session_cache: Path,
+                                                   recorded: list[LLMRequest]) -> None:
+    metrics, recs = run_stage(world, session_cache, "pv_repair", ["decoding=sql"])
+    assert metrics["attribution"]["verifier/pv"]["fixed"] == 1
+    assert recs["oldest"]["candidates"][0]["meta"]["decoding"] == "sql"
+    repair, = recorded
+    assert refused(repair, "```sql\nSELECT name FROM singers ORDER BY age DESC LIMIT 2\n```")
+    assert refused(repair, "Add a LIMIT.")
+    assert not refused(repair, QUESTIONS["oldest"][1])  # alone, as `extract_sql` also reads it
