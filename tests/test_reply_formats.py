@@ -263,3 +263,48 @@ def test_a_pv_repair_is_one_select_of_the_database(world: dict[str, Path], sessi
     assert refused(repair, "```sql\nSELECT name FROM singers ORDER BY age DESC LIMIT 2\n```")
     assert refused(repair, "Add a LIMIT.")
     assert not refused(repair, QUESTIONS["oldest"][1])  # alone, as `extract_sql` also reads it
+
+
+def test_the_dual_linkers_column_lists_are_lines_of_candidates(world: dict[str, Path], session_cache: Path,
+                                                               recorded: list[LLMRequest],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pass 1's and pass 2's replies under the constraint (candidate table.column lines; pass 2 also NONE) are what
+    `parse_column_choice` reads; prose, SQL, bullets, names the database lacks and pass-1 columns in pass 2 cannot
+    be given."""
+    from t2s_plugins.schema_linker.dual import DualSchemaLinker
+
+    outcomes: dict[str, Any] = {}
+    run_linker = DualSchemaLinker.run
+
+    def keep(self: DualSchemaLinker, tasks: list[Any]) -> None:
+        run_linker(self, tasks)
+        outcomes.update(self.outcomes)
+        outcomes["views"] = {v.name: v.text for t in tasks for v in t.schemas}
+
+    monkeypatch.setattr(DualSchemaLinker, "run", keep)
+    run_stage(world, session_cache, "dual", ["decoding=sql"])
+    assert outcomes["france"] == {"s1": "ok", "s2": "none"}
+    assert "concert" not in outcomes["views"]["S1"] and "country" in outcomes["views"]["S1"]
+    s1, = by_prompt(recorded, "Columns needed")
+    s2, = by_prompt(recorded, "Already selected")
+    for reply in ("The name and the country.", "SELECT name FROM singer", "- singer.name", "singer.nation",
+                  "concert.name", "singer.name\n", "NONE"):
+        assert refused(s1, reply), reply
+    assert not refused(s1, "SINGER.Name\nconcert.year\nsinger.country")
+    for reply in ("singer.name", "singer.country\nsinger.age", "none"):  # pass 1's columns are no candidates
+        assert refused(s2, reply), reply
+    assert not refused(s2, "singer.age\nconcert.singer_id")
+
+
+def test_a_column_list_writes_a_name_that_is_not_plain_as_the_parser_reads_it() -> None:
+    from t2s.context.column_choice import parse_column_choice
+    from t2s.context.fields import Field
+    from t2s.decoding import choice_lines_constraint, qualified_names
+    from t2s.llm.structured import text_matcher
+
+    fields = [Field(table="singer", column="Home Town", text=""), Field(table="singer", column="name", text="")]
+    c = choice_lines_constraint(qualified_names({"singer": ["Home Town", "name"]}, quote='"'), most=2)
+    assert text_matcher().problem(c, 'singer."Home Town"') is None
+    assert text_matcher().problem(c, "singer.Home Town") is not None
+    assert parse_column_choice('singer."Home Town"\nsinger.name', fields).columns == (("singer", "Home Town"),
+                                                                                      ("singer", "name"))

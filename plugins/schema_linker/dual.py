@@ -11,7 +11,8 @@ from t2s.artifacts import Artifact
 from t2s.context.column_choice import ColumnChoice, column_choice_request, parse_column_choice
 from t2s.context.fields import Field, FieldIndexArtifact
 from t2s.context.linking import prune
-from t2s.llm.base import GenParams
+from t2s.decoding import Decoding, choice_lines_constraint, constrained, qualified_names
+from t2s.llm.base import Constraint, GenParams
 from t2s.prompts import load_prompt
 from t2s.stages import SchemaLinker
 from t2s.types import Task
@@ -38,11 +39,19 @@ class DualSchemaLinker(SchemaLinker):
     2 LLM calls per question, all questions of a batch in one LLM batch per pass. What happened per question
     (ok / fallback / none / skipped) is kept in `outcomes` (qid -> {"s1": ..., "s2": ...}) and logged as counts; the
     model's replies in `replies` (qid -> {"s1": text, "s2": text}), for error analysis.
+
+    `decoding` (conf/decoding/, `${decoding}` by default): free, or under `sql` / `sql_strict` each reply constrained
+    to the form the prompts ask for and `parse_column_choice` reads: one candidate `table.column` per line (names in
+    any case, "" around a name that is not plain), at least one and at most as many lines as candidates, nothing
+    else; pass 2 may instead say NONE. The prompts ask for lines, not JSON, so the constraint is a grammar of those
+    lines rather than a JSON schema (which would force a form the prompt does not show). Both modes constrain alike;
+    the constraint needs no SQL grammar.
     """
 
     def __init__(self, *, llm: str = "generator", embedder: str = "default", prefilter_k: int = 30,
                  s1_prompt: str = "dual_link_s1_v1", s2_prompt: str = "dual_link_s2_v1", max_new_tokens: int = 128,
-                 temperature: float = 0.0, samples: int = 2, paths: bool = True, use_evidence: bool = True) -> None:
+                 temperature: float = 0.0, samples: int = 2, paths: bool = True, use_evidence: bool = True,
+                 decoding: Decoding | str | None = None) -> None:
         if prefilter_k < 1:
             raise ValueError(f"schema_linker.prefilter_k must be >= 1 (got {prefilter_k}): candidate columns per question")
         self.llm_name = llm
@@ -55,6 +64,7 @@ class DualSchemaLinker(SchemaLinker):
         self.paths = paths
         self.use_evidence = use_evidence
         self.index_spec = FieldIndexArtifact(embedder=embedder, samples=3)
+        self.decoding = Decoding.of(decoding)
         self.outcomes: dict[str, dict[str, str]] = {}
         self.replies: dict[str, dict[str, str]] = {}
 
@@ -73,11 +83,24 @@ class DualSchemaLinker(SchemaLinker):
         return [[f for f, _ in self.env.artifact(self.index_spec, t.example).rank(v, self.prefilter_k)]
                 for t, v in zip(tasks, vectors)]
 
+    def reply_constraint(self, fields: list[Field], pass_name: str) -> Constraint | None:
+        """The constraint of a pass's reply over candidate `fields` (None under free decoding; see the class
+        docstring)."""
+        if self.decoding.free or not fields:
+            return None
+        by_table: dict[str, list[str]] = {}
+        for f in fields:
+            by_table.setdefault(f.table, []).append(f.column)
+        return choice_lines_constraint(qualified_names(by_table, quote='"'), most=len(fields),
+                                       empty="NONE" if pass_name == "s2" else None,
+                                       name=f"{self.origin}:{pass_name}:{self.decoding.mode}")
+
     def _ask(self, template: Any, items: list[tuple[Task, list[Field], list[tuple[str, str]]]],
              pass_name: str) -> list[ColumnChoice]:
         params = dataclasses.replace(self.params, seed=self.env.seed)
-        reqs = [(t, column_choice_request(template, t, self.env.schema(t.example), fields, params, selected=selected,
-                                      use_evidence=self.use_evidence, samples=self.samples))
+        reqs = [(t, column_choice_request(template, t, self.env.schema(t.example), fields,
+                                          constrained(params, self.reply_constraint(fields, pass_name)),
+                                          selected=selected, use_evidence=self.use_evidence, samples=self.samples))
                 for t, fields, selected in items]
         responses = self.env.generate(self.llm_name, reqs)
         for (t, _, _), r in zip(items, responses):
