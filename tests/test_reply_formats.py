@@ -308,3 +308,27 @@ def test_a_column_list_writes_a_name_that_is_not_plain_as_the_parser_reads_it() 
     assert text_matcher().problem(c, "singer.Home Town") is not None
     assert parse_column_choice('singer."Home Town"\nsinger.name', fields).columns == (("singer", "Home Town"),
                                                                                       ("singer", "name"))
+
+
+MCTS_RULES = [{"match": "failed or returned no rows", "reply": fence(QUESTIONS["france"][1])},
+              {"match": "write one SQLite SELECT", "reply": "SELECT name FROM singer WHERE country = 'Mars';"},
+              {"match": "do not write the final SQL", "reply": "Filter singer.country = 'France', return the names."}]
+
+
+def test_mcts_sql_steps_are_selects_and_reasoning_steps_stay_prose(world: dict[str, Path], session_cache: Path,
+                                                                   recorded: list[LLMRequest]) -> None:
+    _, recs = run_stage(world, session_cache, "mcts", ["decoding=sql", "generator.simulations=5"], rules=MCTS_RULES,
+                        name="mcts_sql")
+    cands = recs["france"]["candidates"]
+    assert cands and all(c["meta"]["decoding"] == "sql" for c in cands)
+    assert recs["france"]["correct"]  # the revision of an empty answer ranks first
+    steps = by_prompt(recorded, "do not write the final SQL")
+    sqls = by_prompt(recorded, "write one SQLite SELECT")
+    revises = by_prompt(recorded, "failed or returned no rows")
+    assert steps and sqls and revises
+    assert all(r.params.constraint is None for r in steps)  # free text by design, never parsed
+    assert all(r.params.constraint is not None for r in sqls + revises)
+    for request in (sqls[0], revises[0]):
+        assert refused(request, "The query should filter on the country.")
+        assert refused(request, fence("SELECT nation FROM singer"))
+        assert not refused(request, fence("SELECT count(*) FROM singer"))

@@ -13,7 +13,9 @@ from typing import Any
 
 from t2s_plugins.generator.mcts.prompts import SearchPrompts
 
+from t2s.artifacts import Artifact
 from t2s.db.types import ExecResult
+from t2s.decoding import Decoding, answer_constraint, constrained, grammar_artifacts, instructed
 from t2s.generation import parse_sql
 from t2s.llm import base as llm_base
 from t2s.llm.base import GenParams, LLMRequest
@@ -111,6 +113,11 @@ class MCTSGenerator(Generator):
     (best first, so `selector=first` takes the search's answer), with `meta["mcts"]` (node id, path of actions,
     visits, mean value, execution reward and status). The whole tree (node text, visits, value, reward, PPM score)
     is written to `<run_dir>/mcts/<qid>.json` (`meta["tree"]`) for inspection.
+
+    `decoding` (conf/decoding/, `${decoding}` by default): free, or under `sql` / `sql_strict` the SQL-writing steps
+    (`sql`, `revise` and the rollouts) constrained to one SELECT of the database's grammar (`t2s.decoding`), in the
+    ```sql fence their prompts ask for or alone (what `parse_sql` reads). The reasoning steps stay free text: they
+    are prose by design (a rephrased question, a plan), and their text is only shown to later prompts, never parsed.
     """
 
     def __init__(
@@ -140,6 +147,7 @@ class MCTSGenerator(Generator):
         dialect: str = "SQLite",
         use_evidence: bool = True,
         save_trees: bool = True,
+        decoding: Decoding | str | None = None,
     ) -> None:
         actions = list(REASONING_ACTIONS[1:] if actions is None else actions)
         self.prompts = SearchPrompts(actions=actions, step_prompt=step_prompt, sql_prompt=sql_prompt,
@@ -163,14 +171,23 @@ class MCTSGenerator(Generator):
         self.rewards = {"rows": reward_rows, "empty": reward_empty, "error": reward_error}
         self.ppm_weight = ppm_weight
         self.save_trees = save_trees
+        self.decoding = Decoding.of(decoding)
+
+    def artifacts(self) -> list[Artifact]:
+        """The SQL grammar of each database under constrained decoding (none under free decoding)."""
+        return grammar_artifacts(self.decoding)
 
     # ------------------------------------------------------------------ prompts
 
     def _request(self, action: str, task: Task, tree: Tree, node: Node, params: GenParams) -> LLMRequest:
-        """The request for `action` after `node` (its path from the root is the context)."""
-        return LLMRequest.chat(self.prompts.messages(action, schema=self.env.views(task)[0].text,
-                                                     question=task.example.question, evidence=task.example.evidence,
-                                                     path=tree.path(node)), params)
+        """The request for `action` after `node` (its path from the root is the context); SQL steps constrained under
+        constrained decoding."""
+        messages = self.prompts.messages(action, schema=self.env.views(task)[0].text, question=task.example.question,
+                                         evidence=task.example.evidence, path=tree.path(node))
+        if action not in ("sql", "revise"):
+            return LLMRequest.chat(messages, params)
+        constraint = answer_constraint(self.env, task.example, self.decoding, bare=True, label=f"{self.origin}:{action}")
+        return instructed(LLMRequest.chat(messages, constrained(params, constraint)), self.decoding)
 
     # ------------------------------------------------------------------ search
 
@@ -300,6 +317,7 @@ class MCTSGenerator(Generator):
                                                  meta={"mcts": {"node": n.id, "path": [p.action for p in tree.path(n)][1:],
                                                                 "visits": n.visits, "value": round(n.mean, 4),
                                                                 "reward": n.reward, "status": n.status},
+                                                       "decoding": self.decoding.mode,
                                                        "tree": str(tree_file.relative_to(self.env.run_dir)) if tree_file else None}))
             if not sql_nodes:
                 task.candidates.append(Candidate(sql="", origin=self.origin, meta={"mcts": {"node": None}}))
