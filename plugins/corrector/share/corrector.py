@@ -117,7 +117,9 @@ class ShareCorrector(Corrector):
     constrained to the form its parser reads (`trajectory.grammar`): SAM's reply to exactly one numbered reference per
     mask in a ``` fence, each a `table.column` of that table's own columns (or a table, for `join([MASK])`); the
     trajectory of LOM (and of the LLM BAM) to canonical statements in a ``` fence whose `table.column`s are the
-    database's; the regeneration to one SELECT of the database's grammar (`t2s.decoding`), fenced or alone. Under
+    database's; the regeneration to one SELECT of the database's grammar (`t2s.decoding`) in the ```sql fence its prompt
+    asks for (the fence only: the grammar's whitespace runs may hold a blank line, where `parse_sql` cuts a bare
+    query). Under
     `sql_strict` the regeneration's system message also gets the mode's instruction. Free decoding sends the requests
     it sent before `decoding` existed.
     """
@@ -177,7 +179,7 @@ class ShareCorrector(Corrector):
         ex = item.task.example
         name = f"{self.origin}:{step}:{self.decoding.mode}:{ex.db_id}"
         if step == "regen":
-            return answer_constraint(self.env, ex, self.decoding, bare=True, label=f"{self.origin}:regen")
+            return answer_constraint(self.env, ex, self.decoding, label=f"{self.origin}:regen")
         if step == "sam":
             kinds = ["column" if "." in a else "table" for a in masks or []]
             return Constraint.grammar(mask_answers_grammar(kinds, self.env.schema(ex)), name=name)

@@ -116,7 +116,8 @@ class MCTSGenerator(Generator):
 
     `decoding` (conf/decoding/, `${decoding}` by default): free, or under `sql` / `sql_strict` the SQL-writing steps
     (`sql`, `revise` and the rollouts) constrained to one SELECT of the database's grammar (`t2s.decoding`), in the
-    ```sql fence their prompts ask for or alone (what `parse_sql` reads). The reasoning steps stay free text: they
+    ```sql fence their prompts ask for (what `parse_sql` reads; the fence only, as the grammar's whitespace runs
+    may hold a blank line, where `parse_sql` cuts a bare query). The reasoning steps stay free text: they
     are prose by design (a rephrased question, a plan), and their text is only shown to later prompts, never parsed.
     """
 
@@ -186,7 +187,7 @@ class MCTSGenerator(Generator):
                                          evidence=task.example.evidence, path=tree.path(node))
         if action not in ("sql", "revise"):
             return LLMRequest.chat(messages, params)
-        constraint = answer_constraint(self.env, task.example, self.decoding, bare=True, label=f"{self.origin}:{action}")
+        constraint = answer_constraint(self.env, task.example, self.decoding, label=f"{self.origin}:{action}")
         return instructed(LLMRequest.chat(messages, constrained(params, constraint)), self.decoding)
 
     # ------------------------------------------------------------------ search

@@ -66,8 +66,9 @@ class PVVerifier(Verifier):
     (passed/total before and after), `rounds` (each attempt's SQL and violations) and `prompt`.
 
     `decoding` (conf/decoding/, `${decoding}` by default): free, or under `sql` / `sql_strict` the repair constrained
-    to one SELECT of the database's grammar (`t2s.decoding`), in the ```sql fence the prompt asks for or alone (the
-    two forms `parse_repair_response` reads), so a repair cannot name what the schema lacks.
+    to one SELECT of the database's grammar (`t2s.decoding`), in the ```sql fence the prompt asks for, as
+    `parse_repair_response` reads it, so a repair cannot name what the schema lacks (the fence only, not also the
+    bare query: the grammar's whitespace runs may hold a blank line, where `extract_sql` cuts a bare query).
     """
 
     def __init__(
@@ -124,7 +125,7 @@ class PVVerifier(Verifier):
             report=chain.reports[-1], constraints=chain.constraints,
             evidence=ex.evidence if self.use_evidence else "", findings=findings, dialect=self.dialect,
             template=self.template)
-        constraint = answer_constraint(self.env, ex, self.decoding, bare=True, label=self.origin)
+        constraint = answer_constraint(self.env, ex, self.decoding, label=self.origin)
         params = constrained(dataclasses.replace(self.params, seed=self.env.seed), constraint)
         return instructed(LLMRequest.chat(messages, params), self.decoding)
 
