@@ -471,3 +471,40 @@ def test_the_tiny_models_constrained_replies_parse(world: dict[str, Path], sessi
     print("finished", finished, "cut", cut, "trailing backtick stripped by extract_sql", len(known_cut_quote))
     assert sum(finished.values()) > sum(cut.values())
     assert {"corrector/share:sam", "prober/pv", "schema_linker/dual", "generator/mcts:sql"} <= set(finished) | set(cut)
+
+
+def test_llama_cpp_and_the_hf_matcher_read_the_reply_formats_alike(world: dict[str, Path], embedded_llamacpp: Any,
+                                                                   make_tiny_llm: Any) -> None:
+    """The reply formats' grammars are read alike by llama.cpp's grammar sampler (the embedded GGUF's vocabulary)
+    and llguidance (the tiny model's, the hf backend's matcher)."""
+    from t2s_plugins.corrector.share.trajectory.grammar import mask_answers_grammar, trajectory_grammar
+    from t2s_plugins.prober.pv.prober import PROBE_REPLY, PROBE_RULES
+
+    from t2s.db.introspect import introspect
+    from t2s.decoding import choice_lines_constraint, limited_select, qualified_names
+    from t2s.llm.base import Constraint
+    from t2s.sql.grammar import sql_grammar
+
+    schema = introspect(world["db"], "concerts")
+    probe = PROBE_REPLY.replace("{query}", f"({limited_select(5)})")
+    cases = [
+        (Constraint.grammar(mask_answers_grammar(["column", "table"], schema)),
+         ["```\n1. singer.country\n2. concert\n```"], ["```\n1. singer\n2. concert\n```", "SELECT 1"]),
+        (Constraint.grammar(trajectory_grammar(schema)),
+         [LOM_REPLY, "```\ntmp_res1 = df.select(avg(singer.age))\ndf1 = df.where(element = singer.age, op = '>', "
+                     "filter = tmp_res1)\nres = df1.select(singer.name).orderby(by = singer.age, asc = True)\n```"],
+         [LOM_REPLY.replace("singer.country", "singer.nation"), "Looks fine."]),
+        (Constraint.grammar(f"root ::= {probe}\n{PROBE_RULES}{sql_grammar(schema).rules}"),
+         ["DONE", "PURPOSE: countries\n" + fence("SELECT DISTINCT country FROM singer LIMIT 5")],
+         ["PURPOSE: answer\n" + fence("SELECT name FROM singer"), fence("SELECT name FROM singer LIMIT 2")]),
+        (choice_lines_constraint(qualified_names({"singer": ["name", "country"]}, quote='"'), most=2, empty="NONE"),
+         ["singer.name\nsinger.country", "NONE"], ["- singer.name", "singer.age"]),
+    ]
+    tiny = make_tiny_llm()
+    for constraint, good, bad in cases:
+        for text in good:
+            assert embedded_llamacpp.grammar_problem(constraint, text) is None, text
+            assert tiny.grammar_problem(constraint, text) is None, text
+        for text in bad:
+            assert embedded_llamacpp.grammar_problem(constraint, text) is not None, text
+            assert tiny.grammar_problem(constraint, text) is not None, text
