@@ -144,7 +144,7 @@ def keys_digest(requests: list[LLMRequest]) -> str:
 
 # ------------------------------------------------------------------------------- free decoding changes nothing
 #: the digest of every stage's requests under free decoding, computed with the code before the stages took
-#: `decoding` (commit 60f3c12): equal digests mean the same messages and GenParams, so cached runs make 0 new calls
+#: `decoding` (the parent of commit 66d818c): equal digests mean the same messages and GenParams, so cached runs make 0 new calls
 FREE_DIGESTS = {
     "share": "2f65ae7a3987dd4c",
     "pv_probe": "8d664d9124b5147a",

@@ -4,7 +4,8 @@ Text-to-SQL", arXiv 2506.00391): everything that is SHARE's alone.
 - `corrector.py`: the stage, `ShareCorrector` (`conf/corrector/share.yaml`, `share_llm.yaml`): BAM -> SAM -> LOM ->
   regenerate.
 - `trajectory/`: the action-trajectory language: SQL -> trajectory (the deterministic BAM), trajectory -> SQL, the
-  strict text form, SAM's mask-and-fill and the perturbations that make LOM's training rows.
+  strict text form, SAM's mask-and-fill and the perturbations that make LOM's training rows; `trajectory/grammar.py`
+  the grammars of SAM's and LOM's replies under constrained decoding (`corrector.decoding`).
 - `prompts.py` beside `share_bam_v1.yaml`, `share_sam_v1.yaml`, `share_lom_v1.yaml`, `share_regen_v1.yaml`: the
   templates and the parsers of their replies.
 - The rows that train BAM, SAM and LOM are built in `t2s.train.data` for now (kinds `share_bam`, `share_sam`,
