@@ -16,6 +16,11 @@ from t2s.sql.extract import extract_sql
     ("SELECT 'New  York' AS city", "SELECT 'New  York' AS city"),
     ("I cannot answer that.", ""),
     ("```sql\nSELECT a FROM t", "SELECT a FROM t"),
+    # a query that ends in a quoted name keeps its closing backtick; an unpaired one (a fence cut short) goes
+    ("SELECT `Home Town` FROM singer ORDER BY `Home Town`", "SELECT `Home Town` FROM singer ORDER BY `Home Town`"),
+    ("```sql\nSELECT a FROM `t`\n```", "SELECT a FROM `t`"),
+    ("SELECT a FROM t`", "SELECT a FROM t"),
+    ("SELECT a FROM t```", "SELECT a FROM t"),
 ])
 def test_extract_sql(text: str, expected: str) -> None:
     assert extract_sql(text) == expected

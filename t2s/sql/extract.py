@@ -50,4 +50,13 @@ def extract_sql(text: str) -> str:
         m = _START.search(body)
         if m:
             body = body[m.start():]
-    return _first_statement(body).strip().rstrip("`").strip()
+    return _strip_stray_backticks(_first_statement(body).strip())
+
+
+def _strip_stray_backticks(sql: str) -> str:
+    """`sql` without a trailing fence remnant (three or more backticks, or an unpaired one: "SELECT a`" of a fence
+    cut short), keeping the closing backtick of a quoted name ("SELECT `Home Town` FROM t")."""
+    sql = re.sub(r"\s*`{3,}\s*$", "", sql)
+    while sql.endswith("`") and sql.count("`") % 2 == 1:
+        sql = sql[:-1].rstrip()
+    return sql
