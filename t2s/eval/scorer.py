@@ -291,6 +291,11 @@ def cost_summary(traces: dict[str, dict[str, Any]], n: int, prices: dict[str, An
                     per_stage[e["stage"]]["usd"] = per_stage[e["stage"]].get("usd", 0.0) + usd
     if prices:
         totals.setdefault("usd", 0.0)
+    if any("completions" not in e for t in traces.values() for e in t["events"] if e.get("llm_calls")):
+        # traces written before completions were counted: unknown, not zero
+        totals.pop("completions")
+        for s in per_stage.values():
+            s.pop("completions", None)
     totals["new_llm_calls"] = totals["llm_calls"] - totals["cached_calls"]
     totals["wall_seconds"] = totals.pop("seconds")
     for s in per_stage.values():
