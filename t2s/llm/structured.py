@@ -73,7 +73,7 @@ def require_llguidance(what: str) -> Any:
         import llguidance
     except ImportError as e:
         raise ConstraintNotSupported(
-            f"{what} needs the grammar engine llguidance, which is not installed: pip install 'llguidance>=1.9' "
+            f"{what} needs the grammar engine llguidance, which is not installed: pip install 'llguidance>=1.7' "
             f"(a dependency of t2s: pip install -e .)") from e
     return llguidance
 
