@@ -14,6 +14,11 @@ line-separated bare column names when exactly one candidate has that name.
 "NONE" alone (or an empty JSON list) is an explicit empty choice, and so is a reply that names only columns
 given as `selected` (pass 2 models often repeat the pass-1 columns instead of saying NONE). Anything else (prose, SQL that names no
 candidate, the random tiny model's noise) is `junk`: the caller falls back instead of trusting it.
+
+`COLUMNS_REPLY` pairs the parser with the reply it reads (`reply:` in `dual_link_s1_v1.yaml` / `dual_link_s2_v1.yaml`):
+one `table.column` per line (a name that is not a plain identifier in double quotes), or NONE for no column: the form
+the dual linker's constrained decoding accepts (`t2s.decoding.choice_lines_constraint`) when the columns are
+candidates.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from dataclasses import dataclass
 from t2s.context.fields import Field
 from t2s.db.types import DatabaseSchema
 from t2s.llm.base import GenParams, LLMRequest
-from t2s.prompts import PromptTemplate
+from t2s.prompts import PromptTemplate, ReplyFormat
 from t2s.types import Task
 
 #: characters of one sample value shown after a candidate column
@@ -34,6 +39,7 @@ DETAIL_SAMPLE_CHARS = 30
 _IDENT = r'(?:"[^"\n]+"|`[^`\n]+`|\[[^\]\n]+\]|[A-Za-z_][\w]*)'
 _DOTTED = re.compile(rf"({_IDENT})\s*\.\s*({_IDENT})")
 _BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])?\s*")
+_PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 @dataclass(frozen=True)
@@ -124,3 +130,33 @@ def parse_column_choice(text: str, candidates: Sequence[Field], selected: Sequen
     if re.fullmatch(r"(?is)(?:none\.?|\[\s*\]|no (?:other|additional) columns?\.?)", stripped):
         return ColumnChoice(columns=(), status="none")
     return ColumnChoice(columns=(), status="junk")
+
+
+def _quoted(name: str) -> str:
+    return name if _PLAIN.match(name) else '"' + name + '"'
+
+
+def write_column_choice(*, columns: Sequence[str]) -> str:
+    """The canonical column-list reply: each `"table.column"` on its own line (a part that is not a plain identifier
+    in double quotes, as `t2s.decoding.qualified_names(quote='"')` writes it), or NONE for an empty choice."""
+    lines = []
+    for ref in columns:
+        table, dot, column = ref.partition(".")
+        if not dot or not table or not column:
+            raise ValueError(f"a column choice is written table.column, got {ref!r}")
+        lines.append(f"{_quoted(table)}.{_quoted(column)}")
+    return "\n".join(lines) if lines else "NONE"
+
+
+def read_column_choice(text: str) -> list[str]:
+    """The columns a reply chooses as `"table.column"` strings, read by `parse_column_choice` with the references
+    the reply itself names as the candidates (a reply format knows no request's candidates): [] for NONE (and for
+    junk, which the stage tells apart with its own candidates)."""
+    named = [Field(table=_unquote(m.group(1)).strip(), column=_unquote(m.group(2)).strip(), text="")
+             for m in _DOTTED.finditer(text or "")]
+    return [f"{t}.{c}" for t, c in parse_column_choice(text, named).columns]
+
+
+#: the replies of `dual_link_s1_v1` and `dual_link_s2_v1`: candidate columns, one per line, or NONE
+COLUMNS_REPLY = ReplyFormat(fields=("columns",), write=write_column_choice, read=read_column_choice,
+                            example={"columns": ["singer.name", "singer.Home Town"]})

@@ -7,9 +7,9 @@ Text-to-SQL", arXiv 2506.00391): everything that is SHARE's alone.
   strict text form, SAM's mask-and-fill and the perturbations that make LOM's training rows; `trajectory/grammar.py`
   the grammars of SAM's and LOM's replies under constrained decoding (`corrector.decoding`).
 - `prompts.py` beside `share_bam_v1.yaml`, `share_sam_v1.yaml`, `share_lom_v1.yaml`, `share_regen_v1.yaml`: the
-  templates and the parsers of their replies.
-- The rows that train BAM, SAM and LOM are built in `t2s.train.data` for now (kinds `share_bam`, `share_sam`,
-  `share_lom`), from `trajectory`; `docs/share_trajectory.md` has the grammar with examples.
+  templates, the parsers of their replies and the reply formats that pair them (`TRAJECTORY_REPLY`, `MASK_REPLY`).
+- `rows.py`: the builders of the rows that train BAM, SAM and LOM (kinds `share_bam`, `share_sam`, `share_lom`,
+  `conf/train/rows/`), from `trajectory`; `docs/share_trajectory.md` has the grammar with examples.
 """
 
 # the names the single-file plugin (`plugins/corrector/share.py`) had, for code that imports them from here

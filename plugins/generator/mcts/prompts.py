@@ -2,19 +2,27 @@
 the revision of a failed SQL, and the process preference model's Yes/No question.
 
 The templates are the `mcts_*_v1.yaml` files beside this module. The generator (`generator.py`) builds its requests
-with `SearchPrompts`; the rStar training-row builder (`t2s.train.data`, row kinds `mcts_step` / `ppm_step`) rebuilds
-the same messages from saved trees (`SearchStep`), so search and training prompts cannot drift apart. SQL replies are
-read with `t2s.generation.parse_sql`, like every generator's.
+with `SearchPrompts`; the rStar training-row builders (`rows.py` beside this module, row kinds `mcts_step` /
+`ppm_step`) rebuild the same messages from saved trees (`SearchStep`), so search and training prompts cannot drift
+apart.
+
+Each template names the format of its replies (`reply:` in its YAML, `t2s.prompts.ReplyFormat`): a reasoning step is
+free text, kept stripped (`STEP_REPLY`, `step_text`); the SQL and revise steps are one query in a ```sql fence read
+with `t2s.generation.parse_sql`, like every generator's (`t2s.generation.SQL_REPLY`, the form their constrained
+decoding accepts); the PPM's reply is Yes or No (`VERDICT_REPLY`, `parse_verdict`), and as the PPM is scored by the
+log-probabilities of those two continuations, a scripted scoring rule's answer (`{correct: true}`) gives its
+rendered word, "Yes", log-probability 0 (as `CHOICE_REPLY` does for the tournament's judge).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from t2s.generation import template_messages
-from t2s.prompts import PromptTemplate, load_prompt
+from t2s.prompts import PromptTemplate, ReplyFormat, load_prompt
 
 
 class StepLike(Protocol):
@@ -48,7 +56,7 @@ class SearchPrompts:
     """The prompts of tree search over reasoning steps and SQL (`generator.py`): one reasoning step
     (`step_prompt`, worded per action), SQL from the steps so far (`sql_prompt`), a revision of a failed SQL
     (`revise_prompt`) and the process preference model's question (`ppm_prompt`). The MCTS generator builds its
-    requests here and the rStar training-data builder (`t2s.train.data`, kinds `mcts_step` / `ppm_step`) rebuilds
+    requests here and the rStar training-row builders (`rows.py`, kinds `mcts_step` / `ppm_step`) rebuild
     the same messages from saved trees, so search and training prompts cannot drift apart.
 
     `path` arguments run from the root to the node being extended (root included); the reasoning steps on it
@@ -92,3 +100,30 @@ class SearchPrompts:
     def ppm_messages(self, *, schema: str, question: str, evidence: str, path: Sequence[StepLike]) -> list[dict[str, str]]:
         """The PPM's question: is the last reasoning step on `path` right?"""
         return self._render(self.ppm, schema, question, evidence, path)
+
+
+def step_text(text: str) -> str:
+    """What the search keeps of a reasoning step's reply: the text, stripped (the step is never parsed further)."""
+    return text.strip()
+
+
+#: the replies of `mcts_step_v1`: one reasoning step, free text (never constrained)
+STEP_REPLY = ReplyFormat(fields=("text",), write=lambda *, text: text, read=step_text,
+                         example={"text": "Filter singer.country = 'France', return singer.name."})
+
+_VERDICT = re.compile(r"^\W*(yes|no)\b", re.I)
+
+
+def parse_verdict(text: str) -> bool | None:
+    """The PPM's verdict in a reply: True for Yes, False for No (its first word, any case), None for anything else."""
+    m = _VERDICT.match(text)
+    return m.group(1).lower() == "yes" if m else None
+
+
+def write_verdict(*, correct: bool) -> str:
+    """The canonical PPM reply: "Yes" or "No" alone (also the continuations the PPM is scored by)."""
+    return "Yes" if correct else "No"
+
+
+#: the replies of `mcts_ppm_v1`: Yes (the last step is correct and useful) or No
+VERDICT_REPLY = ReplyFormat(fields=("correct",), write=write_verdict, read=parse_verdict, example={"correct": True})

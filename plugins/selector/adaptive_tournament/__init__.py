@@ -3,7 +3,8 @@ Ensemble Framework for Text-to-SQL", arXiv 2411.08599) with Agentar-Scale-SQL's 
 Advancing Text-to-SQL through Orchestrated Test-Time Scaling", arXiv 2509.24403).
 
 - `selector.py`: the stage, `AdaptiveTournamentSelector` (`conf/selector/adaptive_tournament.yaml`).
-- `prompts.py` beside `tournament_v1.yaml`: the judge's template and the parser of its reply.
+- `prompts.py` beside `tournament_v1.yaml`: the judge's template and the parser of its reply, paired by `CHOICE_REPLY`.
+- `rows.py`: the builder of the pairwise judge's training rows (kind `select_pair`, `conf/train/rows/select_pair.yaml`).
 
 The execution clusters it plays on are a seam it shares with `selector=majority` and the MCTS rewards
 (`t2s.select`), and so are the pairwise messages (`t2s.select.pair_messages`), which the selection model's training

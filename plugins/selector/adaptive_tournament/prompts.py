@@ -1,7 +1,7 @@
 """The tournament's judge prompt and the parsing of its reply.
 
 The template is `tournament_v1.yaml` beside this module; the messages are built by `t2s.select.pair_messages`, which the
-pairwise selection-model training rows (`t2s.train.data`, `select_pair`) share, so a trained judge is asked what it
+pairwise selection-model training rows (`rows.py` beside this module, `select_pair`) share, so a trained judge is asked what it
 learned. The judge answers "A" or "B" (scored by log-probability when the backend can, else generated and parsed here);
 `CHOICE_REPLY` pairs `parse_choice` with that one-letter reply (`reply:` in `tournament_v1.yaml`).
 """

@@ -2,7 +2,9 @@
 
 The template is `pv_repair_v1.yaml` beside this module: schema, question, evidence, the prober's findings, the
 checklist (`constraints.format_checklist`), the SQL and its numbered problems (`constraints.format_violations`); the
-reply's SQL is read with `t2s.sql.extract.extract_sql`.
+reply's SQL is read with `parse_repair_response` (`t2s.sql.extract.extract_sql`), and `REPAIR_REPLY` pairs it with the
+reply it reads (`reply:` in `pv_repair_v1.yaml`): the query in a ```sql fence, the form the verifier's constrained
+decoding accepts.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from collections.abc import Sequence
 
 from t2s_plugins.verifier.pv.constraints import CheckReport, Constraint, format_checklist, format_violations
 
-from t2s.prompts import PromptTemplate, load_prompt
+from t2s.generation import fenced_sql
+from t2s.prompts import PromptTemplate, ReplyFormat, load_prompt
 from t2s.sql.extract import extract_sql
 
 #: the default repair template (`pv_repair_v1.yaml` beside this module)
@@ -41,3 +44,8 @@ def build_repair_messages(*, question: str, schema: str, sql: str, report: Check
 def parse_repair_response(text: str) -> str:
     """The repaired SQL from the model's reply ("" when it holds none; `t2s.sql.extract.extract_sql`)."""
     return extract_sql(text)
+
+
+#: the replies of `pv_repair_v1`: the repaired query in a ```sql fence (`parse_repair_response`)
+REPAIR_REPLY = ReplyFormat(fields=("sql",), write=fenced_sql, read=parse_repair_response,
+                           example={"sql": "SELECT name FROM singer ORDER BY age DESC LIMIT 2"})
