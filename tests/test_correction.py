@@ -1,10 +1,10 @@
 """The correction stages (issue 11): fixer `chase`, corrector `share`, verifier `pv`.
 
 Each runs end to end (`t2s.run.runner.run`) on a small real SQLite database, candidates read with
-`generator=from_file`, a scripted LLM answering by rules (CHASE's by template and fields, written in the template's
-reply format, so they hold whatever the prompt's wording): for each stage a repair that fixes, one that breaks
-(seen in `metrics.json["attribution"]`), and one that loops until its round limit; plus SHARE's chain with the
-deterministic BAM (and the deterministic renderer).
+`generator=from_file`, a scripted LLM answering by rules on the template and its fields, written in the template's
+reply format or, where a test is about the parser's tolerance, as a literal reply (so they hold whatever the prompt's
+wording): for each stage a repair that fixes, one that breaks (seen in `metrics.json["attribution"]`), and one that
+loops until its round limit; plus SHARE's chain with the deterministic BAM (and the deterministic renderer).
 """
 
 from __future__ import annotations
@@ -171,7 +171,7 @@ def test_last_sql_takes_the_answer_after_the_reflection() -> None:
 
 def test_pv_repairs_a_violated_constraint(world: dict[str, Path], session_cache: Path) -> None:
     preds = {"oldest": "SELECT name FROM singer ORDER BY age DESC", "count": "SELECT count(*) FROM singer"}
-    rules = [{"match": "no LIMIT", "reply": fence(QUESTIONS["oldest"][1])}]
+    rules = [{"template": "pv_repair", "when": {"violations": "no LIMIT"}, "answer": {"sql": QUESTIONS["oldest"][1]}}]
     metrics, recs = run_stage(world, session_cache, preds, rules, ["verifier=pv"], "pv_fix")
     a = metrics["attribution"]["verifier/pv"]
     assert (a["fixed"], a["broken"]) == (1, 0)
@@ -187,7 +187,8 @@ def test_pv_a_repair_passing_more_checks_can_break_a_correct_answer(world: dict[
     # correct by execution (the two oldest, in order) but with no LIMIT / ORDER BY: PV flags it, and the repair
     # passes every check with the wrong rows
     preds = {"oldest": "SELECT name FROM singer WHERE age >= 45"}
-    rules = [{"match": "no LIMIT", "reply": fence("SELECT name FROM singer ORDER BY age DESC LIMIT 2 OFFSET 1")}]
+    rules = [{"template": "pv_repair", "when": {"violations": "no LIMIT"},
+              "answer": {"sql": "SELECT name FROM singer ORDER BY age DESC LIMIT 2 OFFSET 1"}}]
     metrics, recs = run_stage(world, session_cache, preds, rules, ["verifier=pv"], "pv_break")
     a = metrics["attribution"]["verifier/pv"]
     assert (a["fixed"], a["broken"], a["input_correct"], a["overcorrection_rate"]) == (0, 1, 1, 1.0)
@@ -197,7 +198,8 @@ def test_pv_a_repair_passing_more_checks_can_break_a_correct_answer(world: dict[
 def test_pv_loops_to_its_round_limit_and_keeps_the_original_when_no_repair_passes_more(
         world: dict[str, Path], session_cache: Path) -> None:
     preds = {"oldest": "SELECT name FROM singer WHERE age >= 45"}
-    rules = [{"match": "no LIMIT", "replies": [fence(f"SELECT name FROM singer WHERE age >= {k}") for k in range(40, 46)]}]
+    rules = [{"template": "pv_repair", "when": {"violations": "no LIMIT"},
+              "answers": [{"sql": f"SELECT name FROM singer WHERE age >= {k}"} for k in range(40, 46)]}]
     metrics, recs = run_stage(world, session_cache, preds, rules, ["verifier=pv", "verifier.max_rounds=3"], "pv_loop")
     assert stage_calls(world, "pv_loop", "verifier") == {"oldest": 3}
     assert recs["oldest"]["candidates"][0]["sql"] == preds["oldest"]  # no repair passed more checks
@@ -207,23 +209,32 @@ def test_pv_loops_to_its_round_limit_and_keeps_the_original_when_no_repair_passe
 
 def test_pv_repairs_sql_that_fails_to_run(world: dict[str, Path], session_cache: Path) -> None:
     preds = {"count": "SELECT count(*) FROM singers"}
-    rules = [{"match": "fails when run", "reply": fence("SELECT count(*) FROM singer")}]
+    rules = [{"template": "pv_repair", "when": {"violations": "no such table: singers"},
+              "answer": {"sql": "SELECT count(*) FROM singer"}}]
     metrics, recs = run_stage(world, session_cache, preds, rules, ["verifier=pv"], "pv_exec")
     assert metrics["attribution"]["verifier/pv"]["fixed"] == 1 and recs["count"]["correct"]
 
 
 # ---------------------------------------------------------------------- share
 
-SAM_RULE = {"match": "You link a question", "reply": "```\n1. singer.country\n2. singer.name\n```"}
+# by template and fields, answered in each template's reply format (`MASK_REPLY`, `TRAJECTORY_REPLY`, `SQL_REPLY`)
+SAM_RULE = {"template": "share_sam", "answer": {"answers": ["singer.country", "singer.name"]}}
+
+
+def lom_answer(country: str) -> dict[str, Any]:
+    return {"trajectory": f"df1 = df.where(element = singer.country, filter = '{country}')\nres = df1.select(singer.name)"}
 
 
 def lom_rule(country: str) -> dict[str, Any]:
-    return {"match": "You check the logic",
-            "reply": f"```\ndf1 = df.where(element = singer.country, filter = '{country}')\nres = df1.select(singer.name)\n```"}
+    return {"template": "share_lom", "answer": lom_answer(country)}
+
+
+def regen_answer(country: str) -> dict[str, Any]:
+    return {"sql": f"SELECT name FROM singer WHERE country = '{country}'"}
 
 
 def regen_rule(country: str) -> dict[str, Any]:
-    return {"match": "Corrected trajectory:", "reply": fence(f"SELECT name FROM singer WHERE country = '{country}'")}
+    return {"template": "share_regen", "answer": regen_answer(country)}
 
 
 def test_share_chain_with_the_deterministic_bam_fixes_a_wrong_filter(world: dict[str, Path], session_cache: Path) -> None:
@@ -257,9 +268,10 @@ def test_share_render_regeneration_joins_by_foreign_keys_without_a_model_call(wo
                                                                             session_cache: Path) -> None:
     preds = {"titles": "SELECT T1.title FROM concert AS T1 JOIN singer AS T2 ON T1.singer_id = T2.singer_id "
                        "WHERE T2.country = 'Germany'"}
-    rules = [{"match": "You link a question", "reply": "```\nsinger.country\nconcert.title\n```"},
-             {"match": "You check the logic", "reply": "```\ndf1 = df.where(element = singer.country, filter = 'France')"
-                                                       "\nres = df1.select(concert.title)\n```"}]
+    # SAM's answers unnumbered, as small models write them: the parser reads them too
+    rules = [{"template": "share_sam", "reply": "```\nsinger.country\nconcert.title\n```"},
+             {"template": "share_lom", "answer": {"trajectory": "df1 = df.where(element = singer.country, filter = "
+                                                                "'France')\nres = df1.select(concert.title)"}}]
     metrics, recs = run_stage(world, session_cache, preds, rules,
                               ["corrector=share", "corrector.regenerate=render"], "share_render")
     assert metrics["attribution"]["corrector/share"]["fixed"] == 1
@@ -277,20 +289,19 @@ def test_share_overcorrects_a_correct_candidate(world: dict[str, Path], session_
 
 def test_share_keeps_the_input_when_a_step_does_not_parse(world: dict[str, Path], session_cache: Path) -> None:
     preds = {"france": "SELECT name FROM singer WHERE country = 'Germany'", "count": "SELECT count(*) FROM singer"}
-    rules = [SAM_RULE, {"match": "You check the logic", "reply": "The trajectory looks fine to me!"},
-             regen_rule("France"), {"match": "You link a question", "reply": "no"}]
+    rules = [SAM_RULE, {"template": "share_lom", "reply": "The trajectory looks fine to me!"},
+             regen_rule("France"), {"template": "share_sam", "reply": "no"}]
     metrics, recs = run_stage(world, session_cache, preds, rules, ["corrector=share"], "share_junk")
     assert all(r["candidates"][0]["origin"] == "generator/from_file" for r in recs.values())
     assert metrics["attribution"]["corrector/share"]["unchanged"] == 2
     # a SAM fill naming a column the schema lacks stops the chain before LOM, too
-    rules = [{"match": "You link a question", "reply": "1. singer.nation\n2. singer.name"}, lom_rule("France"),
+    rules = [{"template": "share_sam", "answer": {"answers": ["singer.nation", "singer.name"]}}, lom_rule("France"),
              regen_rule("France")]
     _, recs = run_stage(world, session_cache, {"france": preds["france"]}, rules, ["corrector=share"], "share_badcol")
     assert recs["france"]["candidates"][0]["sql"] == preds["france"]
     assert stage_calls(world, "share_badcol", "corrector") == {"france": 1}
     # a regeneration that echoes the schema's DDL instead of a query keeps the input
-    rules = [SAM_RULE, lom_rule("France"),
-             {"match": "Corrected trajectory:", "reply": "```sql\nCREATE TABLE singer (name TEXT)\n```"}]
+    rules = [SAM_RULE, lom_rule("France"), {"template": "share_regen", "answer": {"sql": "CREATE TABLE singer (name TEXT)"}}]
     _, recs = run_stage(world, session_cache, {"france": preds["france"]}, rules, ["corrector=share"], "share_ddl")
     assert recs["france"]["candidates"][0]["sql"] == preds["france"]
 
@@ -299,8 +310,8 @@ def test_share_with_rounds_runs_the_chain_again_until_its_limit(world: dict[str,
     preds = {"france": "SELECT name FROM singer WHERE country = 'Germany'"}
     countries = ["Spain", "Italy", "Peru", "Chile", "Japan"]
     rules = [SAM_RULE,
-             {"match": "You check the logic", "replies": [lom_rule(c)["reply"] for c in countries]},
-             {"match": "Corrected trajectory:", "replies": [regen_rule(c)["reply"] for c in countries]}]
+             {"template": "share_lom", "answers": [lom_answer(c) for c in countries]},
+             {"template": "share_regen", "answers": [regen_answer(c) for c in countries]}]
     _, recs = run_stage(world, session_cache, preds, rules, ["corrector=share", "corrector.rounds=3"], "share_loop")
     cand = recs["france"]["candidates"][0]
     assert len(cand["meta"]["steps"]) == 3 and cand["sql"].endswith("'Peru'")
@@ -309,7 +320,8 @@ def test_share_with_rounds_runs_the_chain_again_until_its_limit(world: dict[str,
 
 def test_share_llm_bam_parses_the_models_trajectory(world: dict[str, Path], session_cache: Path) -> None:
     preds = {"france": "SELECT name FROM singer WHERE country = 'Germany'"}
-    rules = [{"match": "You translate a SQL query", "reply": "Here it is:\n```python\ndf1 = df.where(element = "
+    # prose and a fence of another language around the trajectory: the parser reads it
+    rules = [{"template": "share_bam", "when": {"sql": "'Germany'"}, "reply": "Here it is:\n```python\ndf1 = df.where(element = "
               "singer.country, filter = 'Germany')\nres = df1.select(singer.name)\n```"},
              SAM_RULE, lom_rule("France"), regen_rule("France")]
     metrics, _ = run_stage(world, session_cache, preds, rules, ["corrector=share_llm"], "share_llm")
