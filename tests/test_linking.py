@@ -234,14 +234,18 @@ def _dual(cfg: Any, tmp_path: Path, rules: list[dict[str, Any]], name: str) -> t
     return build_stage("schema_linker", c.schema_linker, "dual"), make_env(c, [], tmp_path / name)
 
 
-S1_MATCH = "Columns needed"
-S2_MATCH = "Already selected"
+#: the dual linker's passes, by template (rules answer by its fields, not its wording)
+S1 = "dual_link_s1"
+S2 = "dual_link_s2"
+#: the generator's SQL prompt (any version of zero_shot)
+GEN = {"template": "zero_shot", "answer": {"sql": "SELECT name FROM teachers"}}
 
 
 def test_dual_linker_parses_a_selection_into_s1_and_a_wider_s2(demo_world: Any, tmp_path: Path) -> None:
     cfg, qs, _ = demo_world
-    rules = [{"match": S2_MATCH, "reply": "- students.year\n- unknown.column"},
-             {"match": S1_MATCH, "reply": "Sure! The columns are:\n- courses.title\n- students.name"}]
+    # replies as small models write them (prose, bullets, a column no candidate has): the parser reads them
+    rules = [{"template": S2, "reply": "- students.year\n- unknown.column"},
+             {"template": S1, "reply": "Sure! The columns are:\n- courses.title\n- students.name"}]
     stage, env = _dual(cfg, tmp_path, rules, "ok")
     try:
         result = stage_contract(stage, env, qs[:3])
@@ -265,7 +269,7 @@ def test_dual_linker_parses_a_selection_into_s1_and_a_wider_s2(demo_world: Any, 
 def test_dual_linker_falls_back_to_the_prefiltered_set_on_junk(demo_world: Any, tmp_path: Path) -> None:
     cfg, qs, _ = demo_world
     # pass 1 junk: S1 = S2 = every pre-filtered column (prefilter_k=30 covers the demo database), pass 2 not asked
-    stage, env = _dual(cfg, tmp_path, [{"match": S1_MATCH, "reply": "ok ok ok ))) SELECT"}], "junk1")
+    stage, env = _dual(cfg, tmp_path, [{"template": S1, "reply": "ok ok ok ))) SELECT"}], "junk1")
     try:
         result = stage_contract(stage, env, qs[:2])
     finally:
@@ -277,7 +281,7 @@ def test_dual_linker_falls_back_to_the_prefiltered_set_on_junk(demo_world: Any, 
         assert stage.outcomes[t.qid] == {"s1": "fallback", "s2": "skipped"}
     # pass 2 junk: S2 widens to the pre-filtered set, S1 stays precise; an explicit NONE keeps S2 = S1
     for reply, s2_outcome in [("I cannot tell.", "fallback"), ("NONE", "none")]:
-        rules = [{"match": S2_MATCH, "reply": reply}, {"match": S1_MATCH, "reply": "teachers.name"}]
+        rules = [{"template": S2, "reply": reply}, {"template": S1, "answer": {"columns": ["teachers.name"]}}]
         stage, env = _dual(cfg, tmp_path, rules, f"s2-{s2_outcome}")
         try:
             t = stage_contract(stage, env, qs[:1]).tasks[0]
@@ -299,10 +303,10 @@ def test_dual_linker_on_the_tiny_model_never_fails_and_s2_contains_s1(demo_world
 
 
 def test_zero_shot_after_dual_makes_one_candidate_per_view(session_cache: Path, tmp_path: Path) -> None:
-    rules = [{"match": S2_MATCH, "reply": "NONE"},
-             {"match": S1_MATCH, "reply": "teachers.name\nteachers.department"},
+    rules = [{"template": S2, "answer": {"columns": []}},
+             {"template": S1, "answer": {"columns": ["teachers.name", "teachers.department"]}},
              # the generator's prompt shows the view's DDL: S2 differs from S1 only when pass 2 added columns
-             {"match": "Question: ", "reply": "```sql\nSELECT name FROM teachers\n```"}]
+             GEN]
     cfg = compose_config(["dataset.limit=2", "schema_linker=dual", "llm=scripted",
                           f"llm.path={_rules(tmp_path, rules, 'gen')}", "run.llm_cache=false"],
                          cache_dir=session_cache, output_root=tmp_path / "outputs")
@@ -317,8 +321,9 @@ def test_zero_shot_after_dual_makes_one_candidate_per_view(session_cache: Path, 
 
 def test_pipeline_keeps_the_views_for_the_generator(demo_world: Any, tmp_path: Path) -> None:
     cfg, qs, _ = demo_world
-    rules = [{"match": S2_MATCH, "reply": "students.year"}, {"match": S1_MATCH, "reply": "students.name"},
-             {"match": "Question: ", "reply": "```sql\nSELECT name FROM students\n```"}]
+    rules = [{"template": S2, "answer": {"columns": ["students.year"]}},
+             {"template": S1, "answer": {"columns": ["students.name"]}},
+             {"template": "zero_shot", "answer": {"sql": "SELECT name FROM students"}}]
     stage, env = _dual(cfg, tmp_path, rules, "pipe")
     gen = build_stage("generator", compose_config([], cache_dir=Path(cfg.paths.cache_dir)).generator, "zero_shot")
     try:
