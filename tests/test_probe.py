@@ -20,28 +20,35 @@ from t2s.run.pipeline import build_stage
 from t2s.run.runner import make_env
 from t2s.testing import stage_contract
 
-# the first seven demo questions (all on `library`), each with its scripted replies, round after round
-SCRIPT = {
-    "How many book titles": ["PURPOSE: see some titles\n```sql\nSELECT title FROM books\n```", "DONE"],
+# the first seven demo questions (all on `library`), each with its scripted replies, round after round: answers in
+# `pv_probe_v1`'s reply format (`PROBE_REPLY`: sql, asked, done), or literal replies where the model leaves the format
+SCRIPT: dict[str, list[Any]] = {
+    "How many book titles": [{"asked": "see some titles", "sql": "SELECT title FROM books"}, {"done": True}],
     "authors from Japan": ["I would like to look at the data first.",
                            "PURPOSE: how countries are written\n```sql\nSELECT DISTINCT country FROM authors "
                            "WHERE country LIKE 'J%' LIMIT 3\n```",
                            "DONE"],
-    "published after the year 2000": ["```sql\nSELECT no_such_column FROM books LIMIT 2\n```",
-                                      "```sql\nDELETE FROM books\n```",
-                                      "```sql\nSELECT published_year FROM books LIMIT 1\n```"],
-    "no email address": [f"PURPOSE: round {i}\n```sql\nSELECT name, email FROM members LIMIT {i}\n```"
+    "published after the year 2000": [{"sql": "SELECT no_such_column FROM books LIMIT 2"},
+                                      {"sql": "DELETE FROM books"},
+                                      {"sql": "SELECT published_year FROM books LIMIT 1"}],
+    "no email address": [{"asked": f"round {i}", "sql": f"SELECT name, email FROM members LIMIT {i}"}
                          for i in range(1, 9)],
-    "not been returned yet": ["DONE"],
-    "each genre": ["```sql\nSELECT genre FROM books LIMIT 2\n```"],
+    "not been returned yet": [{"done": True}],
+    "each genre": [{"sql": "SELECT genre FROM books LIMIT 2"}],
     "the most pages": ["Let me think.", "Still thinking."],
 }
+
+
+def probe_rule(question: str, script: list[Any]) -> dict[str, Any]:
+    """The rule of one question's probe rounds: by template and question, not by the prompt's wording."""
+    said = "answers" if all(isinstance(x, dict) for x in script) else "replies"
+    return {"template": "pv_probe", "when": {"question": question}, said: script}
 
 
 @pytest.fixture(scope="module")
 def probed(session_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
     tmp = tmp_path_factory.mktemp("probe")
-    rules = [{"match": f"Question: [^\\n]*{q}(?s:.*)Turn", "replies": replies} for q, replies in SCRIPT.items()]
+    rules = [probe_rule(q, script) for q, script in SCRIPT.items()]
     (tmp / "rules.yaml").write_text(yaml.safe_dump({"rules": rules, "default": None}))
     cfg = compose_config(["llm=scripted", f"llm.path={tmp / 'rules.yaml'}", "prober=pv", "dataset.limit=7",
                           "run.llm_cache=false"], cache_dir=session_cache)
