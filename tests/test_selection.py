@@ -22,6 +22,7 @@ from t2s.env import Env
 from t2s.llm import base as llm_base
 from t2s.llm.pool import LLMPool
 from t2s.llm.scripted import ScriptedLLM
+from t2s.prompts import load_prompt
 from t2s.select import SelectionLog, cluster_results, cluster_tasks, decide_order, format_result
 from t2s.testing import stage_contract
 from t2s.types import Candidate, Example, Task
@@ -357,17 +358,26 @@ def test_uct_prefers_unvisited_then_value_plus_exploration() -> None:
     assert uct(c, 5, 1.4) > uct(b, 5, 1.4)          # exploration favours the less visited child
 
 
+def step_instruction(action: str) -> str:
+    """A regex of the instruction `mcts_step_v1` gives for `action`, taken from the template (not written here)."""
+    return "^" + re.escape(load_prompt("mcts_step_v1").block(action, [{}])) + "$"
+
+
+#: by template and fields, answered in each template's reply format (SQL_REPLY for mcts_sql / mcts_revise, STEP_REPLY)
 MCTS_RULES = [
-    # revisions first (their prompt also shows the steps): an error is fixed, an empty result stays empty
-    {"match": r"Execution: error", "reply": "```sql\nSELECT name FROM person WHERE city = 'Oslo'\n```"},
-    {"match": r"Execution:", "reply": "```sql\nSELECT name FROM person WHERE age = 31\n```"},
+    # revisions: an error is fixed, an empty result stays empty
+    {"template": "mcts_revise", "when": {"result": "^error"},
+     "answer": {"sql": "SELECT name FROM person WHERE city = 'Oslo'"}},
+    {"template": "mcts_revise", "answer": {"sql": "SELECT name FROM person WHERE age = 31"}},
     # reasoning steps: two different "plans", one "values" answer
-    {"match": "Describe in two or three", "replies": ["plan: filter on age", "plan: filter on city"]},
-    {"match": "List the tables and columns", "reply": "person.age = 30"},
+    {"template": "mcts_step", "when": {"instruction": step_instruction("plan")},
+     "answers": [{"text": "plan: filter on age"}, {"text": "plan: filter on city"}]},
+    {"template": "mcts_step", "when": {"instruction": step_instruction("values")}, "answer": {"text": "person.age = 30"}},
     # SQL written after the age plan runs; after the city plan it fails; straight SQL returns no rows
-    {"match": r"Query plan: plan: filter on age", "reply": "```sql\nSELECT name FROM person WHERE age = 30\n```"},
-    {"match": r"Query plan: plan: filter on city", "reply": "```sql\nSELECT nam FROM person\n```"},
-    {"match": "write one SQLite SELECT", "reply": "```sql\nSELECT name FROM person WHERE age = 99\n```"},
+    {"template": "mcts_sql", "when": {"steps_block": "plan: filter on age"},
+     "answer": {"sql": "SELECT name FROM person WHERE age = 30"}},
+    {"template": "mcts_sql", "when": {"steps_block": "plan: filter on city"}, "answer": {"sql": "SELECT nam FROM person"}},
+    {"template": "mcts_sql", "answer": {"sql": "SELECT name FROM person WHERE age = 99"}},
 ]
 
 
