@@ -161,9 +161,13 @@ def test_kaggledbqa_style_tables_json_descriptions(tmp_path: Path) -> None:
 def test_llm_summaries_are_batched_charged_offline_and_cached(tmp_path: Path) -> None:
     db = make_db(tmp_path / "people.sqlite")
     rules = tmp_path / "rules.yaml"
+    # by template and column (the columns of make_db), answered in column_summary's reply format (SUMMARY_REPLY)
     rules.write_text(yaml.safe_dump({"rules": [
-        {"match": "Column: c14", "reply": "Short: customer segment code\nLong: Two codes, A1 and B2."},
-        {"match": "Column: (\\w+)", "reply": "Short: the \\1\nLong: Values of \\1.", "expand": True}]}))
+        {"template": "column_summary", "when": {"column": "^c14$"},
+         "answer": {"short": "customer segment code", "long": "Two codes, A1 and B2."}},
+        *[{"template": "column_summary", "when": {"column": f"^{c}$"},
+           "answer": {"short": f"the {c}", "long": f"Values of {c}."}}
+          for c in ("id", "name", "city", "born", "score", "person_id")]]}))
     cfg = compose_config(["schema_format=ddl_profile", "schema_format.summary_llm=generator", "llm=scripted",
                           f"llm.path={rules}"], cache_dir=tmp_path / "cache")
     ex = example(db)
