@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 from conftest import compose_config, requires_spider
 
 from t2s.config import PROJECT_ROOT
+from t2s.prompts import load_prompt
 from t2s.testing import run_if
 from t2s.train.app import build_recipe, compose_train_config, train
 
@@ -167,12 +169,15 @@ def test_a_resumed_sft_continues_the_data_order_where_the_checkpoint_left_it() -
 #: the count plan leads to the right SQL, the sum plan to SQL that runs but is wrong, the direct SQL returns no rows
 #: and its revision is right
 SEARCH_RULES = [
-    {"match": r"Execution:", "reply": "```sql\nSELECT count(*) FROM books\n```"},
-    {"match": r"Query plan: plan: count rows", "reply": "```sql\nSELECT count(*) FROM books\n```"},
-    {"match": r"Query plan: plan: sum ids", "reply": "```sql\nSELECT sum(book_id) FROM books\n```"},
-    {"match": "Describe in two or three", "replies": ["plan: count rows", "plan: sum ids"]},
-    {"match": "List the tables and columns", "reply": "books.book_id"},
-    {"match": "write one SQLite SELECT", "reply": "```sql\nSELECT title FROM books WHERE 0\n```"},
+    # by template and fields, answered in each template's reply format (SQL_REPLY, STEP_REPLY)
+    {"template": "mcts_revise", "answer": {"sql": "SELECT count(*) FROM books"}},
+    {"template": "mcts_sql", "when": {"steps_block": "plan: count rows"}, "answer": {"sql": "SELECT count(*) FROM books"}},
+    {"template": "mcts_sql", "when": {"steps_block": "plan: sum ids"}, "answer": {"sql": "SELECT sum(book_id) FROM books"}},
+    {"template": "mcts_step", "when": {"instruction": "^" + re.escape(load_prompt("mcts_step_v1").block("plan", [{}]))},
+     "answers": [{"text": "plan: count rows"}, {"text": "plan: sum ids"}]},
+    {"template": "mcts_step", "when": {"instruction": "^" + re.escape(load_prompt("mcts_step_v1").block("values", [{}]))},
+     "answer": {"text": "books.book_id"}},
+    {"template": "mcts_sql", "answer": {"sql": "SELECT title FROM books WHERE 0"}},
 ]
 
 
@@ -369,8 +374,11 @@ def test_selection_and_share_recipes(recipe: str, session_cache: Path, tmp_path:
                          output_root=tmp_path / "out")
     from omegaconf import OmegaConf
 
-    cfg.llm.rules = OmegaConf.create([{"match": "Question", "replies": ["SELECT name FROM singer",
-                                                                        "SELECT count(*) FROM concert"]}])
+    # the generator's SQL prompt by template (its answers in SQL_REPLY), and SHARE's regeneration, which asks the
+    # generator's LLM, likewise
+    cfg.llm.rules = OmegaConf.create([{"template": t, "answers": [{"sql": "SELECT name FROM singer"},
+                                                                  {"sql": "SELECT count(*) FROM concert"}]}
+                                      for t in ("zero_shot", "share_regen")])
     assert cfg.llms[name].adapter == str(adapter) and cfg[stage].get("llm" if stage == "selector" else "lom_llm") == name
     run(cfg, run_dir=tmp_path / "run")
     events = [e for line in (tmp_path / "run" / "traces.jsonl").read_text().splitlines()
