@@ -56,34 +56,38 @@ STAGES: dict[str, dict[str, Any]] = {
     "share": {
         "overrides": ["corrector=share"],
         "preds": {"france": "SELECT name FROM singer WHERE country = 'Germany'"},
-        "rules": [{"match": "You link a question", "reply": SAM_REPLY},
-                  {"match": "You check the logic", "reply": LOM_REPLY},
-                  {"match": "Corrected trajectory:", "reply": fence("SELECT name FROM singer WHERE country = 'France'")}],
+        "rules": [{"template": "share_sam", "answer": {"answers": ["singer.country", "singer.name"]}},  # SAM_REPLY
+                  {"template": "share_lom", "answer": {"trajectory": LOM_REPLY[4:-4]}},  # LOM_REPLY
+                  {"template": "share_regen", "answer": {"sql": "SELECT name FROM singer WHERE country = 'France'"}}],
     },
     "pv_probe": {
         "overrides": ["prober=pv"],
         "preds": {"france": QUESTIONS["france"][1]},
-        "rules": [{"match": "Turn 1 of", "reply": "PURPOSE: how countries are written\n"
-                                                  + fence("SELECT DISTINCT country FROM singer LIMIT 5")},
-                  {"match": "Turn 2 of", "reply": "DONE"}],
+        "rules": [{"template": "pv_probe", "when": {"round": "^1$"},
+                   "answer": {"asked": "how countries are written", "sql": "SELECT DISTINCT country FROM singer LIMIT 5"}},
+                  {"template": "pv_probe", "when": {"round": "^2$"}, "answer": {"done": True}}],
     },
     "pv_repair": {
         "overrides": ["verifier=pv"],
         "preds": {"oldest": "SELECT name FROM singer ORDER BY age DESC"},
-        "rules": [{"match": "no LIMIT", "reply": fence(QUESTIONS["oldest"][1])}],
+        "rules": [{"template": "pv_repair", "when": {"violations": "no LIMIT"}, "answer": {"sql": QUESTIONS["oldest"][1]}}],
     },
     "dual": {
         "overrides": ["schema_linker=dual"],
         "preds": {"france": QUESTIONS["france"][1]},
-        "rules": [{"match": "Already selected", "reply": "NONE"},
-                  {"match": "Columns needed", "reply": "singer.name\nsinger.country"}],
+        "rules": [{"template": "dual_link_s2", "answer": {"columns": []}},  # NONE
+                  {"template": "dual_link_s1", "answer": {"columns": ["singer.name", "singer.country"]}}],
     },
     "mcts": {
         "overrides": ["generator=mcts", "generator.simulations=2", "generator.branching=1"],
         "preds": None,
-        "rules": [{"match": "Steps so far|do not write the final SQL", "reply": "singer.country = 'France'"},
-                  {"match": "failed or returned no rows", "reply": fence(QUESTIONS["france"][1])},
-                  {"match": "write one SQLite SELECT", "reply": fence("SELECT name FROM singer WHERE country = 'France'")}],
+        # the replies the free requests were pinned with: a SQL or revise prompt after a reasoning step (its steps
+        # block not empty) was answered with the step's text too, so those stay literal replies
+        "rules": [{"template": "mcts_step", "answer": {"text": "singer.country = 'France'"}},
+                  {"template": "mcts_sql", "when": {"steps_block": r"\S"}, "reply": "singer.country = 'France'"},
+                  {"template": "mcts_revise", "when": {"steps_block": r"\S"}, "reply": "singer.country = 'France'"},
+                  {"template": "mcts_revise", "answer": {"sql": QUESTIONS["france"][1]}},
+                  {"template": "mcts_sql", "answer": {"sql": "SELECT name FROM singer WHERE country = 'France'"}}],
     },
 }
 
@@ -172,8 +176,10 @@ def refused(request: LLMRequest, reply: str) -> bool:
     return False
 
 
-def by_prompt(requests: list[LLMRequest], marker: str) -> list[LLMRequest]:
-    return [r for r in requests if any(marker in content for _, content in r.messages)]
+def by_template(requests: list[LLMRequest], template: str, **fields: str) -> list[LLMRequest]:
+    """The requests rendered from `template` (its id or name) with `fields` equal to the given values."""
+    return [r for r in requests if r.source is not None and template in (r.source.template, r.source.name)
+            and all(r.source.field_map().get(k) == v for k, v in fields.items())]
 
 
 def test_share_replies_in_their_formats_fix_the_candidate(world: dict[str, Path], session_cache: Path,
@@ -185,9 +191,9 @@ def test_share_replies_in_their_formats_fix_the_candidate(world: dict[str, Path]
     cand = recs["france"]["candidates"][0]
     assert cand["origin"] == "corrector/share" and cand["meta"]["decoding"] == "sql"
     assert cand["meta"]["steps"][0]["sam_answers"] == ["singer.country", "singer.name"]
-    sam, = by_prompt(recorded, "You link a question")
-    lom, = by_prompt(recorded, "You check the logic")
-    regen, = by_prompt(recorded, "Corrected trajectory:")
+    sam, = by_template(recorded, "share_sam")
+    lom, = by_template(recorded, "share_lom")
+    regen, = by_template(recorded, "share_regen")
     assert all(r.params.constraint is not None for r in (sam, lom, regen))
     # SAM: SQL instead of answers (what the 0.5B model wrote in 95 of 95 replies), a column the table lacks, a
     # column where a table.column is masked by a table, one answer too many or too few
@@ -212,11 +218,11 @@ def test_share_llm_bam_writes_a_trajectory_of_the_database(world: dict[str, Path
                                                            recorded: list[LLMRequest]) -> None:
     bam_reply = ("```\ndf1 = df.where(element = singer.country, filter = 'Germany')\n"
                  "res = df1.select(singer.name)\n```")
-    rules = [{"match": "You translate a SQL query", "reply": bam_reply}, *STAGES["share"]["rules"]]
+    rules = [{"template": "share_bam", "answer": {"trajectory": bam_reply[4:-4]}}, *STAGES["share"]["rules"]]
     metrics, _ = run_stage(world, session_cache, "share", ["corrector=share_llm", "decoding=sql"], rules=rules,
                            name="share_llm")
     assert metrics["attribution"]["corrector/share_llm"]["fixed"] == 1
-    bam, = by_prompt(recorded, "You translate a SQL query")
+    bam, = by_template(recorded, "share_bam")
     assert refused(bam, "Here it is:\n```python\n" + bam_reply[4:])  # prose and another fence language
 
 
@@ -225,9 +231,9 @@ def test_a_pv_probe_is_one_select_with_a_limit(world: dict[str, Path], session_c
     """The probe reply's two forms (PURPOSE + one LIMIT-ed SELECT, or DONE) under the constraint are what
     `parse_reply` reads; the final answer written as the probe (the 0.5B model's habit) cannot be given."""
     run_stage(world, session_cache, "pv_probe", ["decoding=sql"])
-    probes = by_prompt(recorded, "Turn 1 of")
+    probes = by_template(recorded, "pv_probe", round="1")
     assert len(probes) == 1 and probes[0].params.constraint is not None
-    assert len(by_prompt(recorded, "Turn 2 of")) == 1  # the first probe ran, and the model said DONE after it
+    assert len(by_template(recorded, "pv_probe", round="2")) == 1  # the first probe ran, and the model said DONE after it
     probe = probes[0]
     for reply in ("PURPOSE: the answer\n" + fence("SELECT name FROM singer WHERE country = 'France'"),  # no LIMIT
                   "PURPOSE: rows\n" + fence("SELECT country FROM singer LIMIT 50"),  # more rows than probe_rows
@@ -287,8 +293,8 @@ def test_the_dual_linkers_column_lists_are_lines_of_candidates(world: dict[str, 
     run_stage(world, session_cache, "dual", ["decoding=sql"])
     assert outcomes["france"] == {"s1": "ok", "s2": "none"}
     assert "concert" not in outcomes["views"]["S1"] and "country" in outcomes["views"]["S1"]
-    s1, = by_prompt(recorded, "Columns needed")
-    s2, = by_prompt(recorded, "Already selected")
+    s1, = by_template(recorded, "dual_link_s1")
+    s2, = by_template(recorded, "dual_link_s2")
     for reply in ("The name and the country.", "SELECT name FROM singer", "- singer.name", "singer.nation",
                   "concert.name", "singer.name\n", "NONE"):
         assert refused(s1, reply), reply
@@ -312,9 +318,9 @@ def test_a_column_list_writes_a_name_that_is_not_plain_as_the_parser_reads_it() 
                                                                                       ("singer", "name"))
 
 
-MCTS_RULES = [{"match": "failed or returned no rows", "reply": fence(QUESTIONS["france"][1])},
-              {"match": "write one SQLite SELECT", "reply": fence("SELECT name FROM singer WHERE country = 'Mars';")},
-              {"match": "do not write the final SQL", "reply": "Filter singer.country = 'France', return the names."}]
+MCTS_RULES = [{"template": "mcts_revise", "answer": {"sql": QUESTIONS["france"][1]}},
+              {"template": "mcts_sql", "answer": {"sql": "SELECT name FROM singer WHERE country = 'Mars';"}},
+              {"template": "mcts_step", "answer": {"text": "Filter singer.country = 'France', return the names."}}]
 
 
 def test_mcts_sql_steps_are_selects_and_reasoning_steps_stay_prose(world: dict[str, Path], session_cache: Path,
@@ -324,9 +330,9 @@ def test_mcts_sql_steps_are_selects_and_reasoning_steps_stay_prose(world: dict[s
     cands = recs["france"]["candidates"]
     assert cands and all(c["meta"]["decoding"] == "sql" for c in cands)
     assert recs["france"]["correct"]  # the revision of an empty answer ranks first
-    steps = by_prompt(recorded, "do not write the final SQL")
-    sqls = by_prompt(recorded, "write one SQLite SELECT")
-    revises = by_prompt(recorded, "failed or returned no rows")
+    steps = by_template(recorded, "mcts_step")
+    sqls = by_template(recorded, "mcts_sql")
+    revises = by_template(recorded, "mcts_revise")
     assert steps and sqls and revises
     assert all(r.params.constraint is None for r in steps)  # free text by design, never parsed
     assert all(r.params.constraint is not None for r in sqls + revises)
