@@ -75,8 +75,11 @@ model-1.5b: venv
 run: venv
 	$(BIN)/t2s run $(ARGS)
 
+# The default suite on every core (TEST_WORKERS=auto: one pytest-xdist worker per core), a test file per worker
+# so module fixtures are built once; TEST_WORKERS=0 runs it in this process.
+TEST_WORKERS ?= auto
 test: venv
-	$(BIN)/pytest -q $(ARGS)
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 test-slow: venv
 	$(BIN)/pytest -q -m slow $(ARGS)
