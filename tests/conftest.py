@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from omegaconf import DictConfig
 
 from t2s.config import compose_config as t2s_compose
 from t2s.config import register_configs
+from t2s.prompts import load_prompt
 from t2s.testing import run_if
 
 SHARED_DATA = Path(os.environ.get("T2S_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -49,3 +51,9 @@ def make_cfg(session_cache: Path, tmp_path: Path) -> Callable[..., DictConfig]:
         return compose_config(overrides, cache_dir=kw.get("cache_dir", session_cache), output_root=tmp_path / "outputs")
 
     return _make
+
+
+def step_instruction(action: str) -> str:
+    """A scripted-LLM `when` regex for the instruction `mcts_step_v1` gives for `action`, taken from the template (not
+    written in a test), so MCTS rules match the step they answer whatever its wording."""
+    return "^" + re.escape(load_prompt("mcts_step_v1").block(action, [{}])) + "$"

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import step_instruction
 from t2s_plugins.generator.ensemble import EnsembleGenerator
 from t2s_plugins.generator.mcts import MCTSGenerator, Node, Tree, uct
 from t2s_plugins.schema_format.ddl import DDLFormat
@@ -22,7 +23,6 @@ from t2s.env import Env
 from t2s.llm import base as llm_base
 from t2s.llm.pool import LLMPool
 from t2s.llm.scripted import ScriptedLLM
-from t2s.prompts import load_prompt
 from t2s.select import SelectionLog, cluster_results, cluster_tasks, decide_order, format_result
 from t2s.testing import stage_contract
 from t2s.types import Candidate, Example, Task
@@ -356,11 +356,6 @@ def test_uct_prefers_unvisited_then_value_plus_exploration() -> None:
     assert uct(a, 5, 1.4) == float("inf")
     assert uct(b, 5, 0.0) > uct(c, 5, 0.0)          # pure exploitation: 0.5 > 0.4
     assert uct(c, 5, 1.4) > uct(b, 5, 1.4)          # exploration favours the less visited child
-
-
-def step_instruction(action: str) -> str:
-    """A regex of the instruction `mcts_step_v1` gives for `action`, taken from the template (not written here)."""
-    return "^" + re.escape(load_prompt("mcts_step_v1").block(action, [{}])) + "$"
 
 
 #: by template and fields, answered in each template's reply format (SQL_REPLY for mcts_sql / mcts_revise, STEP_REPLY)

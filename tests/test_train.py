@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -13,10 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import compose_config, requires_spider
+from conftest import compose_config, requires_spider, step_instruction
 
 from t2s.config import PROJECT_ROOT
-from t2s.prompts import load_prompt
 from t2s.testing import run_if
 from t2s.train.app import build_recipe, compose_train_config, train
 
@@ -173,9 +171,9 @@ SEARCH_RULES = [
     {"template": "mcts_revise", "answer": {"sql": "SELECT count(*) FROM books"}},
     {"template": "mcts_sql", "when": {"steps_block": "plan: count rows"}, "answer": {"sql": "SELECT count(*) FROM books"}},
     {"template": "mcts_sql", "when": {"steps_block": "plan: sum ids"}, "answer": {"sql": "SELECT sum(book_id) FROM books"}},
-    {"template": "mcts_step", "when": {"instruction": "^" + re.escape(load_prompt("mcts_step_v1").block("plan", [{}]))},
+    {"template": "mcts_step", "when": {"instruction": step_instruction("plan")},
      "answers": [{"text": "plan: count rows"}, {"text": "plan: sum ids"}]},
-    {"template": "mcts_step", "when": {"instruction": "^" + re.escape(load_prompt("mcts_step_v1").block("values", [{}]))},
+    {"template": "mcts_step", "when": {"instruction": step_instruction("values")},
      "answer": {"text": "books.book_id"}},
     {"template": "mcts_sql", "answer": {"sql": "SELECT title FROM books WHERE 0"}},
 ]
