@@ -3,7 +3,9 @@
 For each run: EX, LLM calls, model seconds and completion tokens per question (metrics.json), the error categories
 of its wrong answers, how many answers ended by the grammar's end rather than a cut (`finish_reason` of the final
 candidate's generation), and against the first run: how many final answers changed, how many of the changed ones
-were fixed (wrong -> right) and broken (right -> wrong).
+were fixed (wrong -> right) and broken (right -> wrong). Last, the final answers' "no such column" errors by the
+reference that failed: a bare column, `alias.column` or `table.column`, and whether the column is in the database at
+all (a name out of the query's scope, which a context-free grammar cannot forbid, or a name the database lacks).
 
     T2S_DATA=/work/shared/data .venv/bin/t2s run dataset=spider_dev_sample100 decoding=free
     T2S_DATA=/work/shared/data .venv/bin/t2s run dataset=spider_dev_sample100 decoding=sql
@@ -15,9 +17,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from t2s.db.introspect import introspect  # noqa: E402
+from t2s.db.types import DatabaseSchema  # noqa: E402
+
+_NO_SUCH_COLUMN = re.compile(r"no such column: (.+)")
 
 
 def load(run_dir: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
@@ -32,6 +45,26 @@ def finish(record: dict[str, Any]) -> str:
         if c.get("origin", "").startswith("generator/"):
             return str(c.get("meta", {}).get("finish_reason"))
     return "none"
+
+
+def unknown_columns(run_dir: Path, preds: dict[str, dict[str, Any]]) -> Counter[str]:
+    """The final answers' "no such column" errors by kind (see the module docstring), over the run's databases."""
+    data = yaml.safe_load((run_dir / "config.yaml").read_text())["dataset"]
+    schemas: dict[str, DatabaseSchema] = {}
+    kinds: Counter[str] = Counter()
+    for r in preds.values():
+        m = _NO_SUCH_COLUMN.match(r.get("pred_error") or "")
+        if not m:
+            continue
+        db = r["db_id"]
+        if db not in schemas:
+            schemas[db] = introspect(str(Path(data["root"]) / data["db_dir"] / db / f"{db}.sqlite"), db)
+        schema = schemas[db]
+        qualifier, _, column = m.group(1).rpartition(".")
+        ref = ("table.column" if schema.table(qualifier) else "alias.column") if qualifier else "bare column"
+        known = any(c.name.lower() == column.lower() for t in schema.tables for c in t.columns)
+        kinds[f"{ref}, {'in the database' if known else 'not in the database'}"] += 1
+    return kinds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,6 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|" + "---:|" * len(loaded))
     for c in cats:
         print(f"| {c} | " + " | ".join(str(m.get("error_categories", {}).get(c, 0)) for _, m, _ in loaded) + " |")
+    print('\n"no such column" errors of the final answers:\n')
+    unknown = [unknown_columns(d, preds) for d, _, preds in loaded]
+    print("| reference | " + " | ".join(d.name for d, _, _ in loaded) + " |")
+    print("|---|" + "---:|" * len(loaded))
+    for k in sorted({k for u in unknown for k in u}):
+        print(f"| {k} | " + " | ".join(str(u.get(k, 0)) for u in unknown) + " |")
     return 0
 
 

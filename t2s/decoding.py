@@ -16,7 +16,7 @@ list `grammar_artifacts(decoding)` in `artifacts()` so `t2s prepare` builds them
 Stages whose replies are not (only) SQL build their reply formats from the pieces here, none of which knows a method:
 `sql_reply_constraint` (a root rule of the stage's own around the database's grammar rules, e.g. `limited_select`: one
 SELECT ending in `LIMIT 1..n`), `identifier` / `qualified_names` (a database's names as a reply writes them) and
-`choice_lines_constraint` (one choice per line, or an explicit "none").
+`choice_list_constraint` (choices one per line or comma-separated, or an explicit "none").
 """
 
 from __future__ import annotations
@@ -206,15 +206,17 @@ def qualified_names(columns: Mapping[str, Sequence[str]], *, quote: str = "`", a
     return alts[0] if len(alts) == 1 else "(" + " | ".join(alts) + ")"
 
 
-def choice_lines_constraint(choice: str, *, most: int, empty: str | None = None, name: str = "") -> Constraint:
-    """A reply of one choice per line (`choice`: a GBNF expression of terminals, e.g. `qualified_names`), at least
-    one and at most `most` lines, no bullets and nothing else; or, with `empty`, that word alone (an explicit empty
-    choice, "NONE")."""
+def choice_list_constraint(choice: str, *, most: int, empty: str | None = None, name: str = "") -> Constraint:
+    """A reply listing choices (`choice`: a GBNF expression of terminals, e.g. `qualified_names`), at least one and at
+    most `most`, one per line or separated by commas on a line (`a.x, b.y`: both are what the column-choice parser
+    reads, and small models write the comma list even when the prompt asks for lines), no bullets and nothing else;
+    or, with `empty`, that word alone (an explicit empty choice, "NONE")."""
     if most < 1:
-        raise ValueError(f"choice_lines_constraint: most must be >= 1, got {most}")
-    lines = "CHOICE" if most == 1 else f'CHOICE ("\\n" CHOICE){{0,{most - 1}}}'
+        raise ValueError(f"choice_list_constraint: most must be >= 1, got {most}")
+    lines = "CHOICE" if most == 1 else f'CHOICE (SEP CHOICE){{0,{most - 1}}}'
     root = f"{lines} | {gbnf_literal(empty)}" if empty else lines
-    return Constraint.grammar(f"root ::= {root}\nCHOICE ::= {choice}\n", name=name)
+    sep = '' if most == 1 else 'SEP ::= "\\n" | ", " | ","\n'
+    return Constraint.grammar(f"root ::= {root}\nCHOICE ::= {choice}\n{sep}", name=name)
 
 
 def limited_select(most: int) -> str:

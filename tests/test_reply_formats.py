@@ -299,6 +299,7 @@ def test_the_dual_linkers_column_lists_are_lines_of_candidates(world: dict[str, 
                   "concert.name", "singer.name\n", "NONE"):
         assert refused(s1, reply), reply
     assert not refused(s1, "SINGER.Name\nconcert.year\nsinger.country")
+    assert not refused(s1, "SINGER.Name, concert.year, singer.country")  # the comma list the 0.5B writes
     for reply in ("singer.name", "singer.country\nsinger.age", "none"):  # pass 1's columns are no candidates
         assert refused(s2, reply), reply
     assert not refused(s2, "singer.age\nconcert.singer_id")
@@ -307,11 +308,11 @@ def test_the_dual_linkers_column_lists_are_lines_of_candidates(world: dict[str, 
 def test_a_column_list_writes_a_name_that_is_not_plain_as_the_parser_reads_it() -> None:
     from t2s.context.column_choice import parse_column_choice
     from t2s.context.fields import Field
-    from t2s.decoding import choice_lines_constraint, qualified_names
+    from t2s.decoding import choice_list_constraint, qualified_names
     from t2s.llm.structured import text_matcher
 
     fields = [Field(table="singer", column="Home Town", text=""), Field(table="singer", column="name", text="")]
-    c = choice_lines_constraint(qualified_names({"singer": ["Home Town", "name"]}, quote='"'), most=2)
+    c = choice_list_constraint(qualified_names({"singer": ["Home Town", "name"]}, quote='"'), most=2)
     assert text_matcher().problem(c, 'singer."Home Town"') is None
     assert text_matcher().problem(c, "singer.Home Town") is not None
     assert parse_column_choice('singer."Home Town"\nsinger.name', fields).columns == (("singer", "Home Town"),
@@ -480,7 +481,7 @@ def test_llama_cpp_and_the_hf_matcher_read_the_reply_formats_alike(world: dict[s
     from t2s_plugins.prober.pv.prober import PROBE_REPLY, PROBE_RULES
 
     from t2s.db.introspect import introspect
-    from t2s.decoding import choice_lines_constraint, limited_select, qualified_names
+    from t2s.decoding import choice_list_constraint, limited_select, qualified_names
     from t2s.llm.base import Constraint
     from t2s.sql.grammar import sql_grammar
 
@@ -496,8 +497,9 @@ def test_llama_cpp_and_the_hf_matcher_read_the_reply_formats_alike(world: dict[s
         (Constraint.grammar(f"root ::= {probe}\n{PROBE_RULES}{sql_grammar(schema).rules}"),
          ["DONE", "PURPOSE: countries\n" + fence("SELECT DISTINCT country FROM singer LIMIT 5")],
          ["PURPOSE: answer\n" + fence("SELECT name FROM singer"), fence("SELECT name FROM singer LIMIT 2")]),
-        (choice_lines_constraint(qualified_names({"singer": ["name", "country"]}, quote='"'), most=2, empty="NONE"),
-         ["singer.name\nsinger.country", "NONE"], ["- singer.name", "singer.age"]),
+        (choice_list_constraint(qualified_names({"singer": ["name", "country"]}, quote='"'), most=2, empty="NONE"),
+         ["singer.name\nsinger.country", "singer.name, singer.country", "singer.name,singer.country", "NONE"],
+         ["- singer.name", "singer.age", "singer.name; singer.country", "singer.name,\n singer.country"]),
     ]
     tiny = make_tiny_llm()
     for constraint, good, bad in cases:

@@ -16,8 +16,8 @@ given as `selected` (pass 2 models often repeat the pass-1 columns instead of sa
 candidate, the random tiny model's noise) is `junk`: the caller falls back instead of trusting it.
 
 `COLUMNS_REPLY` pairs the parser with the reply it reads (`reply:` in `dual_link_s1_v1.yaml` / `dual_link_s2_v1.yaml`):
-one `table.column` per line (a name that is not a plain identifier in double quotes), or NONE for no column: the form
-the dual linker's constrained decoding accepts (`t2s.decoding.choice_lines_constraint`) when the columns are
+one `table.column` per line (a name that is not a plain identifier in double quotes), or NONE for no column. The
+dual linker's constrained decoding accepts that and the comma list the parser also reads (`a.x, b.y` on one line), (`t2s.decoding.choice_list_constraint`) when the columns are
 candidates.
 """
 
