@@ -4,6 +4,8 @@
 type hints, so nested records (`list[Candidate]`, `SchemaView.schema`, `dict[str, Usage]`) come back as records and
 tuple-typed fields as tuples. Keys a record does not have are ignored (so records written by newer code still load);
 missing keys take the field's default.
+
+`StageLog`: a stage's per-question records of what it decided, beside the run's traces.
 """
 
 from __future__ import annotations
@@ -69,3 +71,43 @@ def decode(tp: Any, value: Any) -> Any:
     if origin is dict and len(args) == 2:
         return {k: decode(args[1], v) for k, v in value.items()}
     return value
+
+
+class StageLog:
+    """Per-question records of one stage option, appended to `<run_dir>/<folder>/<option>.jsonl`.
+
+    A stage's contract lets it write only some task fields (a selector `final_sql`, a linker `schemas`), so what it
+    decided on the way (a selector's clusters and comparisons, a linker's replies and chosen columns) goes to this
+    trace-side file, one JSON object per question with its `qid`. A resumed run appends again; `read` keeps the last
+    record per question.
+    """
+
+    def __init__(self, run_dir: Any, folder: str, option: str) -> None:
+        from pathlib import Path
+
+        self.path = Path(run_dir) / folder / f"{option}.jsonl"
+
+    def write(self, records: list[dict[str, Any]]) -> None:
+        import json
+
+        if not records:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as f:
+            for r in records:
+                f.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")
+
+    @staticmethod
+    def read(path: Any) -> dict[str, dict[str, Any]]:
+        """qid -> the last record written for it."""
+        import json
+        from pathlib import Path
+
+        out: dict[str, dict[str, Any]] = {}
+        p = Path(path)
+        if p.is_file():
+            for line in p.read_text(encoding="utf-8").splitlines():
+                if line.strip():
+                    r = json.loads(line)
+                    out[str(r.get("qid"))] = r
+        return out

@@ -32,6 +32,7 @@ from t2s.db.types import ExecResult
 from t2s.eval.execution import SEMANTICS, prepare_sql, results_equal
 from t2s.generation import template_messages
 from t2s.prompts import PromptTemplate
+from t2s.records import StageLog
 from t2s.types import Candidate, Task
 
 if TYPE_CHECKING:
@@ -179,43 +180,16 @@ def describe(clusters: Sequence[Cluster], candidates: Sequence[Candidate]) -> li
              "status": c.result.status if c.result is not None else "not_run"} for c in clusters]
 
 
-class SelectionLog:
+class SelectionLog(StageLog):
     """Per-question selection records of one selector, appended to `<run_dir>/selection/<option>.jsonl`.
 
     A selector writes only `task.final_sql` (its kind's contract), so what it decided (clusters, fast path,
-    comparisons, margin) goes to this trace-side file, one JSON object per question with its `qid`; a resumed run
-    appends again, and `read` keeps the last record per question.
+    comparisons, margin) goes to this trace-side file (`t2s.records.StageLog`), one JSON object per question with its
+    `qid`; a resumed run appends again, and `read` keeps the last record per question.
     """
 
     def __init__(self, run_dir: Any, option: str) -> None:
-        from pathlib import Path
-
-        self.path = Path(run_dir) / "selection" / f"{option or 'selector'}.jsonl"
-
-    def write(self, records: Sequence[dict[str, Any]]) -> None:
-        import json
-
-        if not records:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as f:
-            for r in records:
-                f.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")
-
-    @staticmethod
-    def read(path: Any) -> dict[str, dict[str, Any]]:
-        """qid -> the last record written for it."""
-        import json
-        from pathlib import Path
-
-        out: dict[str, dict[str, Any]] = {}
-        p = Path(path)
-        if p.is_file():
-            for line in p.read_text(encoding="utf-8").splitlines():
-                if line.strip():
-                    r = json.loads(line)
-                    out[str(r.get("qid"))] = r
-        return out
+        super().__init__(run_dir, "selection", option or "selector")
 
 
 def format_result(result: ExecResult | None, *, max_rows: int = 5, max_cell_chars: int = 40) -> str:

@@ -21,6 +21,7 @@ from t2s.data.base import load_dataset
 from t2s.db.introspect import introspect
 from t2s.llm.base import GenParams
 from t2s.prompts import load_prompt
+from t2s.records import StageLog
 from t2s.run.pipeline import Pipeline, build_stage
 from t2s.run.runner import make_env, run
 from t2s.sql.columns import used_schema
@@ -264,6 +265,14 @@ def test_dual_linker_parses_a_selection_into_s1_and_a_wider_s2(demo_world: Any, 
         assert stage.outcomes[t.qid] == {"s1": "ok", "s2": "ok"}
         assert stage.replies[t.qid]["s1"].startswith("Sure!") and "students.year" in stage.replies[t.qid]["s2"]
         assert t.trace[0].llm_calls == 2
+    # what it decided, per question, beside the traces
+    log = StageLog.read(env.run_dir / "schema_linking" / "dual.jsonl")
+    assert sorted(log) == sorted(t.qid for t in result.tasks)
+    rec = log[result.tasks[0].qid]
+    assert (rec["s1_columns"], rec["s2_added"]) == (["courses.title", "students.name"], ["students.year"])
+    assert rec["outcome"] == {"s1": "ok", "s2": "ok"} and rec["linker"] == "schema_linker/dual"
+    assert set(rec["views"]["S2"]) - set(rec["views"]["S1"]) == {"students.year"}
+    assert "students.year" in rec["candidates"] and rec["replies"]["s1"].startswith("Sure!")
 
 
 def test_dual_linker_falls_back_to_the_prefiltered_set_on_junk(demo_world: Any, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from t2s.context.linking import prune
 from t2s.decoding import Decoding, choice_list_constraint, constrained, qualified_names
 from t2s.llm.base import Constraint, GenParams
 from t2s.prompts import load_prompt
+from t2s.records import StageLog
 from t2s.stages import SchemaLinker
 from t2s.types import Task
 
@@ -38,7 +39,9 @@ class DualSchemaLinker(SchemaLinker):
     set. An explicit "NONE" in pass 2 (or a reply repeating only pass-1 columns) leaves S2 = S1. When pass 1 leaves no candidate, pass 2 is not asked. At most
     2 LLM calls per question, all questions of a batch in one LLM batch per pass. What happened per question
     (ok / fallback / none / skipped) is kept in `outcomes` (qid -> {"s1": ..., "s2": ...}) and logged as counts; the
-    model's replies in `replies` (qid -> {"s1": text, "s2": text}), for error analysis.
+    model's replies in `replies` (qid -> {"s1": text, "s2": text}). For error analysis, each question's outcomes,
+    pre-filtered candidates, pass-1 columns, pass-2 additions, the two views' columns after the closure and the
+    replies go to `<run_dir>/schema_linking/<option>.jsonl` (`t2s.records.StageLog`).
 
     `decoding` (conf/decoding/, `${decoding}` by default): free, or under `sql` / `sql_strict` each reply constrained
     to the form `parse_column_choice` reads: candidate `table.column`s (names in any case, "" around a name that is
@@ -127,6 +130,7 @@ class DualSchemaLinker(SchemaLinker):
             if ok and rest:
                 second_items.append((t, rest, cols))
         second = dict(zip([t.qid for t, _, _ in second_items], self._ask(self.s2_template, second_items, "s2")))
+        added: dict[str, list[tuple[str, str]]] = {}
         for t, cands, cols in zip(tasks, candidates, s1):
             extra: list[tuple[str, str]] = []
             sel2 = second.get(t.qid)
@@ -137,9 +141,19 @@ class DualSchemaLinker(SchemaLinker):
                 else:
                     extra = list(sel2.columns)
                     outcome[t.qid]["s2"] = sel2.status
+            added[t.qid] = extra
             schema = self.env.schema(t.example)
             t.schemas.append(self.env.view("S1", prune(schema, cols, paths=self.paths)))
             t.schemas.append(self.env.view("S2", prune(schema, cols + extra, paths=self.paths)))
         self.outcomes.update(outcome)
+        StageLog(self.env.run_dir, "schema_linking", self.name or "dual").write([
+            {"qid": t.qid, "linker": self.origin, "outcome": outcome[t.qid],
+             "candidates": [f"{f.table}.{f.column}" for f in cands],
+             "s1_columns": [f"{a}.{b}" for a, b in cols],
+             "s2_added": [f"{a}.{b}" for a, b in added.get(t.qid, [])],
+             "views": {v.name: [f"{tb.name}.{c.name}" for tb in v.schema.tables for c in tb.columns]
+                       for v in t.schemas[-2:]},
+             "replies": self.replies.get(t.qid, {})}
+            for t, cands, cols in zip(tasks, candidates, s1)])
         counts = Counter(f"{k}={v}" for o in outcome.values() for k, v in o.items())
         log.info("%s: %s", self.origin, ", ".join(f"{k}: {n}" for k, n in sorted(counts.items())))
