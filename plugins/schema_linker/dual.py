@@ -97,8 +97,8 @@ class DualSchemaLinker(SchemaLinker):
         for f in fields:
             by_table.setdefault(f.table, []).append(f.column)
         return choice_list_constraint(qualified_names(by_table, quote='"'), most=len(fields),
-                                       empty="NONE" if pass_name == "s2" else None,
-                                       name=f"{self.origin}:{pass_name}:{self.decoding.mode}")
+                                      empty="NONE" if pass_name == "s2" else None,
+                                      name=f"{self.origin}:{pass_name}:{self.decoding.mode}")
 
     def _ask(self, template: Any, items: list[tuple[Task, list[Field], list[tuple[str, str]]]],
              pass_name: str) -> list[ColumnChoice]:
