@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import types
 import typing
+from pathlib import Path
 from typing import Any, Self, Union
 
 
@@ -83,13 +85,9 @@ class StageLog:
     """
 
     def __init__(self, run_dir: Any, folder: str, option: str) -> None:
-        from pathlib import Path
-
         self.path = Path(run_dir) / folder / f"{option}.jsonl"
 
     def write(self, records: list[dict[str, Any]]) -> None:
-        import json
-
         if not records:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,9 +98,6 @@ class StageLog:
     @staticmethod
     def read(path: Any) -> dict[str, dict[str, Any]]:
         """qid -> the last record written for it."""
-        import json
-        from pathlib import Path
-
         out: dict[str, dict[str, Any]] = {}
         p = Path(path)
         if p.is_file():

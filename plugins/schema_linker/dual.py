@@ -150,7 +150,7 @@ class DualSchemaLinker(SchemaLinker):
             {"qid": t.qid, "linker": self.origin, "outcome": outcome[t.qid],
              "candidates": [f"{f.table}.{f.column}" for f in cands],
              "s1_columns": [f"{a}.{b}" for a, b in cols],
-             "s2_added": [f"{a}.{b}" for a, b in added.get(t.qid, [])],
+             "s2_added": [f"{a}.{b}" for a, b in added[t.qid]],
              "views": {v.name: [f"{tb.name}.{c.name}" for tb in v.schema.tables for c in tb.columns]
                        for v in t.schemas[-2:]},
              "replies": self.replies.get(t.qid, {})}

@@ -17,8 +17,8 @@ candidate, the random tiny model's noise) is `junk`: the caller falls back inste
 
 `COLUMNS_REPLY` pairs the parser with the reply it reads (`reply:` in `dual_link_s1_v1.yaml` / `dual_link_s2_v1.yaml`):
 one `table.column` per line (a name that is not a plain identifier in double quotes), or NONE for no column. The
-dual linker's constrained decoding accepts that and the comma list the parser also reads (`a.x, b.y` on one line), (`t2s.decoding.choice_list_constraint`) when the columns are
-candidates.
+dual linker's constrained decoding (`t2s.decoding.choice_list_constraint`) accepts that form and the comma list the
+parser also reads (`a.x, b.y` on one line), when the columns are candidates.
 """
 
 from __future__ import annotations
